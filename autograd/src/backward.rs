@@ -1,0 +1,238 @@
+//! Reverse mode: the sweep that records gradients as nodes of the same graph.
+//!
+//! The sweep is a reverse loop over the arena (insertion order is topological), so
+//! a 10,000-step unrolled network cannot overflow the stack. It first marks the
+//! nodes that depend on a requested node; only those are visited, so branches that
+//! reach neither the loss nor the requested nodes cost nothing. Each op's rule
+//! returns its input gradients; the engine alone sums a broadcast gradient back to
+//! its input's shape and adds the contributions of fan-out. Every gradient it
+//! records is an ordinary node, so it can be differentiated again.
+
+use std::collections::BTreeMap;
+
+use ndarray::ArrayD;
+use smallvec::SmallVec;
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::graph::Graph;
+use crate::node::{DType, NodeId};
+use crate::ops::Back;
+
+impl<T: Float> Graph<T> {
+    /// The gradients of the scalar `output` with respect to each node of `wrt`
+    /// (parameters, inputs, initial states, intermediates), recorded as new nodes.
+    /// A node the output does not depend on gets a node of zeros, as in JAX.
+    ///
+    /// ```
+    /// use ndarray::arr1;
+    /// use unrolled_autograd::Graph;
+    /// # fn main() -> unrolled_autograd::Result<()> {
+    /// let mut g = Graph::<f64>::new();
+    /// let x = g.input(arr1(&[3.0]).into_dyn());
+    /// let y = g.pow_scalar(x, 3.0)?;          // x³
+    /// let y = g.sum_all(y)?;
+    /// let dx = g.grad(y, &[x])?[0];           // 3x² = 27
+    /// let s = g.sum_all(dx)?;
+    /// let ddx = g.grad(s, &[x])?[0];          // 6x = 18: second order
+    /// assert_eq!(g.value(dx)?[0], 27.0);
+    /// assert_eq!(g.value(ddx)?[0], 18.0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotScalar`] if `output` has more than one element (use
+    /// [`Graph::grad_with_seed`]); [`Error::ForeignNode`]; [`Error::DTypeMismatch`]
+    /// for an int64 node.
+    pub fn grad(&mut self, output: NodeId, wrt: &[NodeId]) -> Result<Vec<NodeId>> {
+        self.check(output, "grad")?;
+        let shape = self.shape_of(output).to_vec();
+        if shape.iter().product::<usize>() != 1 {
+            let scope = self
+                .scope_info(self.nodes[output.index()].scope)
+                .path
+                .clone();
+            return Err(Error::NotScalar {
+                op: "grad",
+                scope,
+                node: output.index(),
+                shape,
+            });
+        }
+        let twin = self.grad_scope(self.nodes[output.index()].scope);
+        let seed = self.enter(twin).ones(&shape);
+        self.grad_with_seed(output, seed, wrt)
+    }
+
+    /// As [`Graph::grad`], from any `output` with an explicit seed gradient of the
+    /// same shape (a vector-Jacobian product).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if the seed's shape differs from the output's; as [`Graph::grad`].
+    pub fn grad_with_seed(
+        &mut self,
+        output: NodeId,
+        seed: NodeId,
+        wrt: &[NodeId],
+    ) -> Result<Vec<NodeId>> {
+        self.check(output, "grad")?;
+        self.check(seed, "grad")?;
+        for &w in wrt {
+            self.check(w, "grad")?;
+        }
+        for (k, &id) in std::iter::once(&output).chain(wrt).enumerate() {
+            let got = self.nodes[id.index()].dtype;
+            if got == DType::I64 {
+                return Err(Error::DTypeMismatch {
+                    op: "grad",
+                    scope: self.scope_path(),
+                    input: k,
+                    expected: T::DTYPE,
+                    got,
+                });
+            }
+        }
+        if self.shape_of(seed) != self.shape_of(output) {
+            return Err(Error::ShapeMismatch {
+                op: "grad",
+                scope: self.scope_path(),
+                lhs: self.shape_of(output).to_vec(),
+                rhs: self.shape_of(seed).to_vec(),
+            });
+        }
+        let out = output.index();
+        let Some(lo) = wrt.iter().map(|w| w.index()).filter(|&w| w <= out).min() else {
+            return wrt
+                .iter()
+                .map(|&w| Ok(self.zeros_like_in_root(w)))
+                .collect();
+        };
+
+        // Which nodes in lo..=out depend on a requested node (detach cuts the dependence).
+        let mut dep = vec![false; out - lo + 1];
+        for w in wrt.iter().filter(|w| w.index() <= out) {
+            dep[w.index() - lo] = true;
+        }
+        for i in lo..=out {
+            if dep[i - lo] {
+                continue;
+            }
+            let node = &self.nodes[i];
+            dep[i - lo] = !matches!(node.op, crate::ops::Op::Detach(_))
+                && node
+                    .inputs
+                    .iter()
+                    .any(|j| j.index() >= lo && dep[j.index() - lo]);
+        }
+
+        let mut grads: Vec<Option<NodeId>> = vec![None; out - lo + 1];
+        if dep[out - lo] {
+            grads[out - lo] = Some(seed);
+        }
+        let saved = self.current_scope();
+        for i in (lo..=out).rev() {
+            let Some(gi) = grads[i - lo] else { continue };
+            let node = &self.nodes[i];
+            if node.op.is_leaf() {
+                continue;
+            }
+            let inputs: SmallVec<[NodeId; 3]> = node.inputs.clone();
+            let needs: SmallVec<[bool; 3]> = inputs
+                .iter()
+                .map(|j| j.index() >= lo && dep[j.index() - lo])
+                .collect();
+            if !needs.iter().any(|&n| n) {
+                continue;
+            }
+            let op = node.op.clone();
+            let twin = self.grad_scope(node.scope);
+            self.set_current_scope(twin);
+            let back = Back {
+                out: self.mk_id(i),
+                inputs: &inputs,
+                grad: gi,
+                needs: &needs,
+            };
+            let result = op.rule::<T>().backward(self, &back);
+            let input_grads = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    self.set_current_scope(saved);
+                    return Err(e);
+                }
+            };
+            for (k, ig) in input_grads.into_iter().enumerate() {
+                let (Some(ig), true) = (ig, needs.get(k).copied().unwrap_or(false)) else {
+                    continue;
+                };
+                let j = inputs[k];
+                let r = self.accumulate(grads[j.index() - lo], ig, j);
+                match r {
+                    Ok(acc) => grads[j.index() - lo] = Some(acc),
+                    Err(e) => {
+                        self.set_current_scope(saved);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        self.set_current_scope(saved);
+        let mut result = Vec::with_capacity(wrt.len());
+        for &w in wrt {
+            let g = if w.index() >= lo && w.index() <= out {
+                grads[w.index() - lo]
+            } else {
+                None
+            };
+            result.push(match g {
+                Some(g) => g,
+                None => self.zeros_like_in_root(w),
+            });
+        }
+        Ok(result)
+    }
+
+    /// Brings a contribution to its input's shape (summing broadcast axes) and adds
+    /// it to what the input already received.
+    fn accumulate(
+        &mut self,
+        prev: Option<NodeId>,
+        contribution: NodeId,
+        input: NodeId,
+    ) -> Result<NodeId> {
+        let shape = self.shape_of(input).to_vec();
+        let c = self.sum_to(contribution, &shape)?;
+        match prev {
+            None => Ok(c),
+            Some(p) => self.add(p, c),
+        }
+    }
+
+    fn zeros_like_in_root(&mut self, w: NodeId) -> NodeId {
+        let shape = self.shape_of(w).to_vec();
+        let twin = self.grad_scope(crate::scope::ScopeId::ROOT);
+        self.enter(twin).zeros(&shape)
+    }
+
+    /// The gradient of `loss` for every parameter leaf of the graph, keyed by name.
+    ///
+    /// # Errors
+    /// As [`Graph::grad`].
+    pub fn param_grads(&mut self, loss: NodeId) -> Result<BTreeMap<String, NodeId>> {
+        let (names, ids): (Vec<String>, Vec<NodeId>) =
+            self.params().iter().map(|(k, v)| (k.clone(), *v)).unzip();
+        let gs = self.grad(loss, &ids)?;
+        Ok(names.into_iter().zip(gs).collect())
+    }
+
+    /// The values of [`Graph::param_grads`].
+    ///
+    /// # Errors
+    /// As [`Graph::grad`].
+    pub fn param_grad_values(&mut self, loss: NodeId) -> Result<BTreeMap<String, ArrayD<T>>> {
+        let gs = self.param_grads(loss)?;
+        gs.into_iter()
+            .map(|(k, id)| Ok((k, self.value(id)?.clone())))
+            .collect()
+    }
+}

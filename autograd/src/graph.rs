@@ -1,0 +1,568 @@
+//! The graph: an append-only arena of nodes and their values.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ndarray::{ArrayD, IxDyn};
+use smallvec::SmallVec;
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::node::{DType, Node, NodeId, Shape, Value};
+use crate::ops::{Constant, Fail, Input, Op, Param};
+use crate::params::ParamStore;
+use crate::scope::{Direction, ScopeGuard, ScopeId, ScopeInfo, ScopePath, Scopes, Segment};
+
+static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
+
+/// A recorded computation: an append-only arena of [`Node`]s and their values.
+///
+/// Define-by-run: every builder method computes its node's value at once, so any
+/// value can be read right after the node is built. The arena's order is a
+/// topological order, so the reverse sweep ([`Graph::grad`]) is a reverse loop.
+/// The same graph can be evaluated again on new inputs and parameters without
+/// being recorded again ([`Graph::replay`]).
+///
+/// ```
+/// use ndarray::{arr1, ArrayD};
+/// use unrolled_autograd::Graph;
+/// # fn main() -> unrolled_autograd::Result<()> {
+/// let mut g = Graph::<f64>::new();
+/// let x = g.input(arr1(&[0.5, -1.0]).into_dyn());
+/// let y = g.tanh(x)?;
+/// let loss = g.sum_all(y)?;
+/// let [dx] = g.grad(loss, &[x])?[..] else { unreachable!() };
+/// let expect = 1.0 - 0.5f64.tanh().powi(2);
+/// assert!((g.value(dx)?[0] - expect).abs() < 1e-15);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Graph<T: Float> {
+    tag: u32,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) values: Vec<Value<T>>,
+    pub(crate) scopes: Scopes,
+    current: ScopeId,
+    params: BTreeMap<String, NodeId>,
+}
+
+impl<T: Float> Default for Graph<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Float> Graph<T> {
+    /// An empty graph.
+    pub fn new() -> Self {
+        Graph {
+            tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
+            nodes: Vec::new(),
+            values: Vec::new(),
+            scopes: Scopes::default(),
+            current: ScopeId::ROOT,
+            params: BTreeMap::new(),
+        }
+    }
+
+    /// An empty graph with room for `n` nodes.
+    pub fn with_capacity(n: usize) -> Self {
+        let mut g = Self::new();
+        g.nodes.reserve(n);
+        g.values.reserve(n);
+        g
+    }
+
+    /// The number of recorded nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether nothing is recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// All nodes in recording (topological) order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The id of the node at `index`, if there is one.
+    pub fn id(&self, index: usize) -> Option<NodeId> {
+        (index < self.nodes.len()).then(|| self.mk_id(index))
+    }
+
+    /// The ids of all nodes, in order.
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        (0..self.nodes.len()).map(|i| self.mk_id(i))
+    }
+
+    pub(crate) fn mk_id(&self, index: usize) -> NodeId {
+        NodeId {
+            index: index as u32,
+            graph: self.tag,
+        }
+    }
+
+    /// Checks that `id` belongs to this graph.
+    pub fn check(&self, id: NodeId, op: &'static str) -> Result<()> {
+        if id.graph != self.tag || id.index() >= self.nodes.len() {
+            return Err(Error::ForeignNode {
+                op,
+                scope: self.scope_path(),
+                node: id.index(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The node record of `id`.
+    ///
+    /// # Errors
+    /// [`Error::ForeignNode`] if `id` is not of this graph.
+    pub fn node(&self, id: NodeId) -> Result<&Node> {
+        self.check(id, "node")?;
+        Ok(&self.nodes[id.index()])
+    }
+
+    /// The shape of `id`'s value.
+    ///
+    /// # Errors
+    /// [`Error::ForeignNode`] if `id` is not of this graph.
+    pub fn shape(&self, id: NodeId) -> Result<&[usize]> {
+        self.check(id, "shape")?;
+        Ok(&self.nodes[id.index()].shape)
+    }
+
+    pub(crate) fn shape_of(&self, id: NodeId) -> &[usize] {
+        &self.nodes[id.index()].shape
+    }
+
+    /// The float value of `id`.
+    ///
+    /// # Errors
+    /// [`Error::ForeignNode`] for another graph's id, [`Error::DTypeMismatch`] for an index node.
+    pub fn value(&self, id: NodeId) -> Result<&ArrayD<T>> {
+        self.check(id, "value")?;
+        match &self.values[id.index()] {
+            Value::Float(a) => Ok(a),
+            Value::Index(_) => Err(self.dtype_err("value", 0, T::DTYPE, DType::I64)),
+        }
+    }
+
+    /// The integer value of an index node.
+    ///
+    /// # Errors
+    /// As [`Graph::value`], the other way round.
+    pub fn index_value(&self, id: NodeId) -> Result<&ArrayD<i64>> {
+        self.check(id, "index_value")?;
+        match &self.values[id.index()] {
+            Value::Index(a) => Ok(a),
+            Value::Float(_) => Err(self.dtype_err("index_value", 0, DType::I64, T::DTYPE)),
+        }
+    }
+
+    /// The value of a scalar (one-element) node as `f64`.
+    ///
+    /// # Errors
+    /// As [`Graph::value`]; [`Error::NotScalar`] if the node has more than one element.
+    pub fn scalar_value(&self, id: NodeId) -> Result<f64> {
+        let v = self.value(id)?;
+        if v.len() != 1 {
+            return Err(Error::NotScalar {
+                op: "scalar_value",
+                scope: self.scope_path(),
+                node: id.index(),
+                shape: v.shape().to_vec(),
+            });
+        }
+        Ok(v.iter().next().map(|x| x.f64()).unwrap_or_default())
+    }
+
+    fn dtype_err(&self, op: &'static str, input: usize, expected: DType, got: DType) -> Error {
+        Error::DTypeMismatch {
+            op,
+            scope: self.scope_path(),
+            input,
+            expected,
+            got,
+        }
+    }
+
+    // ----- leaves ---------------------------------------------------------------
+
+    fn leaf(&mut self, op: Op, value: Value<T>) -> NodeId {
+        let shape: Shape = value.shape().iter().copied().collect();
+        let dtype = match value {
+            Value::Float(_) => T::DTYPE,
+            Value::Index(_) => DType::I64,
+        };
+        self.append(op, &[], shape, dtype, value)
+    }
+
+    /// Records an input: a leaf whose value can be replaced for a replay
+    /// ([`Graph::set_value`]) and differentiated against.
+    pub fn input(&mut self, value: ArrayD<T>) -> NodeId {
+        self.leaf(Op::Input(Input { name: None }), Value::Float(value))
+    }
+
+    /// Records a named input (the name shows in the text form and the DOT drawing).
+    pub fn input_named(&mut self, name: &str, value: ArrayD<T>) -> NodeId {
+        self.leaf(
+            Op::Input(Input {
+                name: Some(name.to_owned()),
+            }),
+            Value::Float(value),
+        )
+    }
+
+    /// Records an integer input (token ids, class labels): int64, never differentiated.
+    pub fn index_input(&mut self, value: ArrayD<i64>) -> NodeId {
+        self.leaf(Op::Input(Input { name: None }), Value::Index(value))
+    }
+
+    /// Records a constant: a leaf that is not expected to change between replays.
+    pub fn constant(&mut self, value: ArrayD<T>) -> NodeId {
+        self.leaf(Op::Constant(Constant), Value::Float(value))
+    }
+
+    /// Records a 0-d constant.
+    pub fn scalar(&mut self, v: f64) -> NodeId {
+        self.constant(ArrayD::from_elem(IxDyn(&[]), T::of(v)))
+    }
+
+    /// Records a constant of zeros.
+    pub fn zeros(&mut self, shape: &[usize]) -> NodeId {
+        self.constant(ArrayD::zeros(IxDyn(shape)))
+    }
+
+    /// Records a constant of ones.
+    pub fn ones(&mut self, shape: &[usize]) -> NodeId {
+        self.constant(ArrayD::from_elem(IxDyn(shape), T::one()))
+    }
+
+    /// The leaf of parameter `name`, read from `store`. Asking twice for the same
+    /// name in one graph returns the same node: a parameter used at every time step
+    /// shows as fan-out, and its gradient is the sum over the steps.
+    ///
+    /// # Errors
+    /// [`Error::UnknownParam`] if the store has no such name.
+    pub fn param(&mut self, store: &ParamStore<T>, name: &str) -> Result<NodeId> {
+        if let Some(&id) = self.params.get(name) {
+            return Ok(id);
+        }
+        let value = store
+            .get(name)
+            .ok_or_else(|| Error::UnknownParam {
+                op: "param",
+                name: name.to_owned(),
+            })?
+            .clone();
+        let saved = self.current;
+        self.current = ScopeId::ROOT;
+        let id = self.leaf(
+            Op::Param(Param {
+                name: name.to_owned(),
+            }),
+            Value::Float(value),
+        );
+        self.current = saved;
+        self.params.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    pub(crate) fn register_param(&mut self, name: &str, id: NodeId) {
+        self.params.insert(name.to_owned(), id);
+    }
+
+    /// The parameter leaves recorded so far, by name (sorted).
+    pub fn params(&self) -> &BTreeMap<String, NodeId> {
+        &self.params
+    }
+
+    // ----- recording --------------------------------------------------------------
+
+    pub(crate) fn append(
+        &mut self,
+        op: Op,
+        inputs: &[NodeId],
+        shape: Shape,
+        dtype: DType,
+        value: Value<T>,
+    ) -> NodeId {
+        let id = self.mk_id(self.nodes.len());
+        self.nodes.push(Node {
+            op,
+            inputs: SmallVec::from_slice(inputs),
+            shape,
+            dtype,
+            scope: self.current,
+        });
+        self.values.push(value);
+        id
+    }
+
+    /// Records `op` over `inputs`: checks ids, dtypes and shapes, computes the value.
+    pub(crate) fn push(&mut self, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
+        let name = op.name();
+        for &id in inputs {
+            self.check(id, name)?;
+        }
+        let rule = op.rule::<T>();
+        let index_inputs = rule.index_inputs();
+        for (k, &id) in inputs.iter().enumerate() {
+            let want = if index_inputs.contains(&k) {
+                DType::I64
+            } else {
+                T::DTYPE
+            };
+            let got = self.nodes[id.index()].dtype;
+            if got != want {
+                return Err(self.dtype_err(name, k, want, got));
+            }
+        }
+        let shapes: SmallVec<[&[usize]; 4]> = inputs
+            .iter()
+            .map(|i| &self.nodes[i.index()].shape[..])
+            .collect();
+        let shape = rule
+            .infer(&shapes)
+            .map_err(|f| self.fail(name, f, inputs))?;
+        drop(shapes);
+        let vals: SmallVec<[&Value<T>; 4]> =
+            inputs.iter().map(|i| &self.values[i.index()]).collect();
+        let out = rule
+            .forward(&vals, &shape)
+            .map_err(|f| self.fail(name, f, inputs))?;
+        drop(vals);
+        debug_assert_eq!(
+            out.shape(),
+            &shape[..],
+            "{name}: forward disagrees with infer"
+        );
+        Ok(self.append(op, inputs, shape, T::DTYPE, Value::Float(out)))
+    }
+
+    /// Turns an op's failure into a typed error with op, scope and shapes.
+    pub(crate) fn fail(&self, op: &'static str, f: Fail, inputs: &[NodeId]) -> Error {
+        let scope = self.scope_path();
+        let shapes = || {
+            inputs
+                .iter()
+                .map(|i| self.nodes[i.index()].shape.to_vec())
+                .collect()
+        };
+        match f {
+            Fail::Mismatch(lhs, rhs) => Error::ShapeMismatch {
+                op,
+                scope,
+                lhs: lhs.to_vec(),
+                rhs: rhs.to_vec(),
+            },
+            Fail::Invalid(reason) => Error::InvalidInput {
+                op,
+                scope,
+                reason,
+                shapes: shapes(),
+            },
+            Fail::IndexRange { index, bound } => Error::IndexOutOfRange {
+                op,
+                scope,
+                index,
+                bound,
+                shapes: shapes(),
+            },
+        }
+    }
+
+    // ----- replay -------------------------------------------------------------------
+
+    /// Replaces the value of an input or constant leaf for the next [`Graph::replay`].
+    ///
+    /// # Errors
+    /// [`Error::ForeignNode`]; [`Error::InvalidInput`] if the node is not a float leaf;
+    /// [`Error::ShapeMismatch`] if the shape differs from the recorded one.
+    pub fn set_value(&mut self, id: NodeId, value: ArrayD<T>) -> Result<()> {
+        self.set_leaf(id, Value::Float(value))
+    }
+
+    /// Replaces the value of an index input for the next [`Graph::replay`].
+    ///
+    /// # Errors
+    /// As [`Graph::set_value`].
+    pub fn set_index_value(&mut self, id: NodeId, value: ArrayD<i64>) -> Result<()> {
+        self.set_leaf(id, Value::Index(value))
+    }
+
+    fn set_leaf(&mut self, id: NodeId, value: Value<T>) -> Result<()> {
+        self.check(id, "set_value")?;
+        let node = &self.nodes[id.index()];
+        let kind_ok = matches!(node.op, Op::Input(_) | Op::Constant(_) | Op::Param(_));
+        let dtype = match value {
+            Value::Float(_) => T::DTYPE,
+            Value::Index(_) => DType::I64,
+        };
+        if !kind_ok {
+            return Err(Error::InvalidInput {
+                op: "set_value",
+                scope: self.scope_info(node.scope).path.clone(),
+                reason: format!(
+                    "%{} is a computed {} node, not a leaf",
+                    id.index(),
+                    node.op.name()
+                ),
+                shapes: vec![node.shape.to_vec()],
+            });
+        }
+        if node.dtype != dtype {
+            return Err(self.dtype_err("set_value", 0, node.dtype, dtype));
+        }
+        if node.shape[..] != *value.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "set_value",
+                scope: self.scope_info(node.scope).path.clone(),
+                lhs: node.shape.to_vec(),
+                rhs: value.shape().to_vec(),
+            });
+        }
+        self.values[id.index()] = value;
+        Ok(())
+    }
+
+    /// Reloads every parameter leaf from `store` (for a replay after an optimizer step).
+    ///
+    /// # Errors
+    /// [`Error::UnknownParam`] if a recorded name is missing; [`Error::ShapeMismatch`] if a shape changed.
+    pub fn load_params(&mut self, store: &ParamStore<T>) -> Result<()> {
+        let params: Vec<(String, NodeId)> =
+            self.params.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for (name, id) in params {
+            let v = store.get(&name).ok_or(Error::UnknownParam {
+                op: "load_params",
+                name: name.clone(),
+            })?;
+            if v.shape() != self.shape_of(id) {
+                return Err(Error::ShapeMismatch {
+                    op: "load_params",
+                    scope: name,
+                    lhs: self.shape_of(id).to_vec(),
+                    rhs: v.shape().to_vec(),
+                });
+            }
+            self.values[id.index()] = Value::Float(v.clone());
+        }
+        Ok(())
+    }
+
+    /// Evaluates every computed node again, in order, from the current leaf values.
+    /// Gradient nodes recorded by [`Graph::grad`] are ordinary nodes, so they are
+    /// recomputed too: after a replay they hold the gradients at the new values.
+    ///
+    /// # Errors
+    /// An op's error for values it cannot take (an index out of range after
+    /// [`Graph::set_index_value`]).
+    pub fn replay(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            if node.op.is_leaf() {
+                continue;
+            }
+            let rule = node.op.rule::<T>();
+            let vals: SmallVec<[&Value<T>; 4]> = node
+                .inputs
+                .iter()
+                .map(|j| &self.values[j.index()])
+                .collect();
+            let result = rule.forward(&vals, &node.shape);
+            drop(vals);
+            match result {
+                Ok(out) => self.values[i] = Value::Float(out),
+                Err(f) => {
+                    let (name, inputs, scope) = (node.op.name(), node.inputs.clone(), node.scope);
+                    let saved = self.current;
+                    self.current = scope;
+                    let e = self.fail(name, f, &inputs);
+                    self.current = saved;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- scopes ---------------------------------------------------------------------
+
+    /// The scope new nodes are recorded under.
+    pub fn current_scope(&self) -> ScopeId {
+        self.current
+    }
+
+    pub(crate) fn set_current_scope(&mut self, s: ScopeId) {
+        self.current = s;
+    }
+
+    /// The path of the current scope, as error messages print it (`<root>` at the top).
+    pub fn scope_path(&self) -> String {
+        ScopePath(&self.scopes.info(self.current).path).to_string()
+    }
+
+    /// What a scope records: its path and annotations.
+    ///
+    /// # Panics
+    /// Only for a `ScopeId` from another graph that is out of this graph's range.
+    pub fn scope_info(&self, s: ScopeId) -> &ScopeInfo {
+        self.scopes.info(s)
+    }
+
+    /// Every scope of the graph, indexed by [`ScopeId::index`].
+    pub fn scope_infos(&self) -> &[ScopeInfo] {
+        self.scopes.all()
+    }
+
+    /// Enters the child scope `name` until the guard is dropped.
+    pub fn scope(&mut self, name: &str) -> ScopeGuard<'_, T> {
+        let seg = self.scopes.name_segment(name);
+        let s = self.scopes.child(self.current, seg, &|| name.to_owned());
+        ScopeGuard::new(self, s)
+    }
+
+    /// Enters time step `t` (path segment `t{t}`, annotation `step`).
+    pub fn step(&mut self, t: usize) -> ScopeGuard<'_, T> {
+        let s = self
+            .scopes
+            .child(self.current, Segment::Step(t as u32), &|| format!("t{t}"));
+        ScopeGuard::new(self, s)
+    }
+
+    /// Enters layer `l` (path segment `l{l}`, annotation `layer`).
+    pub fn layer(&mut self, l: usize) -> ScopeGuard<'_, T> {
+        let s = self
+            .scopes
+            .child(self.current, Segment::Layer(l as u32), &|| format!("l{l}"));
+        ScopeGuard::new(self, s)
+    }
+
+    /// Enters a direction (path segment `fwd`/`bwd`, annotation `direction`).
+    pub fn direction(&mut self, d: Direction) -> ScopeGuard<'_, T> {
+        let s = self.scopes.child(self.current, Segment::Direction(d), &|| {
+            d.segment().to_owned()
+        });
+        ScopeGuard::new(self, s)
+    }
+
+    /// Re-enters a scope recorded earlier (for instance to add a node to a past time step).
+    pub fn enter(&mut self, s: ScopeId) -> ScopeGuard<'_, T> {
+        ScopeGuard::new(self, s)
+    }
+
+    /// Runs `f` inside the child scope `name`.
+    pub fn with_scope<R>(&mut self, name: &str, f: impl FnOnce(&mut Graph<T>) -> R) -> R {
+        let mut g = self.scope(name);
+        f(&mut g)
+    }
+
+    pub(crate) fn grad_scope(&mut self, of: ScopeId) -> ScopeId {
+        self.scopes.grad_twin(of)
+    }
+}

@@ -1,0 +1,249 @@
+//! Activations: tanh, sigmoid, relu, softmax, log-softmax, and dropout.
+
+use ndarray::{ArrayD, Axis};
+use serde::{Deserialize, Serialize};
+
+use super::elementwise::unary_map;
+use super::{arity, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
+use crate::error::Result;
+use crate::float::Float;
+use crate::graph::Graph;
+use crate::node::{NodeId, Shape, Value};
+
+/// `tanh(x)`. d/dx = 1 - tanh(x)².
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tanh;
+
+/// `sigmoid(x) = 1 / (1 + exp(-x))`. d/dx = s (1 - s).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sigmoid;
+
+/// `relu(x) = max(x, 0)`. d/dx = [x > 0] (0 at the kink, as PyTorch).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Relu;
+
+pub(crate) fn sigmoid<T: Float>(v: T) -> T {
+    T::one() / (T::one() + (-v).exp())
+}
+
+impl<T: Float> Rule<T> for Tanh {
+    unary_map!(Tanh, |v: T| v.tanh());
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let y2 = g.square(b.out)?;
+        let d = g.rsub_scalar(y2, 1.0)?;
+        grads([Some(g.mul(b.grad, d)?)])
+    }
+}
+
+impl<T: Float> Rule<T> for Sigmoid {
+    unary_map!(Sigmoid, sigmoid);
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let one_minus = g.rsub_scalar(b.out, 1.0)?;
+        let d = g.mul(b.out, one_minus)?;
+        grads([Some(g.mul(b.grad, d)?)])
+    }
+}
+
+impl<T: Float> Rule<T> for Relu {
+    unary_map!(Relu, |v: T| if v > T::zero() { v } else { T::zero() });
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let m = g.compare_scalar(b.inputs[0], super::Cmp::Gt, 0.0)?;
+        grads([Some(g.mul(b.grad, m)?)])
+    }
+}
+
+/// `softmax(x)` along `axis`: `exp(x_i - max) / sum_j exp(x_j - max)`.
+/// d/dx (with upstream g) = y * (g - sum(g * y)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Softmax {
+    /// The normalized axis.
+    pub axis: usize,
+}
+
+/// `log_softmax(x)` along `axis`: `x_i - logsumexp(x)`, computed stably.
+/// d/dx (with upstream g) = g - exp(y) * sum(g).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogSoftmax {
+    /// The normalized axis.
+    pub axis: usize,
+}
+
+fn axis_infer(shapes: &[&[usize]], axis: usize) -> FResult<Shape> {
+    arity(shapes, 1)?;
+    if axis >= shapes[0].len() {
+        return Err(Fail::Invalid(format!(
+            "axis {axis} out of range for rank {}",
+            shapes[0].len()
+        )));
+    }
+    Ok(shape_of(shapes[0]))
+}
+
+fn lane_max<T: Float>(lane: &ndarray::ArrayViewMut1<T>) -> T {
+    lane.iter()
+        .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
+}
+
+impl<T: Float> Rule<T> for Softmax {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        axis_infer(s, self.axis)
+    }
+    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+        let mut out = fin(x, 0).to_owned();
+        for mut lane in out.lanes_mut(Axis(self.axis)) {
+            let m = lane_max(&lane);
+            lane.mapv_inplace(|v| (v - m).exp());
+            let s: T = lane.sum();
+            lane.mapv_inplace(|v| v / s);
+        }
+        Ok(out)
+    }
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let gy = g.mul(b.grad, b.out)?;
+        let s = g.sum(gy, &[self.axis as isize], true)?;
+        let t = g.mul(b.out, s)?;
+        grads([Some(g.sub(gy, t)?)])
+    }
+}
+
+impl<T: Float> Rule<T> for LogSoftmax {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        axis_infer(s, self.axis)
+    }
+    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+        let mut out = fin(x, 0).to_owned();
+        for mut lane in out.lanes_mut(Axis(self.axis)) {
+            let m = lane_max(&lane);
+            let lse = m + lane.iter().map(|&v| (v - m).exp()).sum::<T>().ln();
+            lane.mapv_inplace(|v| v - lse);
+        }
+        Ok(out)
+    }
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let s = g.sum(b.grad, &[self.axis as isize], true)?;
+        let e = g.exp(b.out)?;
+        let t = g.mul(e, s)?;
+        grads([Some(g.sub(b.grad, t)?)])
+    }
+}
+
+/// A seeded dropout mask: each element is `1/(1-p)` with probability `1-p`, else 0.
+/// It has no inputs; a replay draws the same mask again (same seed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DropoutMask {
+    /// The probability of dropping an element.
+    pub p: f64,
+    /// The seed of the mask.
+    pub seed: u64,
+    /// The mask's shape.
+    pub shape: Vec<usize>,
+}
+
+/// SplitMix64: a small generator whose output never changes between versions.
+pub(crate) struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub(crate) fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl<T: Float> Rule<T> for DropoutMask {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        arity(s, 0)?;
+        if !(0.0..=1.0).contains(&self.p) {
+            return Err(Fail::Invalid(format!(
+                "dropout probability {} is not in [0, 1]",
+                self.p
+            )));
+        }
+        Ok(shape_of(&self.shape))
+    }
+    fn forward(&self, _: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        let mut rng = SplitMix64(self.seed);
+        let keep = if self.p < 1.0 {
+            T::of(1.0 / (1.0 - self.p))
+        } else {
+            T::zero()
+        };
+        let n: usize = shape.iter().product();
+        let data = (0..n)
+            .map(|_| {
+                if rng.next_f64() >= self.p {
+                    keep
+                } else {
+                    T::zero()
+                }
+            })
+            .collect();
+        Ok(ArrayD::from_shape_vec(shape, data).expect("sized"))
+    }
+    fn backward(&self, _: &mut Graph<T>, _: &Back) -> Result<Grads> {
+        grads([])
+    }
+}
+
+/// Builders: the activation family.
+impl<T: Float> Graph<T> {
+    /// `tanh(x)`. d/dx = 1 - tanh(x)².
+    ///
+    /// # Errors
+    /// [`Error::ForeignNode`](crate::Error::ForeignNode) for another graph's id.
+    pub fn tanh(&mut self, x: NodeId) -> Result<NodeId> {
+        self.push(Op::Tanh(Tanh), &[x])
+    }
+    /// `sigmoid(x) = 1/(1+exp(-x))`. d/dx = s(1-s).
+    ///
+    /// # Errors
+    /// As [`Graph::tanh`].
+    pub fn sigmoid(&mut self, x: NodeId) -> Result<NodeId> {
+        self.push(Op::Sigmoid(Sigmoid), &[x])
+    }
+    /// `relu(x) = max(x, 0)`. d/dx = [x > 0].
+    ///
+    /// # Errors
+    /// As [`Graph::tanh`].
+    pub fn relu(&mut self, x: NodeId) -> Result<NodeId> {
+        self.push(Op::Relu(Relu), &[x])
+    }
+    /// Softmax along `axis` (negative counts from the end).
+    /// d/dx = y ⊙ (g - Σ g ⊙ y).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an axis out of range.
+    pub fn softmax(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
+        let axis = self.axis("softmax", x, axis)?;
+        self.push(Op::Softmax(Softmax { axis }), &[x])
+    }
+    /// Log-softmax along `axis`, computed as `x - max - ln Σ exp(x - max)`.
+    /// d/dx = g - exp(y) Σ g.
+    ///
+    /// # Errors
+    /// As [`Graph::softmax`].
+    pub fn log_softmax(&mut self, x: NodeId, axis: isize) -> Result<NodeId> {
+        let axis = self.axis("log_softmax", x, axis)?;
+        self.push(Op::LogSoftmax(LogSoftmax { axis }), &[x])
+    }
+    /// Inverted dropout with a seeded mask: `x * mask`, the kept elements scaled by
+    /// `1/(1-p)` as PyTorch does in training mode. `p = 0` returns `x` unchanged.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) if `p` is not in [0, 1].
+    pub fn dropout(&mut self, x: NodeId, p: f64, seed: u64) -> Result<NodeId> {
+        self.check(x, "dropout")?;
+        if p == 0.0 {
+            return Ok(x);
+        }
+        let shape = self.shape_of(x).to_vec();
+        let mask = self.push(Op::DropoutMask(DropoutMask { p, seed, shape }), &[])?;
+        self.mul(x, mask)
+    }
+}

@@ -1,0 +1,590 @@
+//! Elementwise ops: broadcasting arithmetic, scalar affine maps, powers, exp/log,
+//! comparisons (masks), `where`, `clamp` and `detach`.
+
+use ndarray::{ArrayD, Zip};
+use serde::{Deserialize, Serialize};
+
+use super::{arity, broadcast, fin, grads, shape_of, Back, FResult, Grads, Rule};
+use crate::error::Result;
+use crate::float::Float;
+use crate::graph::Graph;
+use crate::node::{NodeId, Shape, Value};
+
+macro_rules! unit_ops {
+    ($($(#[$m:meta])* $t:ident),*) => {$(
+        $(#[$m])*
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        pub struct $t;
+    )*};
+}
+
+unit_ops!(
+    /// `a + b` with broadcasting. d/da = 1, d/db = 1.
+    Add,
+    /// `a - b` with broadcasting. d/da = 1, d/db = -1.
+    Sub,
+    /// `a * b` with broadcasting. d/da = b, d/db = a.
+    Mul,
+    /// `a / b` with broadcasting. d/da = 1/b, d/db = -a/b².
+    Div,
+    /// `exp(x)`. d/dx = exp(x).
+    Exp,
+    /// `ln(x)`. d/dx = 1/x.
+    Log,
+    /// `sqrt(x)`. d/dx = 1/(2 sqrt(x)).
+    Sqrt,
+    /// `|x|`. d/dx = sign(x) (0 at 0, as PyTorch).
+    Abs,
+    /// `sign(x)` in {-1, 0, 1}; not differentiable (gradient 0).
+    Sign,
+    /// `where(cond, a, b)`: `a` where `cond != 0`, else `b`, broadcasting all three.
+    /// d/da = [cond != 0], d/db = [cond == 0]; `cond` gets no gradient.
+    Where,
+    /// Identity forward, no gradient (stop-gradient, PyTorch's `detach`).
+    Detach
+);
+
+fn binary_infer(shapes: &[&[usize]]) -> FResult<Shape> {
+    arity(shapes, 2)?;
+    broadcast(shapes[0], shapes[1])
+}
+
+macro_rules! binary_forward {
+    ($t:ty, $op:tt) => {
+        fn infer(&self, shapes: &[&[usize]]) -> FResult<Shape> {
+            binary_infer(shapes)
+        }
+        fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+            Ok(fin(x, 0) $op fin(x, 1))
+        }
+    };
+}
+
+impl<T: Float> Rule<T> for Add {
+    binary_forward!(Add, +);
+    fn backward(&self, _: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        grads([Some(b.grad), Some(b.grad)])
+    }
+}
+
+impl<T: Float> Rule<T> for Sub {
+    binary_forward!(Sub, -);
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let gb = if b.needs[1] {
+            Some(g.neg(b.grad)?)
+        } else {
+            None
+        };
+        grads([Some(b.grad), gb])
+    }
+}
+
+impl<T: Float> Rule<T> for Mul {
+    binary_forward!(Mul, *);
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let ga = if b.needs[0] {
+            Some(g.mul(b.grad, b.inputs[1])?)
+        } else {
+            None
+        };
+        let gb = if b.needs[1] {
+            Some(g.mul(b.grad, b.inputs[0])?)
+        } else {
+            None
+        };
+        grads([ga, gb])
+    }
+}
+
+impl<T: Float> Rule<T> for Div {
+    binary_forward!(Div, /);
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let ga = if b.needs[0] {
+            Some(g.div(b.grad, b.inputs[1])?)
+        } else {
+            None
+        };
+        let gb = if b.needs[1] {
+            // d(a/b)/db = -(a/b)/b = -out/b
+            let t = g.mul(b.grad, b.out)?;
+            let t = g.div(t, b.inputs[1])?;
+            Some(g.neg(t)?)
+        } else {
+            None
+        };
+        grads([ga, gb])
+    }
+}
+
+/// `x * scale + shift` for scalars. d/dx = scale.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Affine {
+    /// The factor.
+    pub scale: f64,
+    /// The offset.
+    pub shift: f64,
+}
+
+pub(crate) fn unary_infer(shapes: &[&[usize]]) -> FResult<Shape> {
+    arity(shapes, 1)?;
+    Ok(shape_of(shapes[0]))
+}
+
+impl<T: Float> Rule<T> for Affine {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        unary_infer(s)
+    }
+    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+        let (a, c) = (T::of(self.scale), T::of(self.shift));
+        Ok(if self.shift == 0.0 {
+            fin(x, 0).mapv(|v| v * a)
+        } else {
+            fin(x, 0).mapv(|v| v * a + c)
+        })
+    }
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let gx = if self.scale == 1.0 {
+            b.grad
+        } else {
+            g.mul_scalar(b.grad, self.scale)?
+        };
+        grads([Some(gx)])
+    }
+}
+
+/// `x^p` for a scalar exponent `p`. d/dx = p x^(p-1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PowScalar {
+    /// The exponent.
+    pub exponent: f64,
+}
+
+impl<T: Float> Rule<T> for PowScalar {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        unary_infer(s)
+    }
+    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+        let p = self.exponent;
+        let x = fin(x, 0);
+        Ok(if p == 2.0 {
+            x.mapv(|v| v * v)
+        } else if p == 1.0 {
+            x.clone()
+        } else if p == 0.5 {
+            x.mapv(|v| v.sqrt())
+        } else if p == -1.0 {
+            x.mapv(|v| T::one() / v)
+        } else if p.fract() == 0.0 && p.abs() < 64.0 {
+            x.mapv(|v| v.powi(p as i32))
+        } else {
+            let pt = T::of(p);
+            x.mapv(|v| v.powf(pt))
+        })
+    }
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let p = self.exponent;
+        let x = b.inputs[0];
+        let gx = if p == 0.0 {
+            g.mul_scalar(b.grad, 0.0)?
+        } else if p == 1.0 {
+            b.grad
+        } else if p == 2.0 {
+            let d = g.mul_scalar(x, 2.0)?;
+            g.mul(b.grad, d)?
+        } else {
+            let d = g.pow_scalar(x, p - 1.0)?;
+            let d = g.mul_scalar(d, p)?;
+            g.mul(b.grad, d)?
+        };
+        grads([Some(gx)])
+    }
+}
+
+macro_rules! unary_map {
+    ($t:ty, $f:expr) => {
+        fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+            $crate::ops::elementwise::unary_infer(s)
+        }
+        fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+            Ok($crate::ops::fin(x, 0).mapv($f))
+        }
+    };
+}
+pub(crate) use unary_map;
+
+impl<T: Float> Rule<T> for Exp {
+    unary_map!(Exp, |v: T| v.exp());
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        grads([Some(g.mul(b.grad, b.out)?)])
+    }
+}
+
+impl<T: Float> Rule<T> for Log {
+    unary_map!(Log, |v: T| v.ln());
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        grads([Some(g.div(b.grad, b.inputs[0])?)])
+    }
+}
+
+impl<T: Float> Rule<T> for Sqrt {
+    unary_map!(Sqrt, |v: T| v.sqrt());
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let h = g.mul_scalar(b.grad, 0.5)?;
+        grads([Some(g.div(h, b.out)?)])
+    }
+}
+
+fn sign<T: Float>(v: T) -> T {
+    if v > T::zero() {
+        T::one()
+    } else if v < T::zero() {
+        -T::one()
+    } else {
+        T::zero()
+    }
+}
+
+impl<T: Float> Rule<T> for Abs {
+    unary_map!(Abs, |v: T| v.abs());
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let s = g.sign(b.inputs[0])?;
+        grads([Some(g.mul(b.grad, s)?)])
+    }
+}
+
+impl<T: Float> Rule<T> for Sign {
+    unary_map!(Sign, sign);
+    fn backward(&self, _: &mut Graph<T>, _: &Back) -> Result<Grads> {
+        grads([None])
+    }
+}
+
+impl<T: Float> Rule<T> for Detach {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        unary_infer(s)
+    }
+    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+        Ok(fin(x, 0).clone())
+    }
+    fn backward(&self, _: &mut Graph<T>, _: &Back) -> Result<Grads> {
+        grads([None])
+    }
+}
+
+/// A comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cmp {
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+impl Cmp {
+    fn test<T: PartialOrd>(self, a: T, b: T) -> bool {
+        match self {
+            Cmp::Gt => a > b,
+            Cmp::Ge => a >= b,
+            Cmp::Lt => a < b,
+            Cmp::Le => a <= b,
+            Cmp::Eq => a == b,
+            Cmp::Ne => a != b,
+        }
+    }
+}
+
+fn one_if<T: Float>(c: bool) -> T {
+    if c {
+        T::one()
+    } else {
+        T::zero()
+    }
+}
+
+/// `[a cmp b]` as 0/1 floats, broadcasting; not differentiable (a mask).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Compare {
+    /// The comparison.
+    pub cmp: Cmp,
+}
+
+impl<T: Float> Rule<T> for Compare {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        binary_infer(s)
+    }
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        let mut out = ArrayD::zeros(shape);
+        let (a, b) = (fin(x, 0), fin(x, 1));
+        let (a, b) = (
+            a.broadcast(shape).expect("inferred"),
+            b.broadcast(shape).expect("inferred"),
+        );
+        Zip::from(&mut out)
+            .and(&a)
+            .and(&b)
+            .for_each(|o, &a, &b| *o = one_if(self.cmp.test(a, b)));
+        Ok(out)
+    }
+    fn backward(&self, _: &mut Graph<T>, _: &Back) -> Result<Grads> {
+        grads([None, None])
+    }
+}
+
+/// `[x cmp value]` as 0/1 floats; not differentiable (a mask).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompareScalar {
+    /// The comparison.
+    pub cmp: Cmp,
+    /// The right-hand scalar.
+    pub value: f64,
+}
+
+impl<T: Float> Rule<T> for CompareScalar {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        unary_infer(s)
+    }
+    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+        let c = T::of(self.value);
+        Ok(fin(x, 0).mapv(|v| one_if(self.cmp.test(v, c))))
+    }
+    fn backward(&self, _: &mut Graph<T>, _: &Back) -> Result<Grads> {
+        grads([None])
+    }
+}
+
+impl<T: Float> Rule<T> for Where {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        arity(s, 3)?;
+        broadcast(&broadcast(s[0], s[1])?, s[2])
+    }
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        let mut out = ArrayD::zeros(shape);
+        let c = fin(x, 0).broadcast(shape).expect("inferred");
+        let a = fin(x, 1).broadcast(shape).expect("inferred");
+        let b = fin(x, 2).broadcast(shape).expect("inferred");
+        Zip::from(&mut out)
+            .and(&c)
+            .and(&a)
+            .and(&b)
+            .for_each(|o, &c, &a, &b| {
+                *o = if c != T::zero() { a } else { b };
+            });
+        Ok(out)
+    }
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let zero = g.scalar(0.0);
+        let c = b.inputs[0];
+        let ga = if b.needs[1] {
+            Some(g.where_(c, b.grad, zero)?)
+        } else {
+            None
+        };
+        let gb = if b.needs[2] {
+            Some(g.where_(c, zero, b.grad)?)
+        } else {
+            None
+        };
+        grads([None, ga, gb])
+    }
+}
+
+/// `clamp(x, min, max)` (either bound optional). d/dx = [min <= x <= max], as PyTorch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Clamp {
+    /// The lower bound.
+    pub min: Option<f64>,
+    /// The upper bound.
+    pub max: Option<f64>,
+}
+
+impl<T: Float> Rule<T> for Clamp {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        unary_infer(s)
+    }
+    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+        let lo = self.min.map(T::of).unwrap_or_else(T::neg_infinity);
+        let hi = self.max.map(T::of).unwrap_or_else(T::infinity);
+        Ok(fin(x, 0).mapv(|v| {
+            if v < lo {
+                lo
+            } else if v > hi {
+                hi
+            } else {
+                v
+            }
+        }))
+    }
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let x = b.inputs[0];
+        let mut gx = b.grad;
+        if let Some(lo) = self.min {
+            let m = g.compare_scalar(x, Cmp::Ge, lo)?;
+            gx = g.mul(gx, m)?;
+        }
+        if let Some(hi) = self.max {
+            let m = g.compare_scalar(x, Cmp::Le, hi)?;
+            gx = g.mul(gx, m)?;
+        }
+        grads([Some(gx)])
+    }
+}
+
+/// Builders: the elementwise family.
+impl<T: Float> Graph<T> {
+    /// `a + b`, broadcasting as NumPy and PyTorch do. d/da = d/db = 1.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if the shapes do not broadcast.
+    pub fn add(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Add(Add), &[a, b])
+    }
+    /// `a - b`, broadcasting. d/da = 1, d/db = -1.
+    ///
+    /// # Errors
+    /// As [`Graph::add`].
+    pub fn sub(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Sub(Sub), &[a, b])
+    }
+    /// `a * b` elementwise, broadcasting. d/da = b, d/db = a.
+    ///
+    /// # Errors
+    /// As [`Graph::add`].
+    pub fn mul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Mul(Mul), &[a, b])
+    }
+    /// `a / b` elementwise, broadcasting. d/da = 1/b, d/db = -a/b².
+    ///
+    /// # Errors
+    /// As [`Graph::add`].
+    pub fn div(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Div(Div), &[a, b])
+    }
+    /// `x * scale + shift`. d/dx = scale.
+    ///
+    /// # Errors
+    /// [`Error::ForeignNode`](crate::Error::ForeignNode) for another graph's id.
+    pub fn affine(&mut self, x: NodeId, scale: f64, shift: f64) -> Result<NodeId> {
+        self.push(super::Op::Affine(Affine { scale, shift }), &[x])
+    }
+    /// `-x`. d/dx = -1.
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn neg(&mut self, x: NodeId) -> Result<NodeId> {
+        self.affine(x, -1.0, 0.0)
+    }
+    /// `x + c`. d/dx = 1.
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn add_scalar(&mut self, x: NodeId, c: f64) -> Result<NodeId> {
+        self.affine(x, 1.0, c)
+    }
+    /// `x * c`. d/dx = c.
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn mul_scalar(&mut self, x: NodeId, c: f64) -> Result<NodeId> {
+        self.affine(x, c, 0.0)
+    }
+    /// `c - x` (PyTorch's `rsub`). d/dx = -1.
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn rsub_scalar(&mut self, x: NodeId, c: f64) -> Result<NodeId> {
+        self.affine(x, -1.0, c)
+    }
+    /// `x^p`. d/dx = p x^(p-1).
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn pow_scalar(&mut self, x: NodeId, p: f64) -> Result<NodeId> {
+        self.push(super::Op::PowScalar(PowScalar { exponent: p }), &[x])
+    }
+    /// `x²`. d/dx = 2x.
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn square(&mut self, x: NodeId) -> Result<NodeId> {
+        self.pow_scalar(x, 2.0)
+    }
+    /// `exp(x)`. d/dx = exp(x).
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn exp(&mut self, x: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Exp(Exp), &[x])
+    }
+    /// `ln(x)`. d/dx = 1/x.
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn log(&mut self, x: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Log(Log), &[x])
+    }
+    /// `sqrt(x)`. d/dx = 1/(2 sqrt x).
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn sqrt(&mut self, x: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Sqrt(Sqrt), &[x])
+    }
+    /// `|x|`. d/dx = sign(x).
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn abs(&mut self, x: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Abs(Abs), &[x])
+    }
+    /// `sign(x)`; gradient 0.
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn sign(&mut self, x: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Sign(Sign), &[x])
+    }
+    /// `[a cmp b]` as 0/1, broadcasting; gradient 0.
+    ///
+    /// # Errors
+    /// As [`Graph::add`].
+    pub fn compare(&mut self, a: NodeId, cmp: Cmp, b: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Compare(Compare { cmp }), &[a, b])
+    }
+    /// `[x cmp value]` as 0/1; gradient 0.
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn compare_scalar(&mut self, x: NodeId, cmp: Cmp, value: f64) -> Result<NodeId> {
+        self.push(super::Op::CompareScalar(CompareScalar { cmp, value }), &[x])
+    }
+    /// `a` where `cond != 0`, else `b` (PyTorch's `torch.where`), broadcasting all three.
+    ///
+    /// # Errors
+    /// As [`Graph::add`].
+    pub fn where_(&mut self, cond: NodeId, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Where(Where), &[cond, a, b])
+    }
+    /// `clamp(x, min, max)`, either bound optional. d/dx = [min <= x <= max].
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn clamp(&mut self, x: NodeId, min: Option<f64>, max: Option<f64>) -> Result<NodeId> {
+        self.push(super::Op::Clamp(Clamp { min, max }), &[x])
+    }
+    /// Stop-gradient: the same value, through which no gradient flows (PyTorch's `detach`).
+    ///
+    /// # Errors
+    /// As [`Graph::affine`].
+    pub fn detach(&mut self, x: NodeId) -> Result<NodeId> {
+        self.push(super::Op::Detach(Detach), &[x])
+    }
+}

@@ -1,0 +1,271 @@
+//! Ops: one small struct per op, forward and backward side by side, grouped by family.
+//!
+//! Every op is a serde-serializable struct; [`Op`] is their enum, generated with its
+//! names and its one dispatch `match` from the table at the bottom of this file.
+//! Adding an op means writing its struct and [`Rule`] in its family file and adding
+//! one line to the table.
+//!
+//! A backward rule returns the gradient of each input *as graph nodes*, built with
+//! the same builder methods a user calls, so the gradient can be differentiated
+//! again. Rules never reduce broadcast gradients and never accumulate fan-out: the
+//! engine does both ([`crate::backward`]).
+
+use ndarray::ArrayD;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use crate::error::Result;
+use crate::float::Float;
+use crate::graph::Graph;
+use crate::node::{NodeId, Shape, Value};
+
+pub mod activation;
+pub mod conv;
+pub mod elementwise;
+pub mod index;
+pub mod linalg;
+pub mod loss;
+pub mod reduce;
+pub mod shape;
+
+pub use activation::*;
+pub use conv::*;
+pub use elementwise::*;
+pub use index::*;
+pub use linalg::*;
+pub use loss::*;
+pub use reduce::*;
+pub use shape::*;
+
+/// Why an op refused its inputs; the graph adds the op name, scope and shapes.
+#[derive(Debug, Clone)]
+pub(crate) enum Fail {
+    Mismatch(Shape, Shape),
+    Invalid(String),
+    IndexRange { index: i64, bound: usize },
+}
+
+pub(crate) type FResult<T> = std::result::Result<T, Fail>;
+
+/// The gradients a backward rule returns: one per input, `None` where there is none.
+pub(crate) type Grads = SmallVec<[Option<NodeId>; 3]>;
+
+/// What a backward rule is told about the node it differentiates.
+pub(crate) struct Back<'a> {
+    /// The node itself (its value is the op's output).
+    pub out: NodeId,
+    /// Its inputs.
+    pub inputs: &'a [NodeId],
+    /// The gradient of the loss with respect to the output (same shape).
+    pub grad: NodeId,
+    /// Which inputs need a gradient; a rule may skip the others.
+    pub needs: &'a [bool],
+}
+
+/// An op's shape rule, forward computation and backward rule.
+pub(crate) trait Rule<T: Float> {
+    /// Positions of inputs that hold int64 indices.
+    fn index_inputs(&self) -> &'static [usize] {
+        &[]
+    }
+    /// Checks the input shapes and returns the output shape.
+    fn infer(&self, shapes: &[&[usize]]) -> FResult<Shape>;
+    /// Computes the output from input values of the shapes `infer` accepted.
+    fn forward(&self, inputs: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>>;
+    /// Records the input gradients, given the output gradient.
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads>;
+}
+
+// ----- helpers shared by the family files ------------------------------------------
+
+pub(crate) fn arity(shapes: &[&[usize]], n: usize) -> FResult<()> {
+    if shapes.len() != n {
+        return Err(Fail::Invalid(format!(
+            "takes {n} inputs, got {}",
+            shapes.len()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn shape_of(s: &[usize]) -> Shape {
+    s.iter().copied().collect()
+}
+
+/// NumPy broadcasting of two shapes.
+pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> FResult<Shape> {
+    let n = a.len().max(b.len());
+    let mut out = Shape::with_capacity(n);
+    for i in 0..n {
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
+        out.push(match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(Fail::Mismatch(shape_of(a), shape_of(b))),
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn grads(v: impl IntoIterator<Item = Option<NodeId>>) -> Result<Grads> {
+    Ok(v.into_iter().collect())
+}
+
+/// The float input `k`.
+pub(crate) fn fin<'a, T>(inputs: &[&'a Value<T>], k: usize) -> &'a ArrayD<T> {
+    inputs[k].float()
+}
+
+impl<T: Float> Graph<T> {
+    /// Normalizes a possibly negative axis of `x` (`-1` is the last), as PyTorch does.
+    pub(crate) fn axis(&self, op: &'static str, x: NodeId, axis: isize) -> Result<usize> {
+        self.check(x, op)?;
+        let nd = self.shape_of(x).len() as isize;
+        let a = if axis < 0 { axis + nd } else { axis };
+        if a < 0 || a >= nd {
+            return Err(self.fail(
+                op,
+                Fail::Invalid(format!("axis {axis} out of range for rank {nd}")),
+                &[x],
+            ));
+        }
+        Ok(a as usize)
+    }
+}
+
+// ----- leaves ---------------------------------------------------------------------------
+
+/// A leaf holding an input value (float or int64).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Input {
+    /// An optional display name.
+    pub name: Option<String>,
+}
+
+/// A leaf holding a constant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Constant;
+
+/// A leaf holding a parameter read from a [`ParamStore`](crate::ParamStore).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Param {
+    /// The parameter's name in the store.
+    pub name: String,
+}
+
+macro_rules! leaf_rule {
+    ($($t:ty),*) => {$(
+        impl<T: Float> Rule<T> for $t {
+            fn infer(&self, _: &[&[usize]]) -> FResult<Shape> {
+                Err(Fail::Invalid("a leaf is not computed from inputs".into()))
+            }
+            fn forward(&self, _: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+                Err(Fail::Invalid("a leaf is not computed from inputs".into()))
+            }
+            fn backward(&self, _: &mut Graph<T>, _: &Back) -> Result<Grads> {
+                Ok(Grads::new())
+            }
+        }
+    )*};
+}
+leaf_rule!(Input, Constant, Param);
+
+// ----- the table ----------------------------------------------------------------------------
+
+macro_rules! op_table {
+    ($($variant:ident = $name:literal),* $(,)?) => {
+        /// Every op the engine records, as serde data (`{"op": "matmul", ...}`).
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "op")]
+        #[allow(missing_docs)]
+        pub enum Op {
+            $(#[serde(rename = $name)] $variant($variant),)*
+        }
+
+        impl Op {
+            /// The op's name as the text form, DOT and errors print it.
+            pub fn name(&self) -> &'static str {
+                match self { $(Op::$variant(_) => $name,)* }
+            }
+
+            /// The one dispatch from data to behaviour.
+            pub(crate) fn rule<T: Float>(&self) -> &dyn Rule<T> {
+                match self { $(Op::$variant(o) => o,)* }
+            }
+        }
+    };
+}
+
+op_table! {
+    Input = "input",
+    Constant = "constant",
+    Param = "param",
+    // elementwise.rs
+    Add = "add",
+    Sub = "sub",
+    Mul = "mul",
+    Div = "div",
+    Affine = "affine",
+    PowScalar = "pow",
+    Exp = "exp",
+    Log = "log",
+    Sqrt = "sqrt",
+    Abs = "abs",
+    Sign = "sign",
+    Compare = "compare",
+    CompareScalar = "compare_scalar",
+    Where = "where",
+    Detach = "detach",
+    Clamp = "clamp",
+    // activation.rs
+    Tanh = "tanh",
+    Sigmoid = "sigmoid",
+    Relu = "relu",
+    Softmax = "softmax",
+    LogSoftmax = "log_softmax",
+    DropoutMask = "dropout_mask",
+    // linalg.rs
+    MatMul = "matmul",
+    // shape.rs
+    Reshape = "reshape",
+    Permute = "permute",
+    Concat = "concat",
+    Narrow = "narrow",
+    Pad = "pad",
+    BroadcastTo = "broadcast_to",
+    // reduce.rs
+    Sum = "sum",
+    Max = "max",
+    MaxMask = "max_mask",
+    SumTo = "sum_to",
+    // index.rs
+    IndexSelect = "index_select",
+    IndexAdd = "index_add",
+    Gather = "gather",
+    ScatterAdd = "scatter_add",
+    // loss.rs
+    CrossEntropy = "cross_entropy",
+    OneHot = "one_hot",
+    // conv.rs
+    Conv2d = "conv2d",
+    Conv2dInputGrad = "conv2d_input_grad",
+    Conv2dWeightGrad = "conv2d_weight_grad",
+    ChannelWindowSum = "channel_window_sum",
+}
+
+impl Op {
+    /// Whether the op is a leaf (input, constant or parameter).
+    pub fn is_leaf(&self) -> bool {
+        matches!(self, Op::Input(_) | Op::Constant(_) | Op::Param(_))
+    }
+}
