@@ -6,6 +6,11 @@
 
 #![warn(missing_docs)]
 
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use unrolled_autograd as autograd;
 pub use unrolled_autograd::ndarray;
 pub use unrolled_layers as layers;

@@ -48,10 +48,7 @@ impl<T: Float> Graph<T> {
         self.check(output, "grad")?;
         let shape = self.shape_of(output).to_vec();
         if shape.iter().product::<usize>() != 1 {
-            let scope = self
-                .scope_info(self.nodes[output.index()].scope)
-                .path
-                .clone();
+            let scope = self.path_of(self.nodes[output.index()].scope);
             return Err(Error::NotScalar {
                 op: "grad",
                 scope,

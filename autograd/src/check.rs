@@ -98,7 +98,7 @@ impl fmt::Display for GradcheckReport {
 }
 
 fn random_like(shape: &[usize], seed: u64) -> ArrayD<f64> {
-    let mut rng = SplitMix64(seed ^ 0x5EED_0F_C0FFEE);
+    let mut rng = SplitMix64(seed ^ 0x5EED_0FC0_FFEE);
     let n = shape.iter().product();
     ArrayD::from_shape_vec(
         IxDyn(shape),
@@ -178,7 +178,8 @@ where
             if numeric.abs() > opts.atol {
                 report.max_rel_err = report.max_rel_err.max(err / numeric.abs());
             }
-            if !(err <= opts.atol + opts.rtol * numeric.abs()) {
+            let within = err <= opts.atol + opts.rtol * numeric.abs();
+            if !within {
                 report.failures.push(ElementCheck {
                     input: i,
                     index: ndarray::Dimension::slice(&p).to_vec(),

@@ -406,7 +406,7 @@ impl<T: Float> Graph<T> {
         if !kind_ok {
             return Err(Error::InvalidInput {
                 op: "set_value",
-                scope: self.scope_info(node.scope).path.clone(),
+                scope: self.path_of(node.scope),
                 reason: format!(
                     "%{} is a computed {} node, not a leaf",
                     id.index(),
@@ -421,7 +421,7 @@ impl<T: Float> Graph<T> {
         if node.shape[..] != *value.shape() {
             return Err(Error::ShapeMismatch {
                 op: "set_value",
-                scope: self.scope_info(node.scope).path.clone(),
+                scope: self.path_of(node.scope),
                 lhs: node.shape.to_vec(),
                 rhs: value.shape().to_vec(),
             });
@@ -504,7 +504,12 @@ impl<T: Float> Graph<T> {
 
     /// The path of the current scope, as error messages print it (`<root>` at the top).
     pub fn scope_path(&self) -> String {
-        ScopePath(&self.scopes.info(self.current).path).to_string()
+        self.path_of(self.current)
+    }
+
+    /// The path of scope `s` as messages print it (`<root>` for the root).
+    pub fn path_of(&self, s: ScopeId) -> String {
+        ScopePath(&self.scopes.info(s).path).to_string()
     }
 
     /// What a scope records: its path and annotations.

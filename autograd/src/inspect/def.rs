@@ -109,7 +109,7 @@ impl<T: Float> Graph<T> {
                 .filter(|p| p.index() < i)
                 .ok_or_else(|| bad(format!("scope {i} has no earlier parent")))?;
             let parent = &def.scopes[p.index()];
-            let seg = if s.gradient && !parent.gradient || s.gradient && s.name == "grad" {
+            let seg = if s.gradient && (!parent.gradient || s.name == "grad") {
                 Segment::Grad
             } else if s.step != parent.step {
                 Segment::Step(s.step.unwrap_or_default())

@@ -1,0 +1,95 @@
+//! The conformance suite: every reference case under `tests/fixtures/` (or the
+//! directory named by `UNROLLED_FIXTURES`), computed by PyTorch and JAX in float64.
+//!
+//! It dispatches on each file's `case` field and reads every size from the file,
+//! so it passes on any file of a known case. It prints one line per file and fails
+//! on any mismatch (relative error above 1e-9, or the tolerance a case's config
+//! states) and on any unknown case.
+
+mod common;
+mod conformance_cases;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use common::fixture::{Compare, Fixture};
+
+/// The tolerance of every float64 comparison: |a - e| <= TOL * max(1, |e|).
+pub const TOL: f64 = 1e-9;
+
+/// What running one case gave.
+pub enum Outcome {
+    /// Compared; the comparison holds its errors.
+    Ran(Compare),
+    /// A case this build does not implement yet, and why.
+    Pending(&'static str),
+}
+
+fn fixture_dir() -> PathBuf {
+    match std::env::var_os("UNROLLED_FIXTURES") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join("fixtures"),
+    }
+}
+
+fn main() -> ExitCode {
+    let dir = fixture_dir();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect(),
+        Err(e) => {
+            eprintln!("cannot read fixture directory {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    files.sort();
+    let (mut passed, mut failed, mut pending) = (0, 0, 0);
+    for path in &files {
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let result = Fixture::load(path).and_then(|f| conformance_cases::run(&f));
+        match result {
+            Ok(Outcome::Ran(c)) if c.failures.is_empty() && c.checked > 0 => {
+                passed += 1;
+                println!(
+                    "case {file}: ok, max rel err {:.3e} ({} values)",
+                    c.max_rel, c.checked
+                );
+            }
+            Ok(Outcome::Ran(c)) => {
+                failed += 1;
+                println!("case {file}: FAILED, max rel err {:.3e}", c.max_rel);
+                if c.checked == 0 {
+                    println!("    nothing was compared");
+                }
+                for f in c.failures.iter().take(12) {
+                    println!("    {f}");
+                }
+            }
+            Ok(Outcome::Pending(why)) => {
+                pending += 1;
+                println!("case {file}: skipped ({why})");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("case {file}: FAILED: {e}");
+            }
+        }
+    }
+    println!("conformance: {passed} passed, {failed} failed, {pending} skipped");
+    if files.is_empty() {
+        eprintln!("no fixtures found in {}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

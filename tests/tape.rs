@@ -1,0 +1,234 @@
+//! The tape itself: replay, fan-out, pruning, long unrolls, f32, scopes.
+
+mod common;
+
+use ndarray::{ArrayD, IxDyn};
+use unrolled::autograd::{Direction, Graph, NodeId, Op, ParamStore, Result};
+
+/// A tanh RNN `h_t = tanh(x_t W + h_{t-1} U)` unrolled over `xs`, loss = Σ h_T.
+fn rnn(g: &mut Graph<f64>, store: &ParamStore<f64>, xs: &[NodeId], h0: NodeId) -> Result<NodeId> {
+    let w = g.param(store, "w")?;
+    let u = g.param(store, "u")?;
+    let mut h = h0;
+    for (t, &x) in xs.iter().enumerate() {
+        let mut g = g.step(t);
+        let a = g.matmul(x, w)?;
+        let b = g.matmul(h, u)?;
+        let s = g.add(a, b)?;
+        h = g.tanh(s)?;
+    }
+    g.sum_all(h)
+}
+
+fn store(i: usize, h: usize, seed: u64) -> ParamStore<f64> {
+    let mut s = ParamStore::new();
+    s.insert("w", common::uniform(&[i, h], seed, -0.5, 0.5));
+    s.insert("u", common::uniform(&[h, h], seed + 1, -0.5, 0.5));
+    s
+}
+
+#[test]
+fn replay_matches_a_fresh_recording() -> Result<()> {
+    let (t, b, i, h) = (4, 2, 3, 5);
+    let mut st = store(i, h, 1);
+    let xs1: Vec<ArrayD<f64>> = (0..t)
+        .map(|k| common::uniform(&[b, i], 10 + k as u64, -1.0, 1.0))
+        .collect();
+    let xs2: Vec<ArrayD<f64>> = (0..t)
+        .map(|k| common::uniform(&[b, i], 20 + k as u64, -1.0, 1.0))
+        .collect();
+
+    let mut g = Graph::new();
+    let xs: Vec<NodeId> = xs1.iter().map(|x| g.input(x.clone())).collect();
+    let h0 = g.zeros(&[b, h]);
+    let loss = rnn(&mut g, &st, &xs, h0)?;
+    let grads = g.param_grads(loss)?;
+    let n = g.len();
+
+    // New inputs and new parameter values, same graph: replay.
+    for (id, x) in xs.iter().zip(&xs2) {
+        g.set_value(*id, x.clone())?;
+    }
+    st.get_mut("w").unwrap().mapv_inplace(|v| v * 0.5 + 0.1);
+    g.load_params(&st)?;
+    g.replay()?;
+    assert_eq!(g.len(), n, "replay records nothing new");
+
+    let mut fresh = Graph::new();
+    let fxs: Vec<NodeId> = xs2.iter().map(|x| fresh.input(x.clone())).collect();
+    let fh0 = fresh.zeros(&[b, h]);
+    let floss = rnn(&mut fresh, &st, &fxs, fh0)?;
+    let fgrads = fresh.param_grads(floss)?;
+    assert_eq!(g.scalar_value(loss)?, fresh.scalar_value(floss)?);
+    for (name, id) in &grads {
+        assert_eq!(g.value(*id)?, fresh.value(fgrads[name])?, "{name}");
+    }
+    Ok(())
+}
+
+#[test]
+fn fan_out_gradient_is_the_sum_over_steps() -> Result<()> {
+    // y = Σ_t x_t · w with the same w at every step: dy/dw = Σ_t x_t.
+    let mut st = ParamStore::new();
+    st.insert("w", ArrayD::from_elem(IxDyn(&[1, 1]), 0.7));
+    let mut g = Graph::<f64>::new();
+    let w = g.param(&st, "w")?;
+    assert_eq!(g.param(&st, "w")?, w, "one leaf per parameter and graph");
+    let mut acc = g.zeros(&[1, 1]);
+    let vals = [0.5, -1.25, 2.0];
+    for (t, v) in vals.iter().enumerate() {
+        let mut g = g.step(t);
+        let x = g.constant(ArrayD::from_elem(IxDyn(&[1, 1]), *v));
+        let p = g.matmul(x, w)?;
+        acc = g.add(acc, p)?;
+    }
+    let l = g.sum_all(acc)?;
+    let d = g.param_grad_values(l)?;
+    assert_eq!(d["w"][[0, 0]], vals.iter().sum::<f64>());
+    assert_eq!(g.summary().param_fanout["w"], 3);
+    Ok(())
+}
+
+#[test]
+fn branches_off_the_path_cost_nothing() -> Result<()> {
+    let build = |with_branch: bool| -> Result<(usize, usize)> {
+        let mut g = Graph::<f64>::new();
+        let x = g.input(ArrayD::from_elem(IxDyn(&[3]), 0.3));
+        let a = g.exp(x)?;
+        if with_branch {
+            let mut b = g.tanh(x)?;
+            for _ in 0..50 {
+                b = g.sigmoid(b)?;
+            }
+        }
+        let y = g.input(ArrayD::from_elem(IxDyn(&[3]), 0.1));
+        let unrelated = g.tanh(y)?;
+        let s = g.sum_all(a)?;
+        let s2 = g.sum_all(unrelated)?;
+        let l = g.add(s, s2)?;
+        let before = g.len();
+        let _ = g.grad(l, &[x])?;
+        Ok((before, g.len() - before))
+    };
+    let (_, plain) = build(false)?;
+    let (_, branched) = build(true)?;
+    assert_eq!(
+        plain, branched,
+        "the unused branch records no gradient nodes"
+    );
+    assert!(
+        plain <= 6,
+        "only the x → exp → sum path is differentiated ({plain} nodes)"
+    );
+    Ok(())
+}
+
+#[test]
+fn ten_thousand_steps_do_not_overflow_the_stack() -> Result<()> {
+    let st = store(2, 3, 5);
+    let mut g = Graph::with_capacity(100_000);
+    let xs: Vec<NodeId> = (0..10_000)
+        .map(|k| g.input(common::uniform(&[1, 2], k, -1.0, 1.0)))
+        .collect();
+    let h0 = g.zeros(&[1, 3]);
+    let loss = rnn(&mut g, &st, &xs, h0)?;
+    let d = g.param_grad_values(loss)?;
+    assert!(d["u"].iter().all(|v| v.is_finite()));
+    assert_eq!(g.summary().by_step.len(), 10_000);
+    Ok(())
+}
+
+#[test]
+fn f32_agrees_with_f64() -> Result<()> {
+    let st = store(3, 4, 9);
+    let x = common::uniform(&[2, 3], 3, -1.0, 1.0);
+    let mut g64 = Graph::<f64>::new();
+    let x64 = g64.input(x.clone());
+    let h64 = g64.zeros(&[2, 4]);
+    let l64 = rnn(&mut g64, &st, &[x64, x64], h64)?;
+    let d64 = g64.param_grad_values(l64)?;
+
+    let st32 = st.cast::<f32>();
+    let mut g32 = Graph::<f32>::new();
+    let x32 = g32.input(x.mapv(|v| v as f32));
+    let h32 = g32.zeros(&[2, 4]);
+    let w = g32.param(&st32, "w")?;
+    let u = g32.param(&st32, "u")?;
+    let mut h = h32;
+    for _ in 0..2 {
+        let a = g32.matmul(x32, w)?;
+        let b = g32.matmul(h, u)?;
+        let s = g32.add(a, b)?;
+        h = g32.tanh(s)?;
+    }
+    let l32 = g32.sum_all(h)?;
+    let d32 = g32.param_grad_values(l32)?;
+    assert!((g32.scalar_value(l32)? - g64.scalar_value(l64)?).abs() < 1e-5);
+    for (k, v) in &d64 {
+        for (a, b) in v.iter().zip(d32[k].iter()) {
+            assert!((a - *b as f64).abs() < 1e-5, "{k}: {a} vs {b}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn scopes_annotate_steps_layers_directions_and_gradients() -> Result<()> {
+    let mut g = Graph::<f64>::new();
+    let x = g.input(ArrayD::from_elem(IxDyn(&[2]), 0.5));
+    let y = {
+        let mut g = g.scope("lstm");
+        let mut g = g.layer(1);
+        let mut g = g.direction(Direction::Backward);
+        let mut g = g.step(7);
+        let mut g = g.scope("forget_gate");
+        g.sigmoid(x)?
+    };
+    let info = g.scope_info(g.node(y)?.scope()).clone();
+    assert_eq!(info.path, "lstm/l1/bwd/t7/forget_gate");
+    assert_eq!(
+        (info.step, info.layer, info.direction, info.gradient),
+        (Some(7), Some(1), Some(Direction::Backward), false)
+    );
+    assert_eq!(info.name, "forget_gate");
+    let l = g.sum_all(y)?;
+    let before = g.len();
+    let dx = g.grad(l, &[x])?[0];
+    let ginfo = g.scope_info(g.node(dx)?.scope());
+    assert!(ginfo.gradient, "gradient nodes are marked");
+    assert_eq!(ginfo.path, "lstm/l1/bwd/t7/forget_gate/grad");
+    assert_eq!(ginfo.step, Some(7));
+    assert!(g.nodes()[before..]
+        .iter()
+        .all(|n| g.scope_info(n.scope()).gradient));
+    assert_eq!(
+        g.scope_info(g.current_scope()).path,
+        "",
+        "guards restore the scope"
+    );
+    assert!(matches!(g.node(y)?.op(), Op::Sigmoid(_)));
+    Ok(())
+}
+
+#[test]
+fn petgraph_view_matches_the_arena() -> Result<()> {
+    let st = store(2, 2, 3);
+    let mut g = Graph::new();
+    let x = g.input(common::uniform(&[1, 2], 1, -1.0, 1.0));
+    let h0 = g.zeros(&[1, 2]);
+    let loss = rnn(&mut g, &st, &[x, x], h0)?;
+    let pg = g.to_petgraph();
+    assert_eq!(pg.node_count(), g.len());
+    let edges: usize = g.nodes().iter().map(|n| n.inputs().len()).sum();
+    assert_eq!(pg.edge_count(), edges);
+    let w = g.params()["w"];
+    let path = petgraph::algo::has_path_connecting(
+        &pg,
+        petgraph::graph::NodeIndex::new(w.index()),
+        petgraph::graph::NodeIndex::new(loss.index()),
+        None,
+    );
+    assert!(path);
+    assert_eq!(pg[petgraph::graph::NodeIndex::new(loss.index())].op, "sum");
+    Ok(())
+}
