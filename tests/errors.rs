@@ -252,3 +252,66 @@ fn params_and_replay_inputs() {
     let e = s.replay().unwrap_err().to_string();
     assert_eq!(e, "index out of range in index_select at emb: index 2 is not in 0..2; input shapes [[2, 1], [1]]");
 }
+
+#[test]
+fn hostile_sizes_and_arguments_are_errors_not_panics() {
+    let mut g = Graph::<f64>::new();
+    let x = g.input(m(2, 3));
+    assert!(g.narrow(x, 0, usize::MAX, 2).is_err());
+    assert!(g.select(x, 1, usize::MAX).is_err());
+    assert!(g.pad(x, 0, usize::MAX, 1).is_err());
+    assert!(g.reshape(x, &[usize::MAX, 2]).is_err());
+    assert!(g.broadcast_to(x, &[usize::MAX, 2, 3]).is_err());
+    assert!(g.split(x, 1, &[usize::MAX, 4]).is_err());
+    let img = g.input(ArrayD::zeros(IxDyn(&[1, 2, 3, 3])));
+    let w0 = g.input(ArrayD::zeros(IxDyn(&[0, 2, 3, 3])));
+    let y = g.conv2d(img, w0, None, 1, 1).unwrap();
+    assert_eq!(g.shape(y).unwrap(), &[1, 0, 3, 3]);
+    let l = g.sum_all(y).unwrap();
+    assert!(
+        g.grad(l, &[img, w0]).is_ok(),
+        "zero output channels differentiate"
+    );
+    assert!(g.conv2d(img, w0, None, 1, usize::MAX).is_err());
+    let w = g.input(ArrayD::zeros(IxDyn(&[4, 2, 3, 3])));
+    let bias = g.input(ArrayD::zeros(IxDyn(&[4, 1])));
+    assert!(matches!(
+        g.conv2d(img, w, Some(bias), 1, 1).unwrap_err(),
+        Error::ShapeMismatch { op: "conv2d", .. }
+    ));
+    let mut other = Graph::<f64>::new();
+    let foreign = other.input(m(1, 1));
+    assert!(matches!(
+        g.local_response_norm(foreign, 0, 1.0, 1.0, 1.0)
+            .unwrap_err(),
+        Error::ForeignNode { .. }
+    ));
+    assert!(g.enter(unrolled::autograd::ScopeId::ROOT).is_ok());
+    let int_seed = g.index_input(ArrayD::zeros(IxDyn(&[])));
+    let s = g.sum_all(x).unwrap();
+    assert!(matches!(
+        g.grad_with_seed(s, int_seed, &[x]).unwrap_err(),
+        Error::DTypeMismatch { .. }
+    ));
+}
+
+#[test]
+fn pytorch_semantics_at_the_edges() {
+    let mut g = Graph::<f64>::new();
+    let x = g.input(arr1(&[-2.0, 0.5, 3.0]).into_dyn());
+    let c = g.clamp(x, Some(1.0), Some(0.0)).unwrap();
+    assert_eq!(
+        g.value(c).unwrap().as_slice().unwrap(),
+        &[0.0, 0.0, 0.0],
+        "min > max gives max everywhere"
+    );
+    let n = g.input(arr1(&[f64::NAN, 1.0]).into_dyn());
+    let mx = g.max_all(n).unwrap();
+    assert!(g.scalar_value(mx).unwrap().is_nan(), "max propagates NaN");
+    let s = g.sum(x, &[], false).unwrap();
+    assert_eq!(
+        g.scalar_value(s).unwrap(),
+        1.5,
+        "sum over no axes reduces all, as torch.sum(dim=[])"
+    );
+}

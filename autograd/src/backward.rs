@@ -57,7 +57,7 @@ impl<T: Float> Graph<T> {
             });
         }
         let twin = self.grad_scope(self.nodes[output.index()].scope);
-        let seed = self.enter(twin).ones(&shape);
+        let seed = self.enter_known(twin).ones(&shape);
         self.grad_with_seed(output, seed, wrt)
     }
 
@@ -77,7 +77,7 @@ impl<T: Float> Graph<T> {
         for &w in wrt {
             self.check(w, "grad")?;
         }
-        for (k, &id) in std::iter::once(&output).chain(wrt).enumerate() {
+        for (k, &id) in [output, seed].iter().chain(wrt).enumerate() {
             let got = self.nodes[id.index()].dtype;
             if got == DType::I64 {
                 return Err(Error::DTypeMismatch {
@@ -208,7 +208,7 @@ impl<T: Float> Graph<T> {
     fn zeros_like_in_root(&mut self, w: NodeId) -> NodeId {
         let shape = self.shape_of(w).to_vec();
         let twin = self.grad_scope(crate::scope::ScopeId::ROOT);
-        self.enter(twin).zeros(&shape)
+        self.enter_known(twin).zeros(&shape)
     }
 
     /// The gradient of `loss` for every parameter leaf of the graph, keyed by name.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::node::NodeId;
-use crate::ops::activation::SplitMix64;
+use crate::rng::Rng;
 
 /// Settings of [`gradcheck`] and [`gradgradcheck`]; the defaults are PyTorch's.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,11 +98,11 @@ impl fmt::Display for GradcheckReport {
 }
 
 fn random_like(shape: &[usize], seed: u64) -> ArrayD<f64> {
-    let mut rng = SplitMix64(seed ^ 0x5EED_0FC0_FFEE);
+    let mut rng = Rng::new(seed ^ 0x5EED_0FC0_FFEE);
     let n = shape.iter().product();
     ArrayD::from_shape_vec(
         IxDyn(shape),
-        (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect(),
+        (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect(),
     )
     .expect("sized")
 }

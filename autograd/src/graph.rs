@@ -21,7 +21,8 @@ static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
 /// value can be read right after the node is built. The arena's order is a
 /// topological order, so the reverse sweep ([`Graph::grad`]) is a reverse loop.
 /// The same graph can be evaluated again on new inputs and parameters without
-/// being recorded again ([`Graph::replay`]).
+/// being recorded again ([`Graph::replay`]). A clone is the same recording: ids
+/// are valid in both, and refer to the same nodes as long as neither grows.
 ///
 /// ```
 /// use ndarray::{arr1, ArrayD};
@@ -461,7 +462,8 @@ impl<T: Float> Graph<T> {
     ///
     /// # Errors
     /// An op's error for values it cannot take (an index out of range after
-    /// [`Graph::set_index_value`]).
+    /// [`Graph::set_index_value`]). The nodes before the failing one then hold new
+    /// values and the rest old ones: fix the input and replay again.
     pub fn replay(&mut self) -> Result<()> {
         for i in 0..self.nodes.len() {
             let node = &self.nodes[i];
@@ -557,7 +559,23 @@ impl<T: Float> Graph<T> {
     }
 
     /// Re-enters a scope recorded earlier (for instance to add a node to a past time step).
-    pub fn enter(&mut self, s: ScopeId) -> ScopeGuard<'_, T> {
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a scope id this graph does not have.
+    pub fn enter(&mut self, s: ScopeId) -> Result<ScopeGuard<'_, T>> {
+        if s.index() >= self.scopes.all().len() {
+            return Err(Error::InvalidInput {
+                op: "enter",
+                scope: self.scope_path(),
+                reason: format!("scope {} does not exist in this graph", s.index()),
+                shapes: Vec::new(),
+            });
+        }
+        Ok(ScopeGuard::new(self, s))
+    }
+
+    /// Enters a scope id known to be of this graph.
+    pub(crate) fn enter_known(&mut self, s: ScopeId) -> ScopeGuard<'_, T> {
         ScopeGuard::new(self, s)
     }
 

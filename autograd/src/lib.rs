@@ -60,6 +60,7 @@ pub mod inspect;
 mod node;
 pub mod ops;
 mod params;
+mod rng;
 mod scope;
 pub mod snapshot;
 
@@ -71,6 +72,7 @@ pub use inspect::{GraphDef, NodeDef, NodeLabel, Summary};
 pub use node::{DType, Node, NodeId, Shape, Value};
 pub use ops::{Cmp, Op, Reduction};
 pub use params::{ParamScope, ParamStore};
+pub use rng::Rng;
 pub use scope::{Direction, ScopeGuard, ScopeId, ScopeInfo, Segment};
 
 /// Re-export of `ndarray`, the tensor type of every value.

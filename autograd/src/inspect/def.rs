@@ -128,7 +128,23 @@ impl<T: Float> Graph<T> {
                 )));
             }
         }
+        if def.dtype == DType::I64 {
+            return Err(bad("a graph's element type is float32 or float64".into()));
+        }
+        let mut seen_params = std::collections::BTreeSet::new();
         for (i, n) in def.nodes.iter().enumerate() {
+            let index_ok = matches!(n.op, Op::Input(_));
+            if n.dtype == DType::I64 && !index_ok {
+                return Err(bad(format!("node {i} ({}) cannot be int64", n.op.name())));
+            }
+            if n.op.is_leaf() && !n.inputs.is_empty() {
+                return Err(bad(format!("leaf node {i} ({}) has inputs", n.op.name())));
+            }
+            if let Op::Param(p) = &n.op {
+                if !seen_params.insert(p.name.as_str()) {
+                    return Err(bad(format!("parameter {} appears twice", p.name)));
+                }
+            }
             if n.scope >= def.scopes.len() {
                 return Err(bad(format!(
                     "node {i} names scope {} of {}",

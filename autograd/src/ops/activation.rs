@@ -139,23 +139,6 @@ pub struct DropoutMask {
     pub shape: Vec<usize>,
 }
 
-/// SplitMix64: a small generator whose output never changes between versions.
-pub(crate) struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub(crate) fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 impl<T: Float> Rule<T> for DropoutMask {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
         arity(s, 0)?;
@@ -168,7 +151,7 @@ impl<T: Float> Rule<T> for DropoutMask {
         Ok(shape_of(&self.shape))
     }
     fn forward(&self, _: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        let mut rng = SplitMix64(self.seed);
+        let mut rng = crate::rng::Rng::new(self.seed);
         let keep = if self.p < 1.0 {
             T::of(1.0 / (1.0 - self.p))
         } else {
@@ -177,7 +160,7 @@ impl<T: Float> Rule<T> for DropoutMask {
         let n: usize = shape.iter().product();
         let data = (0..n)
             .map(|_| {
-                if rng.next_f64() >= self.p {
+                if rng.uniform() >= self.p {
                     keep
                 } else {
                     T::zero()

@@ -21,8 +21,11 @@ pub struct Conv2dGeometry {
 
 impl Conv2dGeometry {
     fn out_len(&self, axis: usize, n: usize, k: usize) -> FResult<usize> {
-        let padded = n + 2 * self.padding[axis];
-        if self.stride[axis] == 0 || padded < k {
+        let padded = self.padding[axis]
+            .checked_mul(2)
+            .and_then(|p| p.checked_add(n))
+            .unwrap_or(usize::MAX);
+        if self.stride[axis] == 0 || padded < k || padded == usize::MAX {
             return Err(Fail::Invalid(format!(
                 "kernel {k} does not fit input {n} with padding {} and stride {}",
                 self.padding[axis], self.stride[axis]
@@ -153,9 +156,9 @@ fn conv_dims(geo: Conv2dGeometry, x: &[usize], w: &[usize]) -> FResult<(Dims, Sh
     Ok((d, Shape::from_slice(&[x[0], w[0], ho, wo])))
 }
 
-fn weight2<T: Float>(w: &ArrayD<T>) -> Array2<T> {
+fn weight2<T: Float>(w: &ArrayD<T>, d: &Dims) -> Array2<T> {
     let o = w.shape()[0];
-    w.to_shape((o, w.len() / o.max(1)))
+    w.to_shape((o, d.c * d.kh * d.kw))
         .expect("sized")
         .into_owned()
 }
@@ -168,7 +171,7 @@ impl<T: Float> Rule<T> for Conv2d {
     fn forward(&self, v: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (x, w) = (fin(v, 0), fin(v, 1));
         let (d, _) = conv_dims(self.geometry, x.shape(), w.shape())?;
-        let w2 = weight2(w);
+        let w2 = weight2(w, &d);
         let x4 = x.view().into_dimensionality::<Ix4>().expect("rank 4");
         let mut out = ArrayD::zeros(shape);
         for n in 0..shape[0] {
@@ -225,7 +228,7 @@ impl<T: Float> Rule<T> for Conv2dInputGrad {
     fn forward(&self, v: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (gy, w) = (fin(v, 0), fin(v, 1));
         let (d, _) = conv_dims(self.geometry, shape, w.shape())?;
-        let w2t = weight2(w).reversed_axes();
+        let w2t = weight2(w, &d).reversed_axes();
         let o = w.shape()[0];
         let mut out = ArrayD::zeros(shape);
         for n in 0..shape[0] {
@@ -344,7 +347,7 @@ impl<T: Float> Rule<T> for ChannelWindowSum {
         let mut out = ArrayD::zeros(shape);
         for o in 0..c {
             let lo = o.saturating_sub(self.before);
-            let hi = (o + self.after).min(c.saturating_sub(1));
+            let hi = o.saturating_add(self.after).min(c.saturating_sub(1));
             let mut dst = out.index_axis_mut(Axis(1), o);
             for src in lo..=hi {
                 dst += &x.index_axis(Axis(1), src);
@@ -386,7 +389,14 @@ impl<T: Float> Graph<T> {
         match bias {
             None => Ok(y),
             Some(b) => {
-                let o = self.shape(b)?.iter().product::<usize>();
+                let o = self.shape_of(y)[1];
+                if self.shape(b)? != [o] {
+                    let f = Fail::Mismatch(
+                        Shape::from_slice(&[o]),
+                        self.shape_of(b).iter().copied().collect(),
+                    );
+                    return Err(self.fail("conv2d", f, &[y, b]));
+                }
                 let b4 = self.reshape(b, &[1, o, 1, 1])?;
                 self.add(y, b4)
             }
@@ -409,6 +419,7 @@ impl<T: Float> Graph<T> {
         beta: f64,
         k: f64,
     ) -> Result<NodeId> {
+        self.check(x, "local_response_norm")?;
         if size == 0 {
             return Err(self.fail(
                 "local_response_norm",

@@ -413,10 +413,10 @@ impl<T: Float> Rule<T> for Clamp {
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
         let lo = self.min.map(T::of).unwrap_or_else(T::neg_infinity);
         let hi = self.max.map(T::of).unwrap_or_else(T::infinity);
+        // max(v, lo) first, then min(·, hi): with lo > hi every element is hi, as in PyTorch.
         Ok(fin(x, 0).mapv(|v| {
-            if v < lo {
-                lo
-            } else if v > hi {
+            let v = if v < lo { lo } else { v };
+            if v > hi {
                 hi
             } else {
                 v

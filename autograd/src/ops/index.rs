@@ -109,7 +109,7 @@ impl<T: Float> Rule<T> for IndexAdd {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
         arity(s, 2)?;
         let (src, idx) = (s[0], s[1]);
-        let lead = self.axis + idx.len();
+        let lead = self.axis.saturating_add(idx.len());
         if src.len() < lead || src[self.axis..lead] != *idx {
             return Err(Fail::Mismatch(shape_of(src), shape_of(idx)));
         }

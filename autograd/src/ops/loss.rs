@@ -23,7 +23,9 @@ pub enum Reduction {
 }
 
 /// Softmax cross-entropy with integer targets, as `torch.nn.functional.cross_entropy`
-/// (no class weights, no label smoothing): logits `S ++ [C]`, int64 targets `S`,
+/// (no class weights, no label smoothing) with the classes on the **last** axis:
+/// logits `S ++ [C]`, int64 targets `S`. For `[N, C]` this is PyTorch's layout; for
+/// sequence-major logits `[T, B, C]` PyTorch would want `[B, C, T]`, we take them as they are.
 /// `ce = logsumexp(z) - z[target]` per position, then reduced.
 /// d/dz = (softmax(z) - onehot(target)) · g (divided by the count for `Mean`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

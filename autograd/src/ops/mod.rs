@@ -88,6 +88,13 @@ pub(crate) fn arity(shapes: &[&[usize]], n: usize) -> FResult<()> {
     Ok(())
 }
 
+/// The element count of a shape, or an error if it overflows.
+pub(crate) fn numel(s: &[usize]) -> FResult<usize> {
+    s.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Fail::Invalid(format!("{s:?} has too many elements")))
+}
+
 pub(crate) fn shape_of(s: &[usize]) -> Shape {
     s.iter().copied().collect()
 }

@@ -52,6 +52,11 @@ fn reduced_shape(x: &[usize], axes: &[usize], keepdim: bool) -> FResult<Shape> {
             x.len()
         )));
     }
+    if axes.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Fail::Invalid(format!(
+            "axes {axes:?} are not strictly increasing"
+        )));
+    }
     Ok(x.iter()
         .enumerate()
         .filter_map(|(i, &d)| match (axes.contains(&i), keepdim) {
@@ -76,8 +81,15 @@ fn reduce<T: Float>(
     v
 }
 
+/// The max along an axis; NaN propagates, as in PyTorch.
 fn max_axis<T: Float>(v: ndarray::ArrayViewD<T>, a: Axis) -> ArrayD<T> {
-    v.fold_axis(a, T::neg_infinity(), |&m, &x| if x > m { x } else { m })
+    v.fold_axis(a, T::neg_infinity(), |&m, &x| {
+        if m.is_nan() || x <= m {
+            m
+        } else {
+            x // greater, or NaN
+        }
+    })
 }
 
 impl<T: Float> Rule<T> for Sum {
@@ -181,7 +193,12 @@ pub(crate) fn sum_to<T: Float>(x: &ArrayD<T>, shape: &[usize]) -> ArrayD<T> {
 
 /// Builders: the reduction family.
 impl<T: Float> Graph<T> {
+    /// Normalized, sorted, distinct axes; an empty list means every axis, as in PyTorch.
     fn axes(&self, op: &'static str, x: NodeId, axes: &[isize]) -> Result<Vec<usize>> {
+        self.check(x, op)?;
+        if axes.is_empty() {
+            return Ok((0..self.shape_of(x).len()).collect());
+        }
         let mut out = axes
             .iter()
             .map(|&a| self.axis(op, x, a))
@@ -190,7 +207,7 @@ impl<T: Float> Graph<T> {
         out.dedup();
         Ok(out)
     }
-    /// Sum over `axes` (negative count from the end). d/dx = g broadcast back.
+    /// Sum over `axes` (negative count from the end; empty means all, as PyTorch). d/dx = g broadcast back.
     ///
     /// # Errors
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an axis out of range.

@@ -19,10 +19,7 @@ pub struct Reshape {
 impl<T: Float> Rule<T> for Reshape {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
         arity(s, 1)?;
-        let (n, m) = (
-            s[0].iter().product::<usize>(),
-            self.shape.iter().product::<usize>(),
-        );
+        let (n, m) = (s[0].iter().product::<usize>(), super::numel(&self.shape)?);
         if n != m {
             return Err(Fail::Invalid(format!(
                 "cannot reshape {n} elements to {:?} ({m} elements)",
@@ -152,12 +149,15 @@ impl<T: Float> Rule<T> for Narrow {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
         arity(s, 1)?;
         let x = s[0];
-        if self.axis >= x.len() || self.start + self.len > x[self.axis] {
+        if self.axis >= x.len()
+            || self
+                .start
+                .checked_add(self.len)
+                .is_none_or(|end| end > x[self.axis])
+        {
             return Err(Fail::Invalid(format!(
-                "range {}..{} on axis {} is outside the input",
-                self.start,
-                self.start + self.len,
-                self.axis
+                "{} elements from {} on axis {} are outside the input",
+                self.len, self.start, self.axis
             )));
         }
         let mut out = shape_of(x);
@@ -201,7 +201,12 @@ impl<T: Float> Rule<T> for Pad {
             )));
         }
         let mut out = shape_of(s[0]);
-        out[self.axis] += self.before + self.after;
+        out[self.axis] = self
+            .before
+            .checked_add(self.after)
+            .and_then(|p| p.checked_add(out[self.axis]))
+            .ok_or_else(|| Fail::Invalid("padded size overflows".into()))?;
+        super::numel(&out)?;
         Ok(out)
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
@@ -233,6 +238,7 @@ pub struct BroadcastTo {
 impl<T: Float> Rule<T> for BroadcastTo {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
         arity(s, 1)?;
+        super::numel(&self.shape)?;
         match broadcast(s[0], &self.shape) {
             Ok(b) if b[..] == self.shape[..] => Ok(b),
             _ => Err(Fail::Mismatch(shape_of(s[0]), shape_of(&self.shape))),
@@ -393,7 +399,7 @@ impl<T: Float> Graph<T> {
     pub fn split(&mut self, x: NodeId, axis: isize, sizes: &[usize]) -> Result<Vec<NodeId>> {
         let a = self.axis("split", x, axis)?;
         let total = self.shape_of(x)[a];
-        if sizes.iter().sum::<usize>() != total {
+        if sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s)) != Some(total) {
             return Err(self.fail(
                 "split",
                 Fail::Invalid(format!("sizes {sizes:?} do not add up to {total}")),
