@@ -1,0 +1,6 @@
+//! Training tools: gradient clipping (and, with the training issue, optimizers,
+//! truncated BPTT and checkpoints).
+
+mod clip;
+
+pub use clip::{clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_value, grad_norm};
