@@ -273,6 +273,31 @@ impl<T: Float> Graph<T> {
         Ok(id)
     }
 
+    /// Uses the existing float node `id` as parameter `name` from now on: a later
+    /// [`Graph::param`] for `name` returns `id` instead of reading the store. This
+    /// ties weights, lets weights come from another computation (a hypernetwork),
+    /// and lets [`gradcheck`](crate::gradcheck) treat parameters as inputs.
+    ///
+    /// # Errors
+    /// [`Error::ForeignNode`]; [`Error::InvalidInput`] if `name` is already recorded
+    /// or bound, or `id` is an index node.
+    pub fn bind_param(&mut self, name: &str, id: NodeId) -> Result<()> {
+        self.check(id, "bind_param")?;
+        if self.params.contains_key(name) || self.nodes[id.index()].dtype == DType::I64 {
+            return Err(Error::InvalidInput {
+                op: "bind_param",
+                scope: self.scope_path(),
+                reason: format!(
+                    "`{name}` is already a parameter of this graph, or %{} is not a float node",
+                    id.index()
+                ),
+                shapes: vec![self.shape_of(id).to_vec()],
+            });
+        }
+        self.params.insert(name.to_owned(), id);
+        Ok(())
+    }
+
     pub(crate) fn register_param(&mut self, name: &str, id: NodeId) {
         self.params.insert(name.to_owned(), id);
     }
@@ -436,22 +461,36 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// [`Error::UnknownParam`] if a recorded name is missing; [`Error::ShapeMismatch`] if a shape changed.
     pub fn load_params(&mut self, store: &ParamStore<T>) -> Result<()> {
-        let params: Vec<(String, NodeId)> =
-            self.params.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        for (name, id) in params {
-            let v = store.get(&name).ok_or(Error::UnknownParam {
+        // Parameter leaves only (a bound parameter is computed, not loaded), all
+        // checked before any is changed, so a failed load changes nothing.
+        let leaves: Vec<(&String, NodeId)> = self
+            .params
+            .iter()
+            .filter(|(_, id)| matches!(self.nodes[id.index()].op, Op::Param(_)))
+            .map(|(k, v)| (k, *v))
+            .collect();
+        for &(name, id) in &leaves {
+            let v = store.get(name).ok_or_else(|| Error::UnknownParam {
                 op: "load_params",
                 name: name.clone(),
             })?;
             if v.shape() != self.shape_of(id) {
                 return Err(Error::ShapeMismatch {
                     op: "load_params",
-                    scope: name,
+                    scope: name.clone(),
                     lhs: self.shape_of(id).to_vec(),
                     rhs: v.shape().to_vec(),
                 });
             }
-            self.values[id.index()] = Value::Float(v.clone());
+        }
+        let updates: Vec<(usize, &ArrayD<T>)> = leaves
+            .iter()
+            .filter_map(|&(n, id)| store.get(n).map(|v| (id.index(), v)))
+            .collect();
+        for (i, v) in updates {
+            if let Value::Float(dst) = &mut self.values[i] {
+                dst.assign(v);
+            }
         }
         Ok(())
     }
