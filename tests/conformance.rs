@@ -1,5 +1,5 @@
-//! The conformance suite: every reference case under `tests/fixtures/` (or the
-//! directory named by `UNROLLED_FIXTURES`), computed by PyTorch and JAX in float64.
+//! The conformance suite: every reference case under `tests/fixtures/`, subdirectories
+//! included (or under the directory named by `UNROLLED_FIXTURES`), computed by PyTorch and JAX in float64.
 //!
 //! It dispatches on each file's `case` field and reads every size from the file,
 //! so it passes on any file of a known case. It prints one line per file and fails
@@ -34,25 +34,34 @@ fn fixture_dir() -> PathBuf {
     }
 }
 
+/// Every `*.json` under `dir`, subdirectories included.
+fn collect_json(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_json(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "json") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let dir = fixture_dir();
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect(),
-        Err(e) => {
-            eprintln!("cannot read fixture directory {}: {e}", dir.display());
-            return ExitCode::FAILURE;
-        }
-    };
+    let mut files = Vec::new();
+    if let Err(e) = collect_json(&dir, &mut files) {
+        eprintln!("cannot read fixture directory {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
     files.sort();
     let (mut passed, mut failed, mut pending) = (0, 0, 0);
     for path in &files {
         let file = path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+            .strip_prefix(&dir)
+            .unwrap_or(path)
+            .display()
+            .to_string();
         let result = Fixture::load(path).and_then(|f| conformance_cases::run(&f));
         match result {
             Ok(Outcome::Ran(c)) if c.failures.is_empty() && c.checked > 0 => {

@@ -40,6 +40,9 @@ pub use cells::{
 };
 pub use gate::{Affine, FusedGates, TorchNames};
 pub use init::{init_params, orthogonal, Init, ParamSpec, Role, WeightInit};
-pub use train::{clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_value, grad_norm};
+pub use train::{
+    clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_value, grad_norm, Adagrad, Adam,
+    AnyOptimizer, Optimizer, RmsProp, Sgd,
+};
 pub use unrolled_autograd as autograd;
 pub use wrappers::*;

@@ -111,6 +111,14 @@ impl Fixture {
             .ok_or_else(|| format!("expected.{section}.{name} missing"))?;
         serde_json::from_value(v.clone()).map_err(|e| format!("expected.{section}.{name}: {e}"))
     }
+    /// `expected.<key>` as a tensor.
+    pub fn expected_tensor_at(&self, key: &str) -> Result<Tensor, String> {
+        let v = self
+            .expected
+            .get(key)
+            .ok_or_else(|| format!("expected.{key} missing"))?;
+        serde_json::from_value(v.clone()).map_err(|e| format!("expected.{key}: {e}"))
+    }
     /// The names in `expected.<section>`, sorted.
     pub fn expected_names(&self, section: &str) -> Vec<String> {
         self.expected

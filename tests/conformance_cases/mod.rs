@@ -4,18 +4,13 @@ mod elementary;
 mod layers;
 mod run;
 mod second_order;
+mod training;
 
 use crate::common::fixture::Fixture;
 use crate::Outcome;
 
 /// Cases that the training issue implements (optimizer trajectories, safetensors).
-const PENDING: &[&str] = &[
-    "train_trajectory_sgd",
-    "train_trajectory_adam",
-    "train_trajectory_adamw",
-    "train_trajectory_tbptt",
-    "safetensors_state_dict",
-];
+const PENDING: &[&str] = &["safetensors_state_dict"];
 
 /// Runs one fixture, by its `case`.
 pub fn run(f: &Fixture) -> Result<Outcome, String> {
@@ -38,6 +33,10 @@ pub fn run(f: &Fixture) -> Result<Outcome, String> {
         "deep_transition" | "deep_transition_skip" => layers::deep_transition(f).map(Outcome::Ran),
         "one_to_many_generation" => layers::one_to_many_generation(f).map(Outcome::Ran),
         "second_order" => second_order::second_order(f).map(Outcome::Ran),
+        "train_trajectory_sgd" | "train_trajectory_adam" | "train_trajectory_adamw" => {
+            training::lm_trajectory(f).map(Outcome::Ran)
+        }
+        "train_trajectory_tbptt" => training::tbptt_trajectory(f).map(Outcome::Ran),
         c if PENDING.contains(&c) => Ok(Outcome::Pending("layer not implemented yet")),
         other => Err(format!("unknown case `{other}`")),
     }

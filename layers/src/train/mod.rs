@@ -2,5 +2,7 @@
 //! truncated BPTT and checkpoints).
 
 mod clip;
+mod optim;
 
 pub use clip::{clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_value, grad_norm};
+pub use optim::{Adagrad, Adam, AnyOptimizer, Optimizer, RmsProp, Sgd};
