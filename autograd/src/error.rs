@@ -99,6 +99,16 @@ pub enum Error {
     /// A gradient check found analytic and numeric derivatives that disagree.
     #[error("{0}")]
     GradcheckFailed(Box<crate::check::GradcheckReport>),
+    /// A file that could not be read or written.
+    #[error("{op} {path}: {reason}")]
+    Io {
+        /// What was being done (`save`, `load`).
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The operating system's reason.
+        reason: String,
+    },
     /// Text that could not be parsed as what it should be (a serialized graph, …).
     #[error("cannot parse {what}: {reason}")]
     Parse {

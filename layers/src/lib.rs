@@ -40,9 +40,6 @@ pub use cells::{
 };
 pub use gate::{Affine, FusedGates, TorchNames};
 pub use init::{init_params, orthogonal, Init, ParamSpec, Role, WeightInit};
-pub use train::{
-    clip_grad_norm, clip_grad_norm_per_tensor, clip_grad_value, grad_norm, Adagrad, Adam,
-    AnyOptimizer, Optimizer, RmsProp, Sgd,
-};
+pub use train::*;
 pub use unrolled_autograd as autograd;
 pub use wrappers::*;

@@ -3,14 +3,12 @@
 mod elementary;
 mod layers;
 mod run;
+mod safetensors;
 mod second_order;
 mod training;
 
 use crate::common::fixture::Fixture;
 use crate::Outcome;
-
-/// Cases that the training issue implements (optimizer trajectories, safetensors).
-const PENDING: &[&str] = &["safetensors_state_dict"];
 
 /// Runs one fixture, by its `case`.
 pub fn run(f: &Fixture) -> Result<Outcome, String> {
@@ -37,7 +35,7 @@ pub fn run(f: &Fixture) -> Result<Outcome, String> {
             training::lm_trajectory(f).map(Outcome::Ran)
         }
         "train_trajectory_tbptt" => training::tbptt_trajectory(f).map(Outcome::Ran),
-        c if PENDING.contains(&c) => Ok(Outcome::Pending("layer not implemented yet")),
+        "safetensors_state_dict" => safetensors::safetensors_state_dict(f).map(Outcome::Ran),
         other => Err(format!("unknown case `{other}`")),
     }
 }
