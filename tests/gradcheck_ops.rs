@@ -243,6 +243,48 @@ const CASES: &[Case] = &[
         build: |g, x| g.matmul(x[0], x[1]),
     },
     Case {
+        name: "matmul aᵀb",
+        shapes: &[&[3, 2], &[3, 4]],
+        domain: Domain::Any,
+        build: |g, x| g.matmul_t(x[0], x[1], true, false),
+    },
+    Case {
+        name: "matmul abᵀ",
+        shapes: &[&[2, 3], &[4, 3]],
+        domain: Domain::Any,
+        build: |g, x| g.matmul_t(x[0], x[1], false, true),
+    },
+    Case {
+        name: "matmul aᵀbᵀ",
+        shapes: &[&[3, 2], &[4, 3]],
+        domain: Domain::Any,
+        build: |g, x| g.matmul_t(x[0], x[1], true, true),
+    },
+    Case {
+        name: "matmul 3-D aᵀb",
+        shapes: &[&[2, 3, 2], &[2, 3, 2]],
+        domain: Domain::Any,
+        build: |g, x| g.matmul_t(x[0], x[1], true, false),
+    },
+    Case {
+        name: "matmul 3-D aᵀbᵀ",
+        shapes: &[&[2, 3, 2], &[2, 4, 3]],
+        domain: Domain::Any,
+        build: |g, x| g.matmul_t(x[0], x[1], true, true),
+    },
+    Case {
+        name: "matmul 3-D @ 2-D bᵀ",
+        shapes: &[&[2, 2, 3], &[4, 3]],
+        domain: Domain::Any,
+        build: |g, x| g.matmul_t(x[0], x[1], false, true),
+    },
+    Case {
+        name: "linear 3-D",
+        shapes: &[&[2, 2, 3], &[4, 3], &[4]],
+        domain: Domain::Any,
+        build: |g, x| g.linear(x[0], x[1], Some(x[2])),
+    },
+    Case {
         name: "linear",
         shapes: &[&[2, 3], &[4, 3], &[4]],
         domain: Domain::Any,

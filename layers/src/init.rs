@@ -17,6 +17,8 @@ pub enum Role {
     Peephole,
     /// A convolution kernel.
     Kernel,
+    /// An embedding table, drawn `N(0, 1)` as `nn.Embedding` does.
+    Embedding,
 }
 
 /// A parameter a cell reads: its name, shape, role and gate layout.
@@ -197,6 +199,7 @@ pub fn init_params<T: Float>(specs: &[ParamSpec], store: &mut ParamStore<T>, ini
                 }
                 v
             }
+            Role::Embedding => (0..n).map(|_| rng.normal()).collect(),
             Role::InputWeight | Role::RecurrentWeight | Role::Kernel => {
                 let how = if spec.role == Role::RecurrentWeight {
                     init.recurrent

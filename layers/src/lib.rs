@@ -30,6 +30,7 @@ mod cell;
 pub mod cells;
 mod gate;
 mod init;
+pub mod models;
 pub mod train;
 mod wrappers;
 
@@ -40,6 +41,7 @@ pub use cells::{
 };
 pub use gate::{Affine, FusedGates, TorchNames};
 pub use init::{init_params, orthogonal, Init, ParamSpec, Role, WeightInit};
+pub use models::{AnyRecurrent, CellKind, CharRnn};
 pub use train::*;
 pub use unrolled_autograd as autograd;
 pub use wrappers::*;

@@ -1,4 +1,7 @@
-//! Matrix products: 2-D, batched 3-D, and 3-D by a shared 2-D matrix.
+//! Matrix products with transposition flags (as BLAS `gemm`): `op(a) @ op(b)`, where
+//! `op` transposes the last two axes when its flag is set. A transposed operand is
+//! read through its strides, never copied, and every backward rule is another
+//! product with flags, so no transpose node is ever recorded.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayD, ArrayView2, Axis, Ix2, Ix3};
@@ -10,17 +13,45 @@ use crate::float::Float;
 use crate::graph::Graph;
 use crate::node::{NodeId, Shape, Value};
 
-/// Matrix product `a @ b` as `torch.matmul` for these ranks:
-/// `[m, k] @ [k, n] -> [m, n]`; `[B, m, k] @ [B, k, n] -> [B, m, n]`;
-/// `[B, m, k] @ [k, n] -> [B, m, n]` (the matrix shared by every batch entry).
-/// d/da = g @ bᵀ, d/db = aᵀ @ g (summed over the batch when `b` is shared).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MatMul;
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 
-fn view2<T>(a: &ArrayD<T>) -> ArrayView2<'_, T> {
-    a.view()
+/// `op(a) @ op(b)` as `torch.matmul` for these ranks: `[m, k] @ [k, n] -> [m, n]`;
+/// `[B, m, k] @ [B, k, n] -> [B, m, n]`; `[B, m, k] @ [k, n] -> [B, m, n]` (one matrix
+/// for every batch entry; `trans_a` must then be off). `op(x)` is `xᵀ` (last two
+/// axes swapped) when the flag is set.
+/// For `c = a @ b`: d/da = g bᵀ, d/db = aᵀ g (summed over the batch when `b` is shared).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MatMul {
+    /// Transpose `a`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub trans_a: bool,
+    /// Transpose `b`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub trans_b: bool,
+}
+
+fn view2<T>(a: &ArrayD<T>, t: bool) -> ArrayView2<'_, T> {
+    let v = a
+        .view()
         .into_dimensionality::<Ix2>()
-        .expect("rank checked by infer")
+        .expect("rank checked by infer");
+    if t {
+        v.reversed_axes()
+    } else {
+        v
+    }
+}
+
+/// The (rows, cols) of the last two axes of `s` after the optional transpose.
+fn mat(s: &[usize], t: bool) -> (usize, usize) {
+    let (r, c) = (s[s.len() - 2], s[s.len() - 1]);
+    if t {
+        (c, r)
+    } else {
+        (r, c)
+    }
 }
 
 impl<T: Float> Rule<T> for MatMul {
@@ -29,16 +60,29 @@ impl<T: Float> Rule<T> for MatMul {
         let (a, b) = (s[0], s[1]);
         let bad = || Fail::Mismatch(a.iter().copied().collect(), b.iter().copied().collect());
         match (a.len(), b.len()) {
-            (2, 2) if a[1] == b[0] => Ok(Shape::from_slice(&[a[0], b[1]])),
-            (3, 3) if a[0] == b[0] && a[2] == b[1] => Ok(Shape::from_slice(&[a[0], a[1], b[2]])),
-            (3, 2) if a[2] == b[0] => Ok(Shape::from_slice(&[a[0], a[1], b[1]])),
-            (2, 2) | (3, 3) | (3, 2) => Err(bad()),
-            _ => Err(Fail::Invalid(format!(
-                "ranks {} and {} are not supported (2-D @ 2-D, 3-D @ 3-D, 3-D @ 2-D)",
-                a.len(),
-                b.len()
-            ))),
+            (2, 2) | (3, 3) | (3, 2) => {}
+            _ => {
+                return Err(Fail::Invalid(format!(
+                    "ranks {} and {} are not supported (2-D @ 2-D, 3-D @ 3-D, 3-D @ 2-D)",
+                    a.len(),
+                    b.len()
+                )))
+            }
         }
+        if a.len() == 3 && b.len() == 2 && self.trans_a {
+            return Err(Fail::Invalid(
+                "a 3-D @ 2-D product cannot transpose the 3-D operand".into(),
+            ));
+        }
+        let ((m, k), (k2, n)) = (mat(a, self.trans_a), mat(b, self.trans_b));
+        if k != k2 || (a.len() == 3 && b.len() == 3 && a[0] != b[0]) {
+            return Err(bad());
+        }
+        Ok(if a.len() == 3 {
+            Shape::from_slice(&[a[0], m, n])
+        } else {
+            Shape::from_slice(&[m, n])
+        })
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
@@ -47,7 +91,13 @@ impl<T: Float> Rule<T> for MatMul {
         match (a.ndim(), b.ndim()) {
             (2, 2) => {
                 let mut o = out.view_mut().into_dimensionality::<Ix2>().expect("rank 2");
-                general_mat_mul(T::one(), &view2(a), &view2(b), T::zero(), &mut o);
+                general_mat_mul(
+                    T::one(),
+                    &view2(a, self.trans_a),
+                    &view2(b, self.trans_b),
+                    T::zero(),
+                    &mut o,
+                );
             }
             (3, 2) => {
                 let (bs, m, k) = (a.shape()[0], a.shape()[1], a.shape()[2]);
@@ -56,21 +106,18 @@ impl<T: Float> Rule<T> for MatMul {
                     .view_mut()
                     .into_shape_with_order((bs * m, shape[2]))
                     .expect("contiguous");
-                general_mat_mul(T::one(), &a2, &view2(b), T::zero(), &mut o);
+                general_mat_mul(T::one(), &a2, &view2(b, self.trans_b), T::zero(), &mut o);
             }
             _ => {
                 let a3 = a.view().into_dimensionality::<Ix3>().expect("rank 3");
                 let b3 = b.view().into_dimensionality::<Ix3>().expect("rank 3");
                 let mut o3 = out.view_mut().into_dimensionality::<Ix3>().expect("rank 3");
                 for i in 0..shape[0] {
+                    let (ai, bi) = (a3.index_axis(Axis(0), i), b3.index_axis(Axis(0), i));
+                    let ai = if self.trans_a { ai.reversed_axes() } else { ai };
+                    let bi = if self.trans_b { bi.reversed_axes() } else { bi };
                     let mut oi = o3.index_axis_mut(Axis(0), i);
-                    general_mat_mul(
-                        T::one(),
-                        &a3.index_axis(Axis(0), i),
-                        &b3.index_axis(Axis(0), i),
-                        T::zero(),
-                        &mut oi,
-                    );
+                    general_mat_mul(T::one(), &ai, &bi, T::zero(), &mut oi);
                 }
             }
         }
@@ -78,26 +125,39 @@ impl<T: Float> Rule<T> for MatMul {
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let (a, m) = (b.inputs[0], b.inputs[1]);
-        let (ra, rb) = (g.shape_of(a).len(), g.shape_of(m).len());
-        let ga = if b.needs[0] {
-            let mt = g.transpose(m, -2, -1)?;
-            Some(g.matmul(b.grad, mt)?)
-        } else {
+        let (a, m, gr) = (b.inputs[0], b.inputs[1], b.grad);
+        let (ta, tb) = (self.trans_a, self.trans_b);
+        let shared = g.shape_of(a).len() == 3 && g.shape_of(m).len() == 2;
+        // c = op(a) op(b): the four flag cases of d/da and d/db, each one product.
+        let ga = if !b.needs[0] {
             None
+        } else {
+            Some(match (ta, tb) {
+                (false, false) => g.matmul_t(gr, m, false, true)?,
+                (false, true) => g.matmul_t(gr, m, false, false)?,
+                (true, false) => g.matmul_t(m, gr, false, true)?,
+                (true, true) => g.matmul_t(m, gr, true, true)?,
+            })
         };
         let gb = if !b.needs[1] {
             None
-        } else if ra == 3 && rb == 2 {
-            let sa = g.shape_of(a).to_vec();
-            let n = g.shape_of(m)[1];
+        } else if shared {
+            // Sum over the batch: flatten [B, m, k] and [B, m, n] to 2-D first.
+            let (sa, n) = (g.shape_of(a).to_vec(), g.shape_of(gr)[2]);
             let a2 = g.reshape(a, &[sa[0] * sa[1], sa[2]])?;
-            let g2 = g.reshape(b.grad, &[sa[0] * sa[1], n])?;
-            let a2t = g.transpose(a2, 0, 1)?;
-            Some(g.matmul(a2t, g2)?)
+            let g2 = g.reshape(gr, &[sa[0] * sa[1], n])?;
+            Some(if tb {
+                g.matmul_t(g2, a2, true, false)?
+            } else {
+                g.matmul_t(a2, g2, true, false)?
+            })
         } else {
-            let at = g.transpose(a, -2, -1)?;
-            Some(g.matmul(at, b.grad)?)
+            Some(match (ta, tb) {
+                (false, false) => g.matmul_t(a, gr, true, false)?,
+                (false, true) => g.matmul_t(gr, a, true, false)?,
+                (true, false) => g.matmul_t(a, gr, false, false)?,
+                (true, true) => g.matmul_t(gr, a, true, true)?,
+            })
         };
         grads([ga, gb])
     }
@@ -111,7 +171,22 @@ impl<T: Float> Graph<T> {
     /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) when the inner sizes differ,
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) for other ranks.
     pub fn matmul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
-        self.push(Op::MatMul(MatMul), &[a, b])
+        self.matmul_t(a, b, false, false)
+    }
+
+    /// `op(a) @ op(b)`, `op` transposing the last two axes when its flag is set;
+    /// the transposed operand is read in place, not copied.
+    ///
+    /// # Errors
+    /// As [`Graph::matmul`].
+    pub fn matmul_t(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Result<NodeId> {
+        self.push(Op::MatMul(MatMul { trans_a, trans_b }), &[a, b])
     }
 
     /// A linear map as `torch.nn.functional.linear`: `x @ weightᵀ + bias`, with
@@ -120,8 +195,7 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// As [`Graph::matmul`] and [`Graph::add`].
     pub fn linear(&mut self, x: NodeId, weight: NodeId, bias: Option<NodeId>) -> Result<NodeId> {
-        let wt = self.transpose(weight, 0, 1)?;
-        let y = self.matmul(x, wt)?;
+        let y = self.matmul_t(x, weight, false, true)?;
         match bias {
             Some(b) => self.add(y, b),
             None => Ok(y),

@@ -1,0 +1,170 @@
+//! Sampling, truncated-BPTT windows, warm-start generation, scheduled sampling.
+
+mod common;
+
+use ndarray::ArrayD;
+use unrolled::autograd::{Graph, ParamStore, Result, Rng};
+use unrolled::layers::{sample_logits, CellKind, CharRnn, RunOptions, Tbptt, Window};
+
+#[test]
+fn sampling_with_temperature_and_top_k() {
+    let logits = [0.1, 2.0, -1.0, 1.9];
+    let mut rng = Rng::new(1);
+    assert_eq!(
+        sample_logits(&logits, 0.0, 0, &mut rng),
+        1,
+        "temperature 0 is greedy"
+    );
+    assert_eq!(
+        sample_logits(&logits, 5.0, 1, &mut rng),
+        1,
+        "top-1 is greedy"
+    );
+    let mut counts = [0usize; 4];
+    for _ in 0..4000 {
+        counts[sample_logits(&logits, 1.0, 2, &mut rng)] += 1;
+    }
+    assert_eq!(counts[0] + counts[2], 0, "top-2 keeps indices 1 and 3 only");
+    let p1 = counts[1] as f64 / 4000.0;
+    let want = 1.0 / (1.0 + (-0.1f64).exp());
+    assert!(
+        (p1 - want).abs() < 0.03,
+        "softmax over the kept logits: {p1} vs {want}"
+    );
+    let mut cold = [0usize; 4];
+    for _ in 0..2000 {
+        cold[sample_logits(&logits, 0.05, 0, &mut rng)] += 1;
+    }
+    assert!(
+        cold[1] > 1800,
+        "a low temperature is nearly greedy: {cold:?}"
+    );
+}
+
+#[test]
+fn tbptt_windows() {
+    let w = Tbptt { k1: 3, k2: 3 }.windows(8);
+    assert_eq!(
+        w,
+        vec![
+            Window {
+                start: 0,
+                loss_from: 0,
+                end: 3
+            },
+            Window {
+                start: 3,
+                loss_from: 3,
+                end: 6
+            },
+            Window {
+                start: 6,
+                loss_from: 6,
+                end: 8
+            }
+        ]
+    );
+    let w = Tbptt { k1: 2, k2: 5 }.windows(6);
+    assert_eq!(
+        w,
+        vec![
+            Window {
+                start: 0,
+                loss_from: 0,
+                end: 2
+            },
+            Window {
+                start: 0,
+                loss_from: 2,
+                end: 4
+            },
+            Window {
+                start: 1,
+                loss_from: 4,
+                end: 6
+            }
+        ]
+    );
+}
+
+#[test]
+fn the_cut_is_visible_and_stops_gradients() -> Result<()> {
+    let mut g = Graph::<f64>::new();
+    let h = g.input(ArrayD::from_elem(vec![1, 2], 0.5));
+    let cut = Tbptt::cut(&mut g, &[h])?;
+    let y = g.tanh(cut[0])?;
+    let l = g.sum_all(y)?;
+    let d = g.grad(l, &[h])?[0];
+    assert!(g.value(d)?.iter().all(|&v| v == 0.0));
+    assert_eq!(g.scope_info(g.node(cut[0])?.scope()).path, "tbptt_cut");
+    assert_eq!(g.node(cut[0])?.op().name(), "detach");
+    Ok(())
+}
+
+fn model() -> (CharRnn, ParamStore<f64>) {
+    let m = CharRnn::new(CellKind::Gru, 5, 3, 4, 2);
+    let mut p = ParamStore::new();
+    m.init_params(&mut p, 3);
+    (m, p)
+}
+
+/// Generation replays one step at a time; it must agree with one forward pass
+/// over the whole generated text (greedy, so the choices are reproducible).
+#[test]
+fn generation_agrees_with_a_full_forward_pass() -> Result<()> {
+    let (m, p) = model();
+    let prime = [1i64, 4, 2];
+    let out = m.generate(&p, &prime, 6, 0.0, 0, &mut Rng::new(0))?;
+    assert_eq!(out.len(), 6);
+    let text: Vec<i64> = prime.iter().chain(&out).copied().collect();
+    let mut g = Graph::new();
+    let toks = g.index_input(ArrayD::from_shape_vec(vec![text.len(), 1], text.clone()).unwrap());
+    let o = m.forward(&mut g, &p, toks, None, RunOptions::default())?;
+    let logits = g.value(o.logits)?;
+    for (k, &tok) in out.iter().enumerate() {
+        let t = prime.len() - 1 + k;
+        let row: Vec<f64> = (0..5).map(|v| logits[[t, 0, v]]).collect();
+        assert_eq!(
+            sample_logits(&row, 0.0, 0, &mut Rng::new(0)) as i64,
+            tok,
+            "step {t}"
+        );
+    }
+    assert!(
+        m.generate(&p, &[], 3, 0.0, 0, &mut Rng::new(0)).is_err(),
+        "an empty prime is an error"
+    );
+    assert!(
+        m.generate(&p, &[9], 3, 0.0, 0, &mut Rng::new(0)).is_err(),
+        "an out-of-range prime is an error"
+    );
+    Ok(())
+}
+
+#[test]
+fn scheduled_sampling_at_zero_is_teacher_forcing() -> Result<()> {
+    let (m, p) = model();
+    let toks = ArrayD::from_shape_vec(vec![4, 2], vec![0i64, 1, 2, 3, 4, 0, 1, 2]).unwrap();
+    let mut g = Graph::new();
+    let tf = g.index_input(toks.clone());
+    let o = m.forward(&mut g, &p, tf, None, RunOptions::default())?;
+    let mut g2 = Graph::new();
+    let s = m.forward_scheduled(&mut g2, &p, &toks, 0.0, &mut Rng::new(0))?;
+    let (a, b) = (g.value(o.logits)?, g2.value(s)?);
+    assert!(a.iter().zip(b.iter()).all(|(x, y)| (x - y).abs() < 1e-14));
+    // With probability 1 every input after the first is the model's own greedy choice.
+    let mut g3 = Graph::new();
+    let s3 = m.forward_scheduled(&mut g3, &p, &toks, 1.0, &mut Rng::new(0))?;
+    let gen = m.generate(&p, &[0], 3, 0.0, 0, &mut Rng::new(0))?;
+    let mut g4 = Graph::new();
+    let own: Vec<i64> = std::iter::once(0).chain(gen).collect();
+    let t4 = g4.index_input(ArrayD::from_shape_vec(vec![4, 1], own).unwrap());
+    let o4 = m.forward(&mut g4, &p, t4, None, RunOptions::default())?;
+    let (x, y) = (g3.value(s3)?, g4.value(o4.logits)?);
+    for t in 0..4 {
+        for v in 0..5 {
+            assert!((x[[t, 0, v]] - y[[t, 0, v]]).abs() < 1e-14);
+        }
+    }
+    Ok(())
+}
