@@ -23,9 +23,7 @@ use std::time::Instant;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use unrolled::autograd::{Graph, NodeId, ParamStore, Reduction, Rng};
-use unrolled::layers::{
-    clip_grad_norm, AnyOptimizer, CellKind, CharRnn, Checkpoint, Optimizer, RunOptions,
-};
+use unrolled::layers::{clip_grad_norm, AnyOptimizer, CellKind, CharRnn, Checkpoint, Optimizer, RunOptions};
 use unrolled::ndarray::{ArrayD, IxDyn};
 
 const SONNETS: &str = include_str!("data/sonnets.txt");
@@ -122,25 +120,17 @@ impl Vocab {
     }
     fn encode(&self, s: &str) -> Res<Vec<i64>> {
         s.chars()
-            .map(|c| {
-                self.id(c).ok_or_else(|| {
-                    format!("the character {c:?} is not in the model's vocabulary").into()
-                })
-            })
+            .map(|c| self.id(c).ok_or_else(|| format!("the character {c:?} is not in the model's vocabulary").into()))
             .collect()
     }
     fn decode(&self, ids: &[i64]) -> String {
-        ids.iter()
-            .map(|&i| self.chars.get(i as usize).copied().unwrap_or('?'))
-            .collect()
+        ids.iter().map(|&i| self.chars.get(i as usize).copied().unwrap_or('?')).collect()
     }
 }
 
 fn read_corpus(path: &Path) -> Res<String> {
     if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
         let mut text = String::new();
         for f in files {
@@ -152,25 +142,16 @@ fn read_corpus(path: &Path) -> Res<String> {
         }
         Ok(text)
     } else {
-        Ok(std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?)
+        Ok(std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
     }
 }
 
 fn model_of(meta: &BTreeMap<String, String>) -> Res<(CharRnn, Vocab)> {
-    let get = |k: &str| {
-        meta.get(k)
-            .ok_or_else(|| format!("the checkpoint has no `{k}`"))
-    };
+    let get = |k: &str| meta.get(k).ok_or_else(|| format!("the checkpoint has no `{k}`"));
     let chars: Vec<char> = serde_json::from_str(get("vocab")?)?;
     let kind: CellKind = get("cell")?.parse()?;
-    let model = CharRnn::new(
-        kind,
-        chars.len(),
-        get("embedding")?.parse()?,
-        get("hidden")?.parse()?,
-        get("layers")?.parse()?,
-    );
+    let model =
+        CharRnn::new(kind, chars.len(), get("embedding")?.parse()?, get("hidden")?.parse()?, get("layers")?.parse()?);
     Ok((model, Vocab { chars }))
 }
 
@@ -189,14 +170,7 @@ fn sample(args: &Args, path: &Path) -> Res<()> {
     let (model, vocab) = model_of(&ck.metadata)?;
     let prime = vocab.encode(&args.prime)?;
     let mut rng = Rng::new(args.seed);
-    let out = model.generate(
-        &ck.params,
-        &prime,
-        args.length,
-        args.temperature,
-        args.top_k,
-        &mut rng,
-    )?;
+    let out = model.generate(&ck.params, &prime, args.length, args.temperature, args.top_k, &mut rng)?;
     println!("{}{}", args.prime, vocab.decode(&out));
     Ok(())
 }
@@ -238,17 +212,11 @@ fn hello(args: &Args) -> Res<()> {
         if step % 20 == 0 {
             show(&g, step)?;
         }
-        let gv = grads
-            .iter()
-            .map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone())))
-            .collect::<Res<BTreeMap<_, _>>>()?;
+        let gv = grads.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<BTreeMap<_, _>>>()?;
         opt.step(&mut params, &gv)?;
     }
     let next = model.generate(&params, &vocab.encode("hell")?, 1, 0.0, 0, &mut Rng::new(0))?;
-    println!(
-        "after training, \"hell\" continues with {:?}",
-        vocab.decode(&next)
-    );
+    println!("after training, \"hell\" continues with {:?}", vocab.decode(&next));
     Ok(())
 }
 
@@ -265,25 +233,12 @@ fn main() -> Res<()> {
         None => SONNETS.to_string(),
     };
     let (t, b) = (args.seq_len, args.batch);
-    let resumed = args
-        .resume
-        .as_deref()
-        .map(Checkpoint::<f32>::load)
-        .transpose()?;
+    let resumed = args.resume.as_deref().map(Checkpoint::<f32>::load).transpose()?;
     let (model, vocab) = match &resumed {
         Some(ck) => model_of(&ck.metadata)?,
         None => {
             let v = Vocab::of(&text);
-            (
-                CharRnn::new(
-                    args.cell.parse()?,
-                    v.chars.len(),
-                    args.embedding,
-                    args.hidden,
-                    args.layers,
-                ),
-                v,
-            )
+            (CharRnn::new(args.cell.parse()?, v.chars.len(), args.embedding, args.hidden, args.layers), v)
         }
     };
     let data = vocab.encode(&text)?;
@@ -295,20 +250,18 @@ fn main() -> Res<()> {
         )
         .into());
     }
+    let meta = match &resumed {
+        Some(ck) => ck.metadata.clone(),
+        None => metadata(&args, &vocab)?,
+    };
     let (mut params, mut opt, mut step) = match resumed {
-        Some(ck) => (
-            ck.params,
-            ck.optimizer
-                .ok_or("the checkpoint has no optimizer state")?,
-            ck.step as usize,
-        ),
+        Some(ck) => (ck.params, ck.optimizer.ok_or("the checkpoint has no optimizer state")?, ck.step as usize),
         None => {
             let mut p = ParamStore::<f32>::new();
             model.init_params(&mut p, args.seed);
             (p, AnyOptimizer::by_name(&args.optimizer, args.lr)?, 0)
         }
     };
-    let meta = metadata(&args, &vocab)?;
     if let Some(dir) = args.checkpoint.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -317,9 +270,9 @@ fn main() -> Res<()> {
         data.len(),
         vocab.chars.len(),
         model.rnn.kind().name(),
-        args.layers,
-        args.hidden,
-        args.embedding,
+        model.rnn.config().num_layers,
+        model.hidden(),
+        model.embedding_dim,
         params.numel(),
         args.steps
     );
@@ -366,8 +319,7 @@ fn main() -> Res<()> {
         let (loss_value, mut grads) = if args.sampling_prob > 0.0 {
             // Scheduled sampling records a fresh graph: each input depends on the previous step's prediction.
             let mut g2 = Graph::<f32>::new();
-            let logits =
-                model.forward_scheduled(&mut g2, &params, &x, args.sampling_prob, &mut rng)?;
+            let logits = model.forward_scheduled(&mut g2, &params, &x, args.sampling_prob, &mut rng)?;
             let yt = g2.index_input(y);
             let l2 = g2.cross_entropy(logits, yt, Reduction::Mean)?;
             (g2.scalar_value(l2)?, g2.param_grad_values(l2)?)
@@ -381,12 +333,8 @@ fn main() -> Res<()> {
                 .map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone())))
                 .collect::<Res<BTreeMap<_, _>>>()?;
             // Carry the final state into the next batch as a value: the truncation.
-            let carried: Vec<ArrayD<f32>> = out
-                .rnn
-                .final_state
-                .iter()
-                .map(|&s| g.value(s).cloned())
-                .collect::<Result<_, _>>()?;
+            let carried: Vec<ArrayD<f32>> =
+                out.rnn.final_state.iter().map(|&s| g.value(s).cloned()).collect::<Result<_, _>>()?;
             for (&s, v) in state.iter().zip(carried) {
                 g.set_value(s, v)?;
             }
@@ -401,16 +349,10 @@ fn main() -> Res<()> {
         smooth = Some(smooth.map_or(loss_value, |s: f64| 0.95 * s + 0.05 * loss_value));
         let done = step - first_step;
         let rate = (done * t * b) as f64 / start.elapsed().as_secs_f64();
-        bar.set_message(format!(
-            "step {step}  loss {:.3}  {:.0} chars/s",
-            smooth.unwrap_or(loss_value),
-            rate
-        ));
+        bar.set_message(format!("step {step}  loss {:.3}  {:.0} chars/s", smooth.unwrap_or(loss_value), rate));
         bar.inc(1);
         if step % args.every == 0 || step == first_step + args.steps {
-            let prime = vocab
-                .encode(&args.prime)
-                .unwrap_or_else(|_| vocab.encode("\n").unwrap_or_default());
+            let prime = vocab.encode(&args.prime).unwrap_or_else(|_| vocab.encode("\n").unwrap_or_default());
             let s = model.generate(&params, &prime, 200, args.temperature, args.top_k, &mut rng)?;
             let msg = format!(
                 "--- step {step}, loss {:.3}:\n{}{}\n",

@@ -17,9 +17,7 @@ fn seeded(shape: &[usize], seed: u64, scale: f64) -> ArrayD<f64> {
     let n = shape.iter().product();
     let v = (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
         })
         .collect();
@@ -78,13 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("rnn.dot"), g.to_dot())?;
     std::fs::write(out.join("rnn.json"), g.to_def().to_json())?;
     std::fs::write(out.join("rnn.txt"), g.to_string())?;
-    println!(
-        "\nwrote {0}/rnn.dot, {0}/rnn.json and {0}/rnn.txt",
-        out.display()
-    );
-    println!(
-        "render the drawing with: dot -Tsvg {}/rnn.dot -o rnn.svg",
-        out.display()
-    );
+    println!("\nwrote {0}/rnn.dot, {0}/rnn.json and {0}/rnn.txt", out.display());
+    println!("render the drawing with: dot -Tsvg {}/rnn.dot -o rnn.svg", out.display());
     Ok(())
 }

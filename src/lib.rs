@@ -18,7 +18,6 @@ pub use unrolled_layers as layers;
 /// The names most programs need.
 pub mod prelude {
     pub use unrolled_autograd::{
-        gradcheck, gradgradcheck, CheckOptions, Direction, Error, Graph, NodeId, ParamStore,
-        Reduction, Result,
+        gradcheck, gradgradcheck, CheckOptions, Direction, Error, Graph, NodeId, ParamStore, Reduction, Result,
     };
 }

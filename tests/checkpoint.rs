@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use ndarray::ArrayD;
 use unrolled::autograd::{Error, Graph, ParamStore, Reduction, Result};
 use unrolled::layers::{
-    load_safetensors, load_state_dict, save_safetensors, AnyOptimizer, Checkpoint, Init, Optimizer,
-    Recurrent, RecurrentConfig, RunOptions,
+    load_safetensors, load_state_dict, save_safetensors, AnyOptimizer, Checkpoint, Init, Optimizer, Recurrent,
+    RecurrentConfig, RunOptions,
 };
 
 fn dir(name: &str) -> PathBuf {
@@ -38,8 +38,7 @@ fn grads(
     let out = m.forward(&mut g, p, x, None, RunOptions::default())?;
     let w = g.param(p, "fc.weight")?;
     let logits = g.linear(out.output, w, None)?;
-    let t =
-        g.index_input(ArrayD::from_shape_vec(vec![4, 2], vec![0, 1, 1, 0, 1, 1, 0, 0]).unwrap());
+    let t = g.index_input(ArrayD::from_shape_vec(vec![4, 2], vec![0, 1, 1, 0, 1, 1, 0, 0]).unwrap());
     let loss = g.cross_entropy(logits, t, Reduction::Mean)?;
     g.param_grad_values(loss)
 }
@@ -93,11 +92,7 @@ fn safetensors_in_f32_and_f64() -> Result<()> {
     save_safetensors(&d.join("b.safetensors"), &p32, &BTreeMap::new())?;
     let (wide, _) = load_safetensors::<f64>(&d.join("b.safetensors"))?;
     assert_eq!(wide, p32.cast::<f64>(), "an F32 file widens exactly");
-    assert_eq!(
-        std::fs::read_dir(&d).unwrap().count(),
-        2,
-        "no temporary files left behind"
-    );
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 2, "no temporary files left behind");
     Ok(())
 }
 
@@ -117,20 +112,11 @@ fn bad_files_are_typed_errors() -> Result<()> {
     let mut corrupt = bytes.clone();
     corrupt[10] = b'#';
     std::fs::write(d.join("corrupt.safetensors"), &corrupt).unwrap();
-    assert!(matches!(
-        load_safetensors::<f64>(&d.join("corrupt.safetensors")).unwrap_err(),
-        Error::Parse { .. }
-    ));
+    assert!(matches!(load_safetensors::<f64>(&d.join("corrupt.safetensors")).unwrap_err(), Error::Parse { .. }));
 
     std::fs::write(d.join("tiny.safetensors"), [1u8, 2]).unwrap();
-    assert!(matches!(
-        load_safetensors::<f64>(&d.join("tiny.safetensors")).unwrap_err(),
-        Error::Parse { .. }
-    ));
-    assert!(matches!(
-        load_safetensors::<f64>(&d.join("missing.safetensors")).unwrap_err(),
-        Error::Io { .. }
-    ));
+    assert!(matches!(load_safetensors::<f64>(&d.join("tiny.safetensors")).unwrap_err(), Error::Parse { .. }));
+    assert!(matches!(load_safetensors::<f64>(&d.join("missing.safetensors")).unwrap_err(), Error::Io { .. }));
     std::fs::write(d.join("c.json"), b"{\"step\": 1, \"par").unwrap();
     let e = Checkpoint::<f64>::load(&d.join("c.json")).unwrap_err();
     assert!(e.to_string().starts_with("cannot parse checkpoint:"), "{e}");
@@ -141,24 +127,15 @@ fn bad_files_are_typed_errors() -> Result<()> {
     let mut wrong_shape = p.clone();
     wrong_shape.insert("lstm.weight_hh_l0", ArrayD::zeros(vec![12, 4]));
     let e = load_state_dict(&mut target, &specs, &wrong_shape, true).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "shape mismatch in load_state_dict at lstm.weight_hh_l0: lhs [12, 3], rhs [12, 4]"
-    );
+    assert_eq!(e.to_string(), "shape mismatch in load_state_dict at lstm.weight_hh_l0: lhs [12, 3], rhs [12, 4]");
     let mut missing = p.clone();
     missing.remove("lstm.bias_hh_l0");
     assert_eq!(
-        load_state_dict(&mut target, &specs, &missing, true)
-            .unwrap_err()
-            .to_string(),
+        load_state_dict(&mut target, &specs, &missing, true).unwrap_err().to_string(),
         "unknown parameter `lstm.bias_hh_l0` in load_state_dict"
     );
     let e = load_state_dict(&mut target, &specs, &p, true).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("unexpected names in the state dict: fc.weight"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("unexpected names in the state dict: fc.weight"), "{e}");
     assert!(target.is_empty(), "a failed load copies nothing");
     load_state_dict(&mut target, &specs, &p, false)?;
     assert_eq!(target.len(), 4);
@@ -170,27 +147,15 @@ fn a_failed_save_leaves_the_last_good_checkpoint() -> Result<()> {
     let d = dir("atomic");
     let (_, p) = model();
     let path = d.join("ck.json");
-    let ck = Checkpoint {
-        step: 7,
-        params: p.clone(),
-        optimizer: None,
-        metadata: BTreeMap::new(),
-    };
+    let ck = Checkpoint { step: 7, params: p.clone(), optimizer: None, metadata: BTreeMap::new() };
     ck.save(&path)?;
     let before = std::fs::read(&path).unwrap();
     // The save cannot complete (its target is now a directory), and must fail cleanly.
     let blocked = d.join("blocked.json");
     std::fs::create_dir_all(blocked.join("x")).unwrap();
     assert!(matches!(ck.save(&blocked).unwrap_err(), Error::Io { .. }));
-    assert!(matches!(
-        ck.save(&d.join("no/such/dir/ck.json")).unwrap_err(),
-        Error::Io { .. }
-    ));
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        before,
-        "the good checkpoint is untouched"
-    );
+    assert!(matches!(ck.save(&d.join("no/such/dir/ck.json")).unwrap_err(), Error::Io { .. }));
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the good checkpoint is untouched");
     let leftovers: Vec<_> = std::fs::read_dir(&d)
         .unwrap()
         .filter_map(|e| e.ok())

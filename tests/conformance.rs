@@ -26,9 +26,7 @@ pub enum Outcome {
 fn fixture_dir() -> PathBuf {
     match std::env::var_os("UNROLLED_FIXTURES") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests")
-            .join("fixtures"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures"),
     }
 }
 
@@ -55,19 +53,12 @@ fn main() -> ExitCode {
     files.sort();
     let (mut passed, mut failed) = (0, 0);
     for path in &files {
-        let file = path
-            .strip_prefix(&dir)
-            .unwrap_or(path)
-            .display()
-            .to_string();
+        let file = path.strip_prefix(&dir).unwrap_or(path).display().to_string();
         let result = Fixture::load(path).and_then(|f| conformance_cases::run(&f));
         match result {
             Ok(Outcome::Ran(c)) if c.failures.is_empty() && c.checked > 0 => {
                 passed += 1;
-                println!(
-                    "case {file}: ok, max rel err {:.3e} ({} values)",
-                    c.max_rel, c.checked
-                );
+                println!("case {file}: ok, max rel err {:.3e} ({} values)", c.max_rel, c.checked);
             }
             Ok(Outcome::Ran(c)) => {
                 failed += 1;

@@ -17,10 +17,7 @@ fn shape_mismatch_names_op_scope_and_shapes() {
     let mut s = s.step(3);
     let mut s = s.scope("gates");
     let e = s.matmul(a, b).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "shape mismatch in matmul at lstm/l0/t3/gates: lhs [2, 3], rhs [4, 5]"
-    );
+    assert_eq!(e.to_string(), "shape mismatch in matmul at lstm/l0/t3/gates: lhs [2, 3], rhs [4, 5]");
     assert!(matches!(e, Error::ShapeMismatch { op: "matmul", .. }));
 }
 
@@ -29,10 +26,7 @@ fn broadcast_mismatch_at_root() {
     let mut g = Graph::<f64>::new();
     let a = g.input(m(2, 3));
     let b = g.input(m(2, 4));
-    assert_eq!(
-        g.add(a, b).unwrap_err().to_string(),
-        "shape mismatch in add at <root>: lhs [2, 3], rhs [2, 4]"
-    );
+    assert_eq!(g.add(a, b).unwrap_err().to_string(), "shape mismatch in add at <root>: lhs [2, 3], rhs [2, 4]");
 }
 
 #[test]
@@ -51,16 +45,12 @@ fn out_of_range_token_ids() {
     let ids = g.index_input(ArrayD::from_shape_vec(IxDyn(&[2]), vec![1, 7]).unwrap());
     let mut s = g.scope("embedding");
     let e = s.embedding(w, ids).unwrap_err();
-    assert_eq!(e.to_string(), "index out of range in index_select at embedding: index 7 is not in 0..5; input shapes [[5, 3], [2]]");
+    assert_eq!(
+        e.to_string(),
+        "index out of range in index_select at embedding: index 7 is not in 0..5; input shapes [[5, 3], [2]]"
+    );
     let neg = s.index_input(ArrayD::from_shape_vec(IxDyn(&[1]), vec![-1]).unwrap());
-    assert!(matches!(
-        s.embedding(w, neg).unwrap_err(),
-        Error::IndexOutOfRange {
-            index: -1,
-            bound: 5,
-            ..
-        }
-    ));
+    assert!(matches!(s.embedding(w, neg).unwrap_err(), Error::IndexOutOfRange { index: -1, bound: 5, .. }));
 }
 
 #[test]
@@ -70,21 +60,11 @@ fn cross_entropy_targets() {
     let t = g.index_input(ArrayD::from_shape_vec(IxDyn(&[2]), vec![0, 3]).unwrap());
     assert!(matches!(
         g.cross_entropy(z, t, Reduction::Mean).unwrap_err(),
-        Error::IndexOutOfRange {
-            index: 3,
-            bound: 3,
-            ..
-        }
+        Error::IndexOutOfRange { index: 3, bound: 3, .. }
     ));
     let t3 = g.index_input(ArrayD::from_shape_vec(IxDyn(&[3]), vec![0, 1, 2]).unwrap());
-    let e = g
-        .cross_entropy(z, t3, Reduction::Mean)
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        e,
-        "shape mismatch in cross_entropy at <root>: lhs [2, 3], rhs [3]"
-    );
+    let e = g.cross_entropy(z, t3, Reduction::Mean).unwrap_err().to_string();
+    assert_eq!(e, "shape mismatch in cross_entropy at <root>: lhs [2, 3], rhs [3]");
 }
 
 #[test]
@@ -105,14 +85,8 @@ fn empty_tensors() {
     let s = g.sum_all(e).unwrap();
     assert_eq!(g.scalar_value(s).unwrap(), 0.0);
     let mean = g.mean_all(e).unwrap();
-    assert!(
-        g.scalar_value(mean).unwrap().is_nan(),
-        "mean of nothing is NaN, as in PyTorch"
-    );
-    assert!(matches!(
-        g.max(e, &[0], false).unwrap_err(),
-        Error::InvalidInput { op: "max", .. }
-    ));
+    assert!(g.scalar_value(mean).unwrap().is_nan(), "mean of nothing is NaN, as in PyTorch");
+    assert!(matches!(g.max(e, &[0], false).unwrap_err(), Error::InvalidInput { op: "max", .. }));
     let w = g.input(m(3, 4));
     let p = g.matmul(e, w).unwrap();
     assert_eq!(g.shape(p).unwrap(), &[0, 4]);
@@ -130,17 +104,11 @@ fn non_scalar_loss_needs_a_seed() {
         s.tanh(x).unwrap()
     };
     let e = g.grad(y, &[x]).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "grad at head needs a scalar output or an explicit seed; node %1 has shape [2, 2]"
-    );
+    assert_eq!(e.to_string(), "grad at head needs a scalar output or an explicit seed; node %1 has shape [2, 2]");
     let seed = g.ones(&[2, 2]);
     assert!(g.grad_with_seed(y, seed, &[x]).is_ok());
     let bad_seed = g.ones(&[2]);
-    assert!(matches!(
-        g.grad_with_seed(y, bad_seed, &[x]).unwrap_err(),
-        Error::ShapeMismatch { op: "grad", .. }
-    ));
+    assert!(matches!(g.grad_with_seed(y, bad_seed, &[x]).unwrap_err(), Error::ShapeMismatch { op: "grad", .. }));
 }
 
 #[test]
@@ -150,10 +118,7 @@ fn node_from_another_graph() {
     let a = g1.input(m(1, 1));
     let _ = g2.input(m(1, 1));
     let e = g2.tanh(a).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "node %0 given to tanh at <root> does not belong to this graph"
-    );
+    assert_eq!(e.to_string(), "node %0 given to tanh at <root> does not belong to this graph");
     assert!(g2.value(a).is_err());
     let l = g2.ones(&[]);
     assert!(g2.grad(l, &[a]).is_err());
@@ -163,46 +128,16 @@ fn node_from_another_graph() {
 fn axes_and_ranges() {
     let mut g = Graph::<f64>::new();
     let x = g.input(m(2, 3));
-    assert!(matches!(
-        g.softmax(x, 2).unwrap_err(),
-        Error::InvalidInput { op: "softmax", .. }
-    ));
-    assert!(matches!(
-        g.sum(x, &[-3], false).unwrap_err(),
-        Error::InvalidInput { op: "sum", .. }
-    ));
-    assert!(matches!(
-        g.narrow(x, 1, 2, 2).unwrap_err(),
-        Error::InvalidInput { op: "narrow", .. }
-    ));
-    assert!(matches!(
-        g.reshape(x, &[4]).unwrap_err(),
-        Error::InvalidInput { op: "reshape", .. }
-    ));
-    assert!(matches!(
-        g.permute(x, &[0, 0]).unwrap_err(),
-        Error::InvalidInput { op: "permute", .. }
-    ));
-    assert!(matches!(
-        g.concat(&[], 0).unwrap_err(),
-        Error::InvalidInput { op: "concat", .. }
-    ));
-    assert!(matches!(
-        g.split(x, 1, &[1, 1]).unwrap_err(),
-        Error::InvalidInput { op: "split", .. }
-    ));
-    assert!(matches!(
-        g.dropout(x, 1.5, 0).unwrap_err(),
-        Error::InvalidInput {
-            op: "dropout_mask",
-            ..
-        }
-    ));
+    assert!(matches!(g.softmax(x, 2).unwrap_err(), Error::InvalidInput { op: "softmax", .. }));
+    assert!(matches!(g.sum(x, &[-3], false).unwrap_err(), Error::InvalidInput { op: "sum", .. }));
+    assert!(matches!(g.narrow(x, 1, 2, 2).unwrap_err(), Error::InvalidInput { op: "narrow", .. }));
+    assert!(matches!(g.reshape(x, &[4]).unwrap_err(), Error::InvalidInput { op: "reshape", .. }));
+    assert!(matches!(g.permute(x, &[0, 0]).unwrap_err(), Error::InvalidInput { op: "permute", .. }));
+    assert!(matches!(g.concat(&[], 0).unwrap_err(), Error::InvalidInput { op: "concat", .. }));
+    assert!(matches!(g.split(x, 1, &[1, 1]).unwrap_err(), Error::InvalidInput { op: "split", .. }));
+    assert!(matches!(g.dropout(x, 1.5, 0).unwrap_err(), Error::InvalidInput { op: "dropout_mask", .. }));
     let y = g.input(m(3, 3));
-    assert!(matches!(
-        g.concat(&[x, y], 1).unwrap_err(),
-        Error::ShapeMismatch { op: "concat", .. }
-    ));
+    assert!(matches!(g.concat(&[x, y], 1).unwrap_err(), Error::ShapeMismatch { op: "concat", .. }));
 }
 
 #[test]
@@ -211,12 +146,12 @@ fn conv_geometry() {
     let x = g.input(ArrayD::zeros(IxDyn(&[1, 2, 2, 2])));
     let w = g.input(ArrayD::zeros(IxDyn(&[1, 2, 5, 5])));
     let e = g.conv2d(x, w, None, 1, 0).unwrap_err().to_string();
-    assert!(e.starts_with("invalid input to conv2d at <root>: kernel 5 does not fit input 2 with padding 0 and stride 1"), "{e}");
+    assert!(
+        e.starts_with("invalid input to conv2d at <root>: kernel 5 does not fit input 2 with padding 0 and stride 1"),
+        "{e}"
+    );
     let w3 = g.input(ArrayD::zeros(IxDyn(&[1, 3, 1, 1])));
-    assert!(matches!(
-        g.conv2d(x, w3, None, 1, 0).unwrap_err(),
-        Error::ShapeMismatch { op: "conv2d", .. }
-    ));
+    assert!(matches!(g.conv2d(x, w3, None, 1, 0).unwrap_err(), Error::ShapeMismatch { op: "conv2d", .. }));
 }
 
 #[test]
@@ -229,26 +164,16 @@ fn params_and_replay_inputs() {
     );
     let x = g.input(m(2, 2));
     let e = g.set_value(x, m(3, 2)).unwrap_err().to_string();
-    assert_eq!(
-        e,
-        "shape mismatch in set_value at <root>: lhs [2, 2], rhs [3, 2]"
-    );
+    assert_eq!(e, "shape mismatch in set_value at <root>: lhs [2, 2], rhs [3, 2]");
     let t = g.tanh(x).unwrap();
-    assert!(matches!(
-        g.set_value(t, m(2, 2)).unwrap_err(),
-        Error::InvalidInput {
-            op: "set_value",
-            ..
-        }
-    ));
+    assert!(matches!(g.set_value(t, m(2, 2)).unwrap_err(), Error::InvalidInput { op: "set_value", .. }));
 
     // A replay with an index out of range is an error, not a panic.
     let w = g.input(arr2(&[[1.0], [2.0]]).into_dyn());
     let ids = g.index_input(ArrayD::from_shape_vec(IxDyn(&[1]), vec![1]).unwrap());
     let mut s = g.scope("emb");
     let _ = s.embedding(w, ids).unwrap();
-    s.set_index_value(ids, ArrayD::from_shape_vec(IxDyn(&[1]), vec![2]).unwrap())
-        .unwrap();
+    s.set_index_value(ids, ArrayD::from_shape_vec(IxDyn(&[1]), vec![2]).unwrap()).unwrap();
     let e = s.replay().unwrap_err().to_string();
     assert_eq!(e, "index out of range in index_select at emb: index 2 is not in 0..2; input shapes [[2, 1], [1]]");
 }
@@ -268,31 +193,18 @@ fn hostile_sizes_and_arguments_are_errors_not_panics() {
     let y = g.conv2d(img, w0, None, 1, 1).unwrap();
     assert_eq!(g.shape(y).unwrap(), &[1, 0, 3, 3]);
     let l = g.sum_all(y).unwrap();
-    assert!(
-        g.grad(l, &[img, w0]).is_ok(),
-        "zero output channels differentiate"
-    );
+    assert!(g.grad(l, &[img, w0]).is_ok(), "zero output channels differentiate");
     assert!(g.conv2d(img, w0, None, 1, usize::MAX).is_err());
     let w = g.input(ArrayD::zeros(IxDyn(&[4, 2, 3, 3])));
     let bias = g.input(ArrayD::zeros(IxDyn(&[4, 1])));
-    assert!(matches!(
-        g.conv2d(img, w, Some(bias), 1, 1).unwrap_err(),
-        Error::ShapeMismatch { op: "conv2d", .. }
-    ));
+    assert!(matches!(g.conv2d(img, w, Some(bias), 1, 1).unwrap_err(), Error::ShapeMismatch { op: "conv2d", .. }));
     let mut other = Graph::<f64>::new();
     let foreign = other.input(m(1, 1));
-    assert!(matches!(
-        g.local_response_norm(foreign, 0, 1.0, 1.0, 1.0)
-            .unwrap_err(),
-        Error::ForeignNode { .. }
-    ));
+    assert!(matches!(g.local_response_norm(foreign, 0, 1.0, 1.0, 1.0).unwrap_err(), Error::ForeignNode { .. }));
     assert!(g.enter(unrolled::autograd::ScopeId::ROOT).is_ok());
     let int_seed = g.index_input(ArrayD::zeros(IxDyn(&[])));
     let s = g.sum_all(x).unwrap();
-    assert!(matches!(
-        g.grad_with_seed(s, int_seed, &[x]).unwrap_err(),
-        Error::DTypeMismatch { .. }
-    ));
+    assert!(matches!(g.grad_with_seed(s, int_seed, &[x]).unwrap_err(), Error::DTypeMismatch { .. }));
 }
 
 #[test]
@@ -300,18 +212,10 @@ fn pytorch_semantics_at_the_edges() {
     let mut g = Graph::<f64>::new();
     let x = g.input(arr1(&[-2.0, 0.5, 3.0]).into_dyn());
     let c = g.clamp(x, Some(1.0), Some(0.0)).unwrap();
-    assert_eq!(
-        g.value(c).unwrap().as_slice().unwrap(),
-        &[0.0, 0.0, 0.0],
-        "min > max gives max everywhere"
-    );
+    assert_eq!(g.value(c).unwrap().as_slice().unwrap(), &[0.0, 0.0, 0.0], "min > max gives max everywhere");
     let n = g.input(arr1(&[f64::NAN, 1.0]).into_dyn());
     let mx = g.max_all(n).unwrap();
     assert!(g.scalar_value(mx).unwrap().is_nan(), "max propagates NaN");
     let s = g.sum(x, &[], false).unwrap();
-    assert_eq!(
-        g.scalar_value(s).unwrap(),
-        1.5,
-        "sum over no axes reduces all, as torch.sum(dim=[])"
-    );
+    assert_eq!(g.scalar_value(s).unwrap(), 1.5, "sum over no axes reduces all, as torch.sum(dim=[])");
 }

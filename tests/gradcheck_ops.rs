@@ -4,9 +4,7 @@
 mod common;
 
 use ndarray::{arr1, ArrayD, IxDyn};
-use unrolled::autograd::{
-    gradcheck, gradgradcheck, CheckOptions, Cmp, Graph, NodeId, Reduction, Result,
-};
+use unrolled::autograd::{gradcheck, gradgradcheck, CheckOptions, Cmp, Graph, NodeId, Reduction, Result};
 
 type Build = fn(&mut Graph<f64>, &[NodeId]) -> Result<NodeId>;
 
@@ -41,84 +39,19 @@ const CASES: &[Case] = &[
         domain: Domain::Any,
         build: |g, x| g.add(x[0], x[1]),
     },
-    Case {
-        name: "sub",
-        shapes: &[&[2, 3], &[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.sub(x[0], x[1]),
-    },
-    Case {
-        name: "mul (broadcast)",
-        shapes: &[&[2, 3], &[2, 1]],
-        domain: Domain::Any,
-        build: |g, x| g.mul(x[0], x[1]),
-    },
-    Case {
-        name: "div",
-        shapes: &[&[2, 3], &[3]],
-        domain: Domain::Positive,
-        build: |g, x| g.div(x[0], x[1]),
-    },
-    Case {
-        name: "affine",
-        shapes: &[&[4]],
-        domain: Domain::Any,
-        build: |g, x| g.affine(x[0], -1.5, 0.25),
-    },
-    Case {
-        name: "neg",
-        shapes: &[&[4]],
-        domain: Domain::Any,
-        build: |g, x| g.neg(x[0]),
-    },
-    Case {
-        name: "rsub_scalar",
-        shapes: &[&[4]],
-        domain: Domain::Any,
-        build: |g, x| g.rsub_scalar(x[0], 2.0),
-    },
-    Case {
-        name: "pow 2",
-        shapes: &[&[5]],
-        domain: Domain::Any,
-        build: |g, x| g.pow_scalar(x[0], 2.0),
-    },
-    Case {
-        name: "pow 3",
-        shapes: &[&[5]],
-        domain: Domain::Any,
-        build: |g, x| g.pow_scalar(x[0], 3.0),
-    },
-    Case {
-        name: "pow -1.5",
-        shapes: &[&[5]],
-        domain: Domain::Positive,
-        build: |g, x| g.pow_scalar(x[0], -1.5),
-    },
-    Case {
-        name: "exp",
-        shapes: &[&[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.exp(x[0]),
-    },
-    Case {
-        name: "log",
-        shapes: &[&[2, 3]],
-        domain: Domain::Positive,
-        build: |g, x| g.log(x[0]),
-    },
-    Case {
-        name: "sqrt",
-        shapes: &[&[2, 3]],
-        domain: Domain::Positive,
-        build: |g, x| g.sqrt(x[0]),
-    },
-    Case {
-        name: "abs",
-        shapes: &[&[6]],
-        domain: Domain::Any,
-        build: |g, x| g.abs(x[0]),
-    },
+    Case { name: "sub", shapes: &[&[2, 3], &[2, 3]], domain: Domain::Any, build: |g, x| g.sub(x[0], x[1]) },
+    Case { name: "mul (broadcast)", shapes: &[&[2, 3], &[2, 1]], domain: Domain::Any, build: |g, x| g.mul(x[0], x[1]) },
+    Case { name: "div", shapes: &[&[2, 3], &[3]], domain: Domain::Positive, build: |g, x| g.div(x[0], x[1]) },
+    Case { name: "affine", shapes: &[&[4]], domain: Domain::Any, build: |g, x| g.affine(x[0], -1.5, 0.25) },
+    Case { name: "neg", shapes: &[&[4]], domain: Domain::Any, build: |g, x| g.neg(x[0]) },
+    Case { name: "rsub_scalar", shapes: &[&[4]], domain: Domain::Any, build: |g, x| g.rsub_scalar(x[0], 2.0) },
+    Case { name: "pow 2", shapes: &[&[5]], domain: Domain::Any, build: |g, x| g.pow_scalar(x[0], 2.0) },
+    Case { name: "pow 3", shapes: &[&[5]], domain: Domain::Any, build: |g, x| g.pow_scalar(x[0], 3.0) },
+    Case { name: "pow -1.5", shapes: &[&[5]], domain: Domain::Positive, build: |g, x| g.pow_scalar(x[0], -1.5) },
+    Case { name: "exp", shapes: &[&[2, 3]], domain: Domain::Any, build: |g, x| g.exp(x[0]) },
+    Case { name: "log", shapes: &[&[2, 3]], domain: Domain::Positive, build: |g, x| g.log(x[0]) },
+    Case { name: "sqrt", shapes: &[&[2, 3]], domain: Domain::Positive, build: |g, x| g.sqrt(x[0]) },
+    Case { name: "abs", shapes: &[&[6]], domain: Domain::Any, build: |g, x| g.abs(x[0]) },
     Case {
         name: "abs·x (second derivative through sign)",
         shapes: &[&[6]],
@@ -158,12 +91,7 @@ const CASES: &[Case] = &[
             g.where_(c, a, b)
         },
     },
-    Case {
-        name: "clamp",
-        shapes: &[&[8]],
-        domain: Domain::Any,
-        build: |g, x| g.clamp(x[0], Some(-0.3), Some(0.4)),
-    },
+    Case { name: "clamp", shapes: &[&[8]], domain: Domain::Any, build: |g, x| g.clamp(x[0], Some(-0.3), Some(0.4)) },
     Case {
         name: "clamp·x",
         shapes: &[&[8]],
@@ -173,24 +101,9 @@ const CASES: &[Case] = &[
             g.mul(c, x[0])
         },
     },
-    Case {
-        name: "tanh",
-        shapes: &[&[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.tanh(x[0]),
-    },
-    Case {
-        name: "sigmoid",
-        shapes: &[&[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.sigmoid(x[0]),
-    },
-    Case {
-        name: "relu",
-        shapes: &[&[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.relu(x[0]),
-    },
+    Case { name: "tanh", shapes: &[&[2, 3]], domain: Domain::Any, build: |g, x| g.tanh(x[0]) },
+    Case { name: "sigmoid", shapes: &[&[2, 3]], domain: Domain::Any, build: |g, x| g.sigmoid(x[0]) },
+    Case { name: "relu", shapes: &[&[2, 3]], domain: Domain::Any, build: |g, x| g.relu(x[0]) },
     Case {
         name: "relu·x",
         shapes: &[&[2, 3]],
@@ -200,36 +113,11 @@ const CASES: &[Case] = &[
             g.mul(r, x[0])
         },
     },
-    Case {
-        name: "softmax last",
-        shapes: &[&[2, 4]],
-        domain: Domain::Any,
-        build: |g, x| g.softmax(x[0], -1),
-    },
-    Case {
-        name: "softmax axis 0",
-        shapes: &[&[3, 2]],
-        domain: Domain::Any,
-        build: |g, x| g.softmax(x[0], 0),
-    },
-    Case {
-        name: "log_softmax",
-        shapes: &[&[2, 4]],
-        domain: Domain::Any,
-        build: |g, x| g.log_softmax(x[0], 1),
-    },
-    Case {
-        name: "dropout",
-        shapes: &[&[3, 4]],
-        domain: Domain::Any,
-        build: |g, x| g.dropout(x[0], 0.4, 7),
-    },
-    Case {
-        name: "matmul 2-D",
-        shapes: &[&[2, 3], &[3, 4]],
-        domain: Domain::Any,
-        build: |g, x| g.matmul(x[0], x[1]),
-    },
+    Case { name: "softmax last", shapes: &[&[2, 4]], domain: Domain::Any, build: |g, x| g.softmax(x[0], -1) },
+    Case { name: "softmax axis 0", shapes: &[&[3, 2]], domain: Domain::Any, build: |g, x| g.softmax(x[0], 0) },
+    Case { name: "log_softmax", shapes: &[&[2, 4]], domain: Domain::Any, build: |g, x| g.log_softmax(x[0], 1) },
+    Case { name: "dropout", shapes: &[&[3, 4]], domain: Domain::Any, build: |g, x| g.dropout(x[0], 0.4, 7) },
+    Case { name: "matmul 2-D", shapes: &[&[2, 3], &[3, 4]], domain: Domain::Any, build: |g, x| g.matmul(x[0], x[1]) },
     Case {
         name: "matmul 3-D",
         shapes: &[&[2, 2, 3], &[2, 3, 2]],
@@ -290,48 +178,13 @@ const CASES: &[Case] = &[
         domain: Domain::Any,
         build: |g, x| g.linear(x[0], x[1], Some(x[2])),
     },
-    Case {
-        name: "reshape",
-        shapes: &[&[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.reshape(x[0], &[3, 2]),
-    },
-    Case {
-        name: "permute",
-        shapes: &[&[2, 3, 2]],
-        domain: Domain::Any,
-        build: |g, x| g.permute(x[0], &[2, 0, 1]),
-    },
-    Case {
-        name: "transpose",
-        shapes: &[&[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.transpose(x[0], 0, 1),
-    },
-    Case {
-        name: "concat",
-        shapes: &[&[2, 1], &[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.concat(&[x[0], x[1]], 1),
-    },
-    Case {
-        name: "stack",
-        shapes: &[&[2, 3], &[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.stack(&[x[0], x[1]], 1),
-    },
-    Case {
-        name: "narrow",
-        shapes: &[&[2, 5]],
-        domain: Domain::Any,
-        build: |g, x| g.narrow(x[0], 1, 1, 3),
-    },
-    Case {
-        name: "select",
-        shapes: &[&[3, 2]],
-        domain: Domain::Any,
-        build: |g, x| g.select(x[0], 0, 1),
-    },
+    Case { name: "reshape", shapes: &[&[2, 3]], domain: Domain::Any, build: |g, x| g.reshape(x[0], &[3, 2]) },
+    Case { name: "permute", shapes: &[&[2, 3, 2]], domain: Domain::Any, build: |g, x| g.permute(x[0], &[2, 0, 1]) },
+    Case { name: "transpose", shapes: &[&[2, 3]], domain: Domain::Any, build: |g, x| g.transpose(x[0], 0, 1) },
+    Case { name: "concat", shapes: &[&[2, 1], &[2, 3]], domain: Domain::Any, build: |g, x| g.concat(&[x[0], x[1]], 1) },
+    Case { name: "stack", shapes: &[&[2, 3], &[2, 3]], domain: Domain::Any, build: |g, x| g.stack(&[x[0], x[1]], 1) },
+    Case { name: "narrow", shapes: &[&[2, 5]], domain: Domain::Any, build: |g, x| g.narrow(x[0], 1, 1, 3) },
+    Case { name: "select", shapes: &[&[3, 2]], domain: Domain::Any, build: |g, x| g.select(x[0], 0, 1) },
     Case {
         name: "split",
         shapes: &[&[5, 2]],
@@ -343,12 +196,7 @@ const CASES: &[Case] = &[
             g.mul(a, b)
         },
     },
-    Case {
-        name: "pad",
-        shapes: &[&[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.pad(x[0], 0, 1, 2),
-    },
+    Case { name: "pad", shapes: &[&[2, 3]], domain: Domain::Any, build: |g, x| g.pad(x[0], 0, 1, 2) },
     Case {
         name: "broadcast_to",
         shapes: &[&[3, 1]],
@@ -371,12 +219,7 @@ const CASES: &[Case] = &[
         domain: Domain::Any,
         build: |g, x| g.sum(x[0], &[0, 2], true),
     },
-    Case {
-        name: "sum axis",
-        shapes: &[&[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.sum(x[0], &[-1], false),
-    },
+    Case { name: "sum axis", shapes: &[&[2, 3]], domain: Domain::Any, build: |g, x| g.sum(x[0], &[-1], false) },
     Case {
         name: "sum_all",
         shapes: &[&[2, 3]],
@@ -386,12 +229,7 @@ const CASES: &[Case] = &[
             g.sum_all(s)
         },
     },
-    Case {
-        name: "mean",
-        shapes: &[&[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.mean(x[0], &[0], false),
-    },
+    Case { name: "mean", shapes: &[&[2, 3]], domain: Domain::Any, build: |g, x| g.mean(x[0], &[0], false) },
     Case {
         name: "mean_all",
         shapes: &[&[2, 3]],
@@ -401,12 +239,7 @@ const CASES: &[Case] = &[
             g.mean_all(e)
         },
     },
-    Case {
-        name: "max axis",
-        shapes: &[&[3, 4]],
-        domain: Domain::Any,
-        build: |g, x| g.max(x[0], &[1], false),
-    },
+    Case { name: "max axis", shapes: &[&[3, 4]], domain: Domain::Any, build: |g, x| g.max(x[0], &[1], false) },
     Case {
         name: "max_all²",
         shapes: &[&[3, 4]],
@@ -416,12 +249,7 @@ const CASES: &[Case] = &[
             g.square(m)
         },
     },
-    Case {
-        name: "sum_to",
-        shapes: &[&[2, 3, 4]],
-        domain: Domain::Any,
-        build: |g, x| g.sum_to(x[0], &[3, 1]),
-    },
+    Case { name: "sum_to", shapes: &[&[2, 3, 4]], domain: Domain::Any, build: |g, x| g.sum_to(x[0], &[3, 1]) },
     Case {
         name: "embedding (repeated ids)",
         shapes: &[&[5, 3]],
@@ -488,12 +316,7 @@ const CASES: &[Case] = &[
             g.mul(o, x[0])
         },
     },
-    Case {
-        name: "mse_loss",
-        shapes: &[&[2, 3], &[2, 3]],
-        domain: Domain::Any,
-        build: |g, x| g.mse_loss(x[0], x[1]),
-    },
+    Case { name: "mse_loss", shapes: &[&[2, 3], &[2, 3]], domain: Domain::Any, build: |g, x| g.mse_loss(x[0], x[1]) },
     Case {
         name: "conv2d stride 1 pad 1 + bias",
         shapes: &[&[2, 2, 4, 4], &[3, 2, 3, 3], &[3]],
@@ -515,6 +338,7 @@ const CASES: &[Case] = &[
             g.tanh(y)
         },
     },
+    Case { name: "max_pool2d", shapes: &[&[1, 2, 4, 2]], domain: Domain::Any, build: |g, x| g.max_pool2d(x[0], 2) },
     Case {
         name: "local_response_norm",
         shapes: &[&[2, 5, 2, 2]],
@@ -577,21 +401,12 @@ fn gradcheck_catches_a_wrong_gradient() {
         g.sum_all(p)
     };
     let err = gradcheck(wrong, &[x], &CheckOptions::default()).unwrap_err();
-    let unrolled::autograd::Error::GradcheckFailed(report) = &err else {
-        panic!("{err}")
-    };
+    let unrolled::autograd::Error::GradcheckFailed(report) = &err else { panic!("{err}") };
     assert_eq!(report.failures.len(), 3, "{err}");
     let f = &report.failures[0];
     assert_eq!(f.index, vec![0]);
-    assert!(
-        (f.analytic - 0.3).abs() < 1e-12 && (f.numeric - 0.6).abs() < 1e-6,
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .starts_with("gradcheck failed: 3 of 3 elements disagree"),
-        "{err}"
-    );
+    assert!((f.analytic - 0.3).abs() < 1e-12 && (f.numeric - 0.6).abs() < 1e-6, "{err}");
+    assert!(err.to_string().starts_with("gradcheck failed: 3 of 3 elements disagree"), "{err}");
 }
 
 /// Detach passes the value and stops the gradient: d(detach(x)·x)/dx = detach(x).

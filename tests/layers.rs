@@ -6,8 +6,8 @@ mod common;
 use ndarray::{s, ArrayD, Axis, IxDyn};
 use unrolled::autograd::{Error, Graph, NodeId, ParamStore, Result};
 use unrolled::layers::{
-    orthogonal, split_steps, Cell, GruVariant, Init, Lstm, Nonlinearity, Recurrent,
-    RecurrentConfig, RunOptions, State, WeightInit,
+    orthogonal, split_steps, Cell, GruVariant, Init, Lstm, Nonlinearity, Recurrent, RecurrentConfig, RunOptions, State,
+    WeightInit,
 };
 
 fn lstm_params(cfg: &RecurrentConfig, seed: u64) -> (Recurrent<Lstm>, ParamStore<f64>) {
@@ -59,16 +59,7 @@ fn variable_lengths_match_separate_runs() -> Result<()> {
     let x = common::uniform(&[4, 3, 2], 4, -1.0, 1.0);
     let mut g = Graph::new();
     let xb = g.input(x.clone());
-    let out = lstm.forward(
-        &mut g,
-        &p,
-        xb,
-        None,
-        RunOptions {
-            lengths: Some(&lengths),
-            ..Default::default()
-        },
-    )?;
+    let out = lstm.forward(&mut g, &p, xb, None, RunOptions { lengths: Some(&lengths), ..Default::default() })?;
     let batch_out = g.value(out.output)?.clone();
     let batch_h = g.value(out.h_n())?.clone();
     let batch_c = g.value(out.c_n().unwrap())?.clone();
@@ -81,17 +72,9 @@ fn variable_lengths_match_separate_runs() -> Result<()> {
             let got = batch_out.slice(s![t, b, ..]);
             if t < len {
                 let want = alone.slice(s![t, 0, ..]);
-                assert!(
-                    got.iter()
-                        .zip(want.iter())
-                        .all(|(a, b)| (a - b).abs() < 1e-14),
-                    "b={b} t={t}"
-                );
+                assert!(got.iter().zip(want.iter()).all(|(a, b)| (a - b).abs() < 1e-14), "b={b} t={t}");
             } else {
-                assert!(
-                    got.iter().all(|&v| v == 0.0),
-                    "padding is zero: b={b} t={t}"
-                );
+                assert!(got.iter().all(|&v| v == 0.0), "padding is zero: b={b} t={t}");
             }
         }
         let (h1, c1) = (g1.value(o.h_n())?, g1.value(o.c_n().unwrap())?);
@@ -99,17 +82,11 @@ fn variable_lengths_match_separate_runs() -> Result<()> {
             a.iter().zip(b.iter()).all(|(x, y)| (x - y).abs() < 1e-14)
         };
         assert!(
-            close(
-                batch_h.index_axis(Axis(1), b).into_dyn(),
-                h1.index_axis(Axis(1), 0).into_dyn()
-            ),
+            close(batch_h.index_axis(Axis(1), b).into_dyn(), h1.index_axis(Axis(1), 0).into_dyn()),
             "h_n of sequence {b}"
         );
         assert!(
-            close(
-                batch_c.index_axis(Axis(1), b).into_dyn(),
-                c1.index_axis(Axis(1), 0).into_dyn()
-            ),
+            close(batch_c.index_axis(Axis(1), b).into_dyn(), c1.index_axis(Axis(1), 0).into_dyn()),
             "c_n of sequence {b}"
         );
     }
@@ -122,96 +99,37 @@ fn errors_name_the_problem() {
     let (lstm, p) = lstm_params(&cfg, 5);
     let mut g = Graph::<f64>::new();
     let wrong = g.input(ArrayD::zeros(IxDyn(&[5, 2, 7])));
-    let e = lstm
-        .forward(&mut g, &p, wrong, None, RunOptions::default())
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "shape mismatch in recurrent input at lstm: lhs [5, 2, 3], rhs [5, 2, 7]"
-    );
+    let e = lstm.forward(&mut g, &p, wrong, None, RunOptions::default()).unwrap_err();
+    assert_eq!(e.to_string(), "shape mismatch in recurrent input at lstm: lhs [5, 2, 3], rhs [5, 2, 7]");
 
     let x = g.input(ArrayD::zeros(IxDyn(&[5, 2, 3])));
     let h0 = g.input(ArrayD::zeros(IxDyn(&[1, 3, 4])));
     let c0 = g.input(ArrayD::zeros(IxDyn(&[1, 3, 4])));
-    let e = lstm
-        .forward(&mut g, &p, x, Some(&[h0, c0]), RunOptions::default())
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "shape mismatch in recurrent state at lstm: lhs [1, 2, 4], rhs [1, 3, 4]"
-    );
+    let e = lstm.forward(&mut g, &p, x, Some(&[h0, c0]), RunOptions::default()).unwrap_err();
+    assert_eq!(e.to_string(), "shape mismatch in recurrent state at lstm: lhs [1, 2, 4], rhs [1, 3, 4]");
 
     let h0 = g.input(ArrayD::zeros(IxDyn(&[1, 2, 4])));
-    let e = lstm
-        .forward(&mut g, &p, x, Some(&[h0]), RunOptions::default())
-        .unwrap_err();
+    let e = lstm.forward(&mut g, &p, x, Some(&[h0]), RunOptions::default()).unwrap_err();
     assert!(matches!(e, Error::InvalidInput { op: "state", .. }), "{e}");
 
-    let e = lstm
-        .forward(
-            &mut g,
-            &p,
-            x,
-            None,
-            RunOptions {
-                lengths: Some(&[6, 2]),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "invalid input to unroll at lstm/l0: length 6 is not in 1..=5; input shapes []"
-    );
-    let e = lstm
-        .forward(
-            &mut g,
-            &p,
-            x,
-            None,
-            RunOptions {
-                lengths: Some(&[0, 2]),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
+    let e = lstm.forward(&mut g, &p, x, None, RunOptions { lengths: Some(&[6, 2]), ..Default::default() }).unwrap_err();
+    assert_eq!(e.to_string(), "invalid input to unroll at lstm/l0: length 6 is not in 1..=5; input shapes []");
+    let e = lstm.forward(&mut g, &p, x, None, RunOptions { lengths: Some(&[0, 2]), ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("length 0 is not in 1..=5"), "{e}");
-    let e = lstm
-        .forward(
-            &mut g,
-            &p,
-            x,
-            None,
-            RunOptions {
-                lengths: Some(&[2]),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
+    let e = lstm.forward(&mut g, &p, x, None, RunOptions { lengths: Some(&[2]), ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("1 lengths for a batch of 2"), "{e}");
 
     let empty = g.input(ArrayD::zeros(IxDyn(&[0, 2, 3])));
-    let e = lstm
-        .forward(&mut g, &p, empty, None, RunOptions::default())
-        .unwrap_err();
+    let e = lstm.forward(&mut g, &p, empty, None, RunOptions::default()).unwrap_err();
     assert!(e.to_string().contains("at least one step"), "{e}");
 
-    let e = lstm
-        .forward(&mut g, &ParamStore::new(), x, None, RunOptions::default())
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "unknown parameter `lstm.weight_ih_l0` in param"
-    );
+    let e = lstm.forward(&mut g, &ParamStore::new(), x, None, RunOptions::default()).unwrap_err();
+    assert_eq!(e.to_string(), "unknown parameter `lstm.weight_ih_l0` in param");
 }
 
 #[test]
 fn initializers() {
-    let gru = Recurrent::gru(
-        "gru.",
-        RecurrentConfig::new(3, 5).layers(2),
-        GruVariant::Torch,
-    );
+    let gru = Recurrent::gru("gru.", RecurrentConfig::new(3, 5).layers(2), GruVariant::Torch);
     let mut a = ParamStore::<f64>::new();
     let mut b = ParamStore::<f64>::new();
     gru.init_params(&mut a, &Init::torch(7));
@@ -233,26 +151,17 @@ fn initializers() {
     );
     assert_eq!(a.get("gru.weight_ih_l1").unwrap().shape(), &[15, 5]);
     let k = 1.0 / 5f64.sqrt();
-    assert!(
-        a.iter().all(|(_, v)| v.iter().all(|x| x.abs() <= k)),
-        "PyTorch's bound 1/sqrt(H)"
-    );
+    assert!(a.iter().all(|(_, v)| v.iter().all(|x| x.abs() <= k)), "PyTorch's bound 1/sqrt(H)");
 
     let lstm = Recurrent::lstm("", RecurrentConfig::new(3, 4));
     let mut p = ParamStore::<f64>::new();
     lstm.init_params(&mut p, &Init::xavier_orthogonal(1));
-    let w = p
-        .get("weight_hh_l0")
-        .unwrap()
-        .clone()
-        .into_dimensionality::<ndarray::Ix2>()
-        .unwrap();
+    let w = p.get("weight_hh_l0").unwrap().clone().into_dimensionality::<ndarray::Ix2>().unwrap();
     for gate in 0..4 {
         let blk = w.slice(s![gate * 4..(gate + 1) * 4, ..]);
         let qtq = blk.t().dot(&blk);
         assert!(
-            qtq.indexed_iter()
-                .all(|((i, j), &v)| (v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12),
+            qtq.indexed_iter().all(|((i, j), &v)| (v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12),
             "orthogonal block {gate}"
         );
     }
@@ -268,24 +177,14 @@ fn initializers() {
     let mut q = ParamStore::<f64>::new();
     rnn.init_params(&mut q, &Init::irnn(0));
     let w = q.get("weight_hh_l0").unwrap();
-    assert_eq!(
-        w,
-        &ndarray::Array2::<f64>::eye(3).into_dyn(),
-        "IRNN: identity recurrent matrix"
-    );
-    let init = Init {
-        recurrent: WeightInit::Identity(0.5),
-        ..Init::irnn(0)
-    };
+    assert_eq!(w, &ndarray::Array2::<f64>::eye(3).into_dyn(), "IRNN: identity recurrent matrix");
+    let init = Init { recurrent: WeightInit::Identity(0.5), ..Init::irnn(0) };
     rnn.init_params(&mut q, &init);
     assert_eq!(q.get("weight_hh_l0").unwrap()[[1, 1]], 0.5);
 
     let wide = orthogonal(&mut unrolled::autograd::Rng::new(3), 2, 5);
     let wwt = wide.dot(&wide.t());
-    assert!(
-        (wwt[[0, 0]] - 1.0).abs() < 1e-12 && wwt[[0, 1]].abs() < 1e-12,
-        "orthonormal rows when wide"
-    );
+    assert!((wwt[[0, 0]] - 1.0).abs() < 1e-12 && wwt[[0, 1]].abs() < 1e-12, "orthonormal rows when wide");
 }
 
 #[test]
@@ -296,22 +195,8 @@ fn dropout_between_layers_only_in_training() -> Result<()> {
     let run = |train: bool, seed: u64| -> Result<(ArrayD<f64>, usize)> {
         let mut g = Graph::new();
         let xi = g.input(x.clone());
-        let o = lstm.forward(
-            &mut g,
-            &p,
-            xi,
-            None,
-            RunOptions {
-                train,
-                seed,
-                lengths: None,
-            },
-        )?;
-        let masks = g
-            .nodes()
-            .iter()
-            .filter(|n| n.op().name() == "dropout_mask")
-            .count();
+        let o = lstm.forward(&mut g, &p, xi, None, RunOptions { train, seed, lengths: None })?;
+        let masks = g.nodes().iter().filter(|n| n.op().name() == "dropout_mask").count();
         Ok((g.value(o.output)?.clone(), masks))
     };
     let (eval, m0) = run(false, 0)?;
@@ -320,11 +205,7 @@ fn dropout_between_layers_only_in_training() -> Result<()> {
     let (train_again, _) = run(true, 0)?;
     let (train_other, _) = run(true, 1)?;
     assert_eq!(m0, 0);
-    assert_eq!(
-        m1,
-        2 * 3,
-        "between 3 layers: 2 gaps × 3 steps, none after the last"
-    );
+    assert_eq!(m1, 2 * 3, "between 3 layers: 2 gaps × 3 steps, none after the last");
     assert_eq!(eval, eval2);
     assert_ne!(eval, train);
     assert_eq!(train, train_again, "seeded");
@@ -344,10 +225,7 @@ fn scopes_of_a_bidirectional_stack() -> Result<()> {
     assert_eq!(info.path, "lstm/l1/bwd/t2/forget_gate");
     assert_eq!((info.layer, info.step), (Some(1), Some(2)));
     let s = g.summary();
-    assert_eq!(
-        s.param_fanout["lstm.weight_hh_l1_reverse"], 3,
-        "one use per step"
-    );
+    assert_eq!(s.param_fanout["lstm.weight_hh_l1_reverse"], 3, "one use per step");
     Ok(())
 }
 
@@ -359,18 +237,9 @@ fn a_given_state_is_checked() {
     let xs = split_steps(&mut g, x).unwrap();
     let h = g.input(ArrayD::zeros(IxDyn(&[1, 3])));
     let c = g.input(ArrayD::zeros(IxDyn(&[1, 4])));
-    let e = unrolled::layers::unroll(
-        &cell,
-        &mut g,
-        &ParamStore::new(),
-        &xs,
-        Some(State::two(h, c)),
-        Default::default(),
-    )
-    .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "shape mismatch in state at <root>: lhs [1, 3], rhs [1, 4]"
-    );
+    let e =
+        unrolled::layers::unroll(&cell, &mut g, &ParamStore::new(), &xs, Some(State::two(h, c)), Default::default())
+            .unwrap_err();
+    assert_eq!(e.to_string(), "shape mismatch in state at <root>: lhs [1, 3], rhs [1, 4]");
     let _: Vec<NodeId> = xs;
 }

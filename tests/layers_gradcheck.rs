@@ -4,14 +4,11 @@
 mod common;
 
 use ndarray::ArrayD;
-use unrolled::autograd::{
-    gradcheck, gradgradcheck, CheckOptions, Graph, NodeId, ParamStore, Result,
-};
+use unrolled::autograd::{gradcheck, gradgradcheck, CheckOptions, Graph, NodeId, ParamStore, Result};
 use unrolled::layers::{
-    init_params, many_to_one, one_to_many, split_steps, unroll, Cell, DeepTransition, Elman,
-    GatedResidual, Gru, GruVariant, Init, Jordan, Layer, Lrn, Lstm, Merge, Nonlinearity, ParamSpec,
-    Pool, Rcl, Recurrent, RecurrentConfig, Residual, RunOptions, Seq2Seq, Stacked, State,
-    UnrollOptions,
+    init_params, many_to_one, one_to_many, split_steps, unroll, Cell, DeepTransition, Elman, GatedResidual, Gru,
+    GruVariant, Init, Jordan, Layer, Lrn, Lstm, Merge, Nonlinearity, ParamSpec, Pool, Rcl, Recurrent, RecurrentConfig,
+    Residual, RunOptions, Seq2Seq, Stacked, State, UnrollOptions,
 };
 
 const I: usize = 2;
@@ -22,10 +19,7 @@ const B: usize = 2;
 fn values(specs: &[ParamSpec], seed: u64) -> Vec<ArrayD<f64>> {
     let mut store = ParamStore::new();
     init_params(specs, &mut store, &Init::torch(seed));
-    specs
-        .iter()
-        .map(|s| store.get(&s.name).unwrap().clone())
-        .collect()
+    specs.iter().map(|s| store.get(&s.name).unwrap().clone()).collect()
 }
 
 /// Flattens and joins nodes, so one check covers all of them.
@@ -38,11 +32,7 @@ fn joined(g: &mut Graph<f64>, nodes: &[NodeId]) -> Result<NodeId> {
     g.concat(&flat, 0)
 }
 
-fn both_orders(
-    name: &str,
-    f: impl Fn(&mut Graph<f64>, &[NodeId]) -> Result<NodeId>,
-    inputs: &[ArrayD<f64>],
-) {
+fn both_orders(name: &str, f: impl Fn(&mut Graph<f64>, &[NodeId]) -> Result<NodeId>, inputs: &[ArrayD<f64>]) {
     let opts = CheckOptions::default();
     if let Err(e) = gradcheck(&f, inputs, &opts) {
         panic!("{name}: {e}");
@@ -56,12 +46,7 @@ fn both_orders(
 fn check_cell(name: &str, cell: &dyn Cell<f64>, steps: usize, reverse: bool) {
     let specs = cell.params();
     let shapes = cell.state_shapes(B);
-    let mut inputs = vec![common::uniform(
-        &[steps, B, cell.input_size()],
-        1,
-        -1.0,
-        1.0,
-    )];
+    let mut inputs = vec![common::uniform(&[steps, B, cell.input_size()], 1, -1.0, 1.0)];
     for (k, s) in shapes.iter().enumerate() {
         inputs.push(common::uniform(s, 10 + k as u64, -0.5, 0.5));
     }
@@ -73,17 +58,7 @@ fn check_cell(name: &str, cell: &dyn Cell<f64>, steps: usize, reverse: bool) {
         }
         let xs = split_steps(g, ids[0])?;
         let init = State(ids[1..1 + n_state].iter().copied().collect());
-        let u = unroll(
-            cell,
-            g,
-            &ParamStore::new(),
-            &xs,
-            Some(init),
-            UnrollOptions {
-                reverse,
-                lengths: None,
-            },
-        )?;
+        let u = unroll(cell, g, &ParamStore::new(), &xs, Some(init), UnrollOptions { reverse, lengths: None })?;
         let mut all = u.outputs.clone();
         all.extend(u.final_state.parts());
         all.extend(u.taps.iter().flatten());
@@ -94,38 +69,17 @@ fn check_cell(name: &str, cell: &dyn Cell<f64>, steps: usize, reverse: bool) {
 
 fn cells() -> Vec<(&'static str, Box<dyn Cell<f64>>)> {
     vec![
-        (
-            "elman tanh",
-            Box::new(Elman::new("", 0, false, I, H, Nonlinearity::Tanh)),
-        ),
-        (
-            "elman relu",
-            Box::new(Elman::new("", 0, false, I, H, Nonlinearity::Relu)),
-        ),
+        ("elman tanh", Box::new(Elman::new("", 0, false, I, H, Nonlinearity::Tanh))),
+        ("elman relu", Box::new(Elman::new("", 0, false, I, H, Nonlinearity::Relu))),
         ("lstm", Box::new(Lstm::new("", 0, false, I, H))),
-        (
-            "lstm peephole",
-            Box::new(Lstm::new("", 0, false, I, H).with_peepholes("", 0, false)),
-        ),
-        (
-            "gru torch",
-            Box::new(Gru::new("", 0, false, I, H, GruVariant::Torch)),
-        ),
-        (
-            "gru original",
-            Box::new(Gru::new("", 0, false, I, H, GruVariant::Original)),
-        ),
+        ("lstm peephole", Box::new(Lstm::new("", 0, false, I, H).with_peepholes("", 0, false))),
+        ("gru torch", Box::new(Gru::new("", 0, false, I, H, GruVariant::Torch))),
+        ("gru original", Box::new(Gru::new("", 0, false, I, H, GruVariant::Original))),
         ("jordan", Box::new(Jordan::new("", I, H, 2))),
         ("residual", Box::new(Residual::new("", I, H))),
         ("gated residual", Box::new(GatedResidual::new("", I, H))),
-        (
-            "deep transition",
-            Box::new(DeepTransition::new("", I, H, &[4], false)),
-        ),
-        (
-            "deep transition skip",
-            Box::new(DeepTransition::new("", I, H, &[4, 3], true)),
-        ),
+        ("deep transition", Box::new(DeepTransition::new("", I, H, &[4], false))),
+        ("deep transition skip", Box::new(DeepTransition::new("", I, H, &[4, 3], true))),
     ]
 }
 
@@ -145,15 +99,7 @@ fn cells_run_in_reverse() {
 
 #[test]
 fn rcl_with_and_without_lrn() {
-    for lrn in [
-        None,
-        Some(Lrn {
-            size: 3,
-            alpha: 0.5,
-            beta: 0.75,
-            k: 1.0,
-        }),
-    ] {
+    for lrn in [None, Some(Lrn { size: 3, alpha: 0.5, beta: 0.75, k: 1.0 })] {
         for k in [1, 3] {
             let mut cell = Rcl::new("", 2, 3, 3, k);
             if let Some(l) = lrn {
@@ -170,6 +116,13 @@ fn rcl_with_and_without_lrn() {
                 joined(g, &out.states)
             };
             both_orders(&format!("rcl K={k} lrn={}", lrn.is_some()), f, &inputs);
+            let ff = |g: &mut Graph<f64>, ids: &[NodeId]| -> Result<NodeId> {
+                for (spec, &id) in specs.iter().zip(&ids[1..]) {
+                    g.bind_param(&spec.name, id)?;
+                }
+                cell.feed_forward(g, &ParamStore::new(), ids[0])
+            };
+            both_orders(&format!("rcl feed-forward twin lrn={}", lrn.is_some()), ff, &inputs);
         }
     }
 }
@@ -186,15 +139,9 @@ fn bind_all(g: &mut Graph<f64>, specs: &[ParamSpec], ids: &[NodeId]) -> Result<(
 fn bidirectional_layers_every_merge() {
     for merge in [Merge::Concat, Merge::Sum, Merge::Mean, Merge::Mul] {
         for steps in [1, 3] {
-            let layer = Layer::bidirectional(
-                Lstm::new("", 0, false, I, H),
-                Lstm::new("", 0, true, I, H),
-                merge,
-            );
-            let specs: Vec<ParamSpec> = [&layer.fwd, layer.bwd.as_ref().unwrap()]
-                .iter()
-                .flat_map(|c| Cell::<f64>::params(*c))
-                .collect();
+            let layer = Layer::bidirectional(Lstm::new("", 0, false, I, H), Lstm::new("", 0, true, I, H), merge);
+            let specs: Vec<ParamSpec> =
+                [&layer.fwd, layer.bwd.as_ref().unwrap()].iter().flat_map(|c| Cell::<f64>::params(*c)).collect();
             let mut inputs = vec![common::uniform(&[steps, B, I], 7, -1.0, 1.0)];
             inputs.extend(values(&specs, 8));
             let f = |g: &mut Graph<f64>, ids: &[NodeId]| -> Result<NodeId> {
@@ -213,17 +160,11 @@ fn bidirectional_layers_every_merge() {
 
 #[test]
 fn stacked_bidirectional_gru_with_lengths() {
-    let gru = Recurrent::gru(
-        "gru.",
-        RecurrentConfig::new(I, H).layers(2).bidirectional(true),
-        GruVariant::Torch,
-    );
+    let gru = Recurrent::gru("gru.", RecurrentConfig::new(I, H).layers(2).bidirectional(true), GruVariant::Torch);
     let specs = gru.params::<f64>();
     for steps in [1, 3] {
-        let mut inputs = vec![
-            common::uniform(&[steps, B, I], 9, -1.0, 1.0),
-            common::uniform(&[4, B, H], 10, -0.5, 0.5),
-        ];
+        let mut inputs =
+            vec![common::uniform(&[steps, B, I], 9, -1.0, 1.0), common::uniform(&[4, B, H], 10, -0.5, 0.5)];
         inputs.extend(values(&specs, 11));
         let lengths = [steps, 1];
         let f = |g: &mut Graph<f64>, ids: &[NodeId]| -> Result<NodeId> {
@@ -233,10 +174,7 @@ fn stacked_bidirectional_gru_with_lengths() {
                 &ParamStore::new(),
                 ids[0],
                 Some(&[ids[1]]),
-                RunOptions {
-                    lengths: Some(&lengths),
-                    ..Default::default()
-                },
+                RunOptions { lengths: Some(&lengths), ..Default::default() },
             )?;
             joined(g, &[out.output, out.h_n()])
         };
@@ -253,11 +191,7 @@ fn stacked_generic_wrapper_and_pools() {
         ],
         dropout: 0.0,
     };
-    let specs: Vec<ParamSpec> = stack
-        .layers
-        .iter()
-        .flat_map(|l| Cell::<f64>::params(&l.fwd))
-        .collect();
+    let specs: Vec<ParamSpec> = stack.layers.iter().flat_map(|l| Cell::<f64>::params(&l.fwd)).collect();
     for pool in [Pool::Last, Pool::Mean, Pool::Max] {
         let mut inputs = vec![common::uniform(&[3, B, I], 12, -1.0, 1.0)];
         inputs.extend(values(&specs, 13));
@@ -269,10 +203,7 @@ fn stacked_generic_wrapper_and_pools() {
                 &ParamStore::new(),
                 &xs,
                 None,
-                RunOptions {
-                    lengths: Some(&[3, 2]),
-                    ..Default::default()
-                },
+                RunOptions { lengths: Some(&[3, 2]), ..Default::default() },
             )?;
             many_to_one(g, &out.outputs, Some(&[3, 2]), pool)
         };
@@ -284,23 +215,14 @@ fn stacked_generic_wrapper_and_pools() {
 fn one_to_many_and_seq2seq() {
     let cell = Elman::new("", 0, false, I, H, Nonlinearity::Tanh);
     let mut specs = Cell::<f64>::params(&cell);
-    specs.push(ParamSpec::new(
-        "W_hy",
-        &[I, H],
-        unrolled::layers::Role::InputWeight,
-        1,
-        H,
-    ));
+    specs.push(ParamSpec::new("W_hy", &[I, H], unrolled::layers::Role::InputWeight, 1, H));
     for steps in [1, 3] {
         let mut inputs = vec![common::uniform(&[B, I], 14, -1.0, 1.0)];
         inputs.extend(values(&specs, 15));
         let f = |g: &mut Graph<f64>, ids: &[NodeId]| -> Result<NodeId> {
             bind_all(g, &specs, &ids[1..])?;
             let w = g.param(&ParamStore::new(), "W_hy")?;
-            let (ys, _) =
-                one_to_many(&cell, g, &ParamStore::new(), ids[0], None, steps, |g, h| {
-                    g.linear(h, w, None)
-                })?;
+            let (ys, _) = one_to_many(&cell, g, &ParamStore::new(), ids[0], None, steps, |g, h| g.linear(h, w, None))?;
             joined(g, &ys)
         };
         both_orders(&format!("one_to_many T={steps}"), f, &inputs);
@@ -309,14 +231,9 @@ fn one_to_many_and_seq2seq() {
         encoder: Gru::new("enc.", 0, false, I, H, GruVariant::Torch),
         decoder: Gru::new("dec.", 0, false, I, H, GruVariant::Torch),
     };
-    let specs: Vec<ParamSpec> = Cell::<f64>::params(&s2s.encoder)
-        .into_iter()
-        .chain(Cell::<f64>::params(&s2s.decoder))
-        .collect();
-    let mut inputs = vec![
-        common::uniform(&[3, B, I], 16, -1.0, 1.0),
-        common::uniform(&[2, B, I], 17, -1.0, 1.0),
-    ];
+    let specs: Vec<ParamSpec> =
+        Cell::<f64>::params(&s2s.encoder).into_iter().chain(Cell::<f64>::params(&s2s.decoder)).collect();
+    let mut inputs = vec![common::uniform(&[3, B, I], 16, -1.0, 1.0), common::uniform(&[2, B, I], 17, -1.0, 1.0)];
     inputs.extend(values(&specs, 18));
     let f = |g: &mut Graph<f64>, ids: &[NodeId]| -> Result<NodeId> {
         bind_all(g, &specs, &ids[2..])?;

@@ -8,9 +8,7 @@ use unrolled::autograd::{Graph, GraphDef, NodeId, ParamStore, Reduction, Result}
 fn model(g: &mut Graph<f64>, st: &ParamStore<f64>) -> Result<(NodeId, NodeId, NodeId, NodeId)> {
     let w = g.param(st, "fc.weight")?;
     let emb = g.param(st, "embedding.weight")?;
-    let ids = g.index_input(
-        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 3]), vec![0, 2, 1, 1, 3, 0]).unwrap(),
-    );
+    let ids = g.index_input(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 3]), vec![0, 2, 1, 1, 3, 0]).unwrap());
     let x = g.input_named("x", common::uniform(&[2, 3, 4], 5, -1.0, 1.0));
     let e = {
         let mut g = g.scope("embedding");
@@ -26,8 +24,7 @@ fn model(g: &mut Graph<f64>, st: &ParamStore<f64>) -> Result<(NodeId, NodeId, No
         h = g.tanh(s)?;
     }
     let logits = g.linear(h, w, None)?;
-    let tgt = g
-        .index_input(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[3]), vec![1, 0, 2]).unwrap());
+    let tgt = g.index_input(ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[3]), vec![1, 0, 2]).unwrap());
     let loss = g.cross_entropy(logits, tgt, Reduction::Mean)?;
     Ok((loss, x, ids, tgt))
 }
@@ -76,16 +73,10 @@ fn malformed_definitions_are_errors() {
     let mut def = g.to_def();
     let last = def.nodes.len() - 1;
     def.nodes[last].inputs = vec![last];
-    assert!(Graph::<f64>::from_def(&def, &st)
-        .unwrap_err()
-        .to_string()
-        .contains("which is not earlier"));
+    assert!(Graph::<f64>::from_def(&def, &st).unwrap_err().to_string().contains("which is not earlier"));
     let mut def = g.to_def();
     def.nodes[last].shape = vec![7];
-    assert!(Graph::<f64>::from_def(&def, &st)
-        .unwrap_err()
-        .to_string()
-        .contains("does not produce shape [7]"));
+    assert!(Graph::<f64>::from_def(&def, &st).unwrap_err().to_string().contains("does not produce shape [7]"));
     assert!(GraphDef::from_json("{\"nodes\": 3}").is_err());
     assert!(Graph::<f64>::from_def(&g.to_def(), &ParamStore::new()).is_err());
 }

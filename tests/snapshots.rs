@@ -7,14 +7,8 @@ use unrolled::autograd::{snapshot, Graph, ParamStore, Result};
 /// A two-step tanh RNN with a squared-error loss, under `rnn/t{t}` scopes.
 fn two_step_rnn() -> Result<(Graph<f64>, unrolled::autograd::NodeId)> {
     let mut st = ParamStore::new();
-    st.insert(
-        "rnn.weight_ih_l0",
-        arr2(&[[0.5, -0.25], [0.125, 0.75]]).into_dyn(),
-    );
-    st.insert(
-        "rnn.weight_hh_l0",
-        arr2(&[[0.1, 0.2], [-0.3, 0.4]]).into_dyn(),
-    );
+    st.insert("rnn.weight_ih_l0", arr2(&[[0.5, -0.25], [0.125, 0.75]]).into_dyn());
+    st.insert("rnn.weight_hh_l0", arr2(&[[0.1, 0.2], [-0.3, 0.4]]).into_dyn());
     let mut g = Graph::new();
     let w_ih = g.param(&st, "rnn.weight_ih_l0")?;
     let w_hh = g.param(&st, "rnn.weight_hh_l0")?;

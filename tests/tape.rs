@@ -31,12 +31,8 @@ fn store(i: usize, h: usize, seed: u64) -> ParamStore<f64> {
 fn replay_matches_a_fresh_recording() -> Result<()> {
     let (t, b, i, h) = (4, 2, 3, 5);
     let mut st = store(i, h, 1);
-    let xs1: Vec<ArrayD<f64>> = (0..t)
-        .map(|k| common::uniform(&[b, i], 10 + k as u64, -1.0, 1.0))
-        .collect();
-    let xs2: Vec<ArrayD<f64>> = (0..t)
-        .map(|k| common::uniform(&[b, i], 20 + k as u64, -1.0, 1.0))
-        .collect();
+    let xs1: Vec<ArrayD<f64>> = (0..t).map(|k| common::uniform(&[b, i], 10 + k as u64, -1.0, 1.0)).collect();
+    let xs2: Vec<ArrayD<f64>> = (0..t).map(|k| common::uniform(&[b, i], 20 + k as u64, -1.0, 1.0)).collect();
 
     let mut g = Graph::new();
     let xs: Vec<NodeId> = xs1.iter().map(|x| g.input(x.clone())).collect();
@@ -112,14 +108,8 @@ fn branches_off_the_path_cost_nothing() -> Result<()> {
     };
     let (_, plain) = build(false)?;
     let (_, branched) = build(true)?;
-    assert_eq!(
-        plain, branched,
-        "the unused branch records no gradient nodes"
-    );
-    assert!(
-        plain <= 6,
-        "only the x → exp → sum path is differentiated ({plain} nodes)"
-    );
+    assert_eq!(plain, branched, "the unused branch records no gradient nodes");
+    assert!(plain <= 6, "only the x → exp → sum path is differentiated ({plain} nodes)");
     Ok(())
 }
 
@@ -127,9 +117,7 @@ fn branches_off_the_path_cost_nothing() -> Result<()> {
 fn ten_thousand_steps_do_not_overflow_the_stack() -> Result<()> {
     let st = store(2, 3, 5);
     let mut g = Graph::with_capacity(100_000);
-    let xs: Vec<NodeId> = (0..10_000)
-        .map(|k| g.input(common::uniform(&[1, 2], k, -1.0, 1.0)))
-        .collect();
+    let xs: Vec<NodeId> = (0..10_000).map(|k| g.input(common::uniform(&[1, 2], k, -1.0, 1.0))).collect();
     let h0 = g.zeros(&[1, 3]);
     let loss = rnn(&mut g, &st, &xs, h0)?;
     let d = g.param_grad_values(loss)?;
@@ -198,14 +186,8 @@ fn scopes_annotate_steps_layers_directions_and_gradients() -> Result<()> {
     assert!(ginfo.gradient, "gradient nodes are marked");
     assert_eq!(ginfo.path, "lstm/l1/bwd/t7/forget_gate/grad");
     assert_eq!(ginfo.step, Some(7));
-    assert!(g.nodes()[before..]
-        .iter()
-        .all(|n| g.scope_info(n.scope()).gradient));
-    assert_eq!(
-        g.scope_info(g.current_scope()).path,
-        "",
-        "guards restore the scope"
-    );
+    assert!(g.nodes()[before..].iter().all(|n| g.scope_info(n.scope()).gradient));
+    assert_eq!(g.scope_info(g.current_scope()).path, "", "guards restore the scope");
     assert!(matches!(g.node(y)?.op(), Op::Sigmoid(_)));
     Ok(())
 }

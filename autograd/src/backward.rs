@@ -49,12 +49,7 @@ impl<T: Float> Graph<T> {
         let shape = self.shape_of(output).to_vec();
         if shape.iter().product::<usize>() != 1 {
             let scope = self.path_of(self.nodes[output.index()].scope);
-            return Err(Error::NotScalar {
-                op: "grad",
-                scope,
-                node: output.index(),
-                shape,
-            });
+            return Err(Error::NotScalar { op: "grad", scope, node: output.index(), shape });
         }
         let twin = self.grad_scope(self.nodes[output.index()].scope);
         let seed = self.enter_known(twin).ones(&shape);
@@ -66,12 +61,7 @@ impl<T: Float> Graph<T> {
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] if the seed's shape differs from the output's; as [`Graph::grad`].
-    pub fn grad_with_seed(
-        &mut self,
-        output: NodeId,
-        seed: NodeId,
-        wrt: &[NodeId],
-    ) -> Result<Vec<NodeId>> {
+    pub fn grad_with_seed(&mut self, output: NodeId, seed: NodeId, wrt: &[NodeId]) -> Result<Vec<NodeId>> {
         self.check(output, "grad")?;
         self.check(seed, "grad")?;
         for &w in wrt {
@@ -99,10 +89,7 @@ impl<T: Float> Graph<T> {
         }
         let out = output.index();
         let Some(lo) = wrt.iter().map(|w| w.index()).filter(|&w| w <= out).min() else {
-            return wrt
-                .iter()
-                .map(|&w| Ok(self.zeros_like_in_root(w)))
-                .collect();
+            return wrt.iter().map(|&w| Ok(self.zeros_like_in_root(w))).collect();
         };
 
         // Which nodes in lo..=out depend on a requested node (detach cuts the dependence).
@@ -116,10 +103,7 @@ impl<T: Float> Graph<T> {
             }
             let node = &self.nodes[i];
             dep[i - lo] = !matches!(node.op, crate::ops::Op::Detach(_))
-                && node
-                    .inputs
-                    .iter()
-                    .any(|j| j.index() >= lo && dep[j.index() - lo]);
+                && node.inputs.iter().any(|j| j.index() >= lo && dep[j.index() - lo]);
         }
 
         let mut grads: Vec<Option<NodeId>> = vec![None; out - lo + 1];
@@ -134,22 +118,14 @@ impl<T: Float> Graph<T> {
                 continue;
             }
             let inputs: SmallVec<[NodeId; 3]> = node.inputs.clone();
-            let needs: SmallVec<[bool; 3]> = inputs
-                .iter()
-                .map(|j| j.index() >= lo && dep[j.index() - lo])
-                .collect();
+            let needs: SmallVec<[bool; 3]> = inputs.iter().map(|j| j.index() >= lo && dep[j.index() - lo]).collect();
             if !needs.iter().any(|&n| n) {
                 continue;
             }
             let op = node.op.clone();
             let twin = self.grad_scope(node.scope);
             self.set_current_scope(twin);
-            let back = Back {
-                out: self.mk_id(i),
-                inputs: &inputs,
-                grad: gi,
-                needs: &needs,
-            };
+            let back = Back { out: self.mk_id(i), inputs: &inputs, grad: gi, needs: &needs };
             let result = op.rule::<T>().backward(self, &back);
             let input_grads = match result {
                 Ok(r) => r,
@@ -176,11 +152,7 @@ impl<T: Float> Graph<T> {
         self.set_current_scope(saved);
         let mut result = Vec::with_capacity(wrt.len());
         for &w in wrt {
-            let g = if w.index() >= lo && w.index() <= out {
-                grads[w.index() - lo]
-            } else {
-                None
-            };
+            let g = if w.index() >= lo && w.index() <= out { grads[w.index() - lo] } else { None };
             result.push(match g {
                 Some(g) => g,
                 None => self.zeros_like_in_root(w),
@@ -191,12 +163,7 @@ impl<T: Float> Graph<T> {
 
     /// Brings a contribution to its input's shape (summing broadcast axes) and adds
     /// it to what the input already received.
-    fn accumulate(
-        &mut self,
-        prev: Option<NodeId>,
-        contribution: NodeId,
-        input: NodeId,
-    ) -> Result<NodeId> {
+    fn accumulate(&mut self, prev: Option<NodeId>, contribution: NodeId, input: NodeId) -> Result<NodeId> {
         let shape = self.shape_of(input).to_vec();
         let c = self.sum_to(contribution, &shape)?;
         match prev {
@@ -216,8 +183,7 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// As [`Graph::grad`].
     pub fn param_grads(&mut self, loss: NodeId) -> Result<BTreeMap<String, NodeId>> {
-        let (names, ids): (Vec<String>, Vec<NodeId>) =
-            self.params().iter().map(|(k, v)| (k.clone(), *v)).unzip();
+        let (names, ids): (Vec<String>, Vec<NodeId>) = self.params().iter().map(|(k, v)| (k.clone(), *v)).unzip();
         let gs = self.grad(loss, &ids)?;
         Ok(names.into_iter().zip(gs).collect())
     }
@@ -228,8 +194,6 @@ impl<T: Float> Graph<T> {
     /// As [`Graph::grad`].
     pub fn param_grad_values(&mut self, loss: NodeId) -> Result<BTreeMap<String, ArrayD<T>>> {
         let gs = self.param_grads(loss)?;
-        gs.into_iter()
-            .map(|(k, id)| Ok((k, self.value(id)?.clone())))
-            .collect()
+        gs.into_iter().map(|(k, id)| Ok((k, self.value(id)?.clone()))).collect()
     }
 }

@@ -26,12 +26,7 @@ pub struct CheckOptions {
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions {
-            eps: 1e-6,
-            atol: 1e-5,
-            rtol: 1e-3,
-            seed: 0,
-        }
+        CheckOptions { eps: 1e-6, atol: 1e-5, rtol: 1e-3, seed: 0 }
     }
 }
 
@@ -69,11 +64,7 @@ pub struct GradcheckReport {
 
 impl fmt::Display for GradcheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.order == 1 {
-            "gradcheck"
-        } else {
-            "gradgradcheck"
-        };
+        let what = if self.order == 1 { "gradcheck" } else { "gradgradcheck" };
         writeln!(
             f,
             "{what} failed: {} of {} elements disagree (atol {:e}, rtol {:e}; max abs err {:e})",
@@ -84,11 +75,7 @@ impl fmt::Display for GradcheckReport {
             self.max_abs_err
         )?;
         for e in self.failures.iter().take(20) {
-            writeln!(
-                f,
-                "  input {} {:?}: analytic {:e}, numeric {:e}",
-                e.input, e.index, e.analytic, e.numeric
-            )?;
+            writeln!(f, "  input {} {:?}: analytic {:e}, numeric {:e}", e.input, e.index, e.analytic, e.numeric)?;
         }
         if self.failures.len() > 20 {
             writeln!(f, "  … {} more", self.failures.len() - 20)?;
@@ -100,11 +87,7 @@ impl fmt::Display for GradcheckReport {
 fn random_like(shape: &[usize], seed: u64) -> ArrayD<f64> {
     let mut rng = Rng::new(seed ^ 0x5EED_0FC0_FFEE);
     let n = shape.iter().product();
-    ArrayD::from_shape_vec(
-        IxDyn(shape),
-        (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect(),
-    )
-    .expect("sized")
+    ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect()).expect("sized")
 }
 
 /// Reduces `y` to a scalar: itself if it has one element, else `Σ y ⊙ w` with fixed
@@ -129,12 +112,7 @@ where
     Ok((g, ids, out))
 }
 
-fn check_with<F>(
-    f: F,
-    inputs: &[ArrayD<f64>],
-    opts: &CheckOptions,
-    order: u8,
-) -> Result<GradcheckReport>
+fn check_with<F>(f: F, inputs: &[ArrayD<f64>], opts: &CheckOptions, order: u8) -> Result<GradcheckReport>
 where
     F: Fn(&mut Graph<f64>, &[NodeId]) -> Result<NodeId>,
 {
@@ -144,10 +122,7 @@ where
     };
     let (mut g, ids, loss) = evaluate(&scalar, inputs)?;
     let grads = g.grad(loss, &ids)?;
-    let analytic: Vec<ArrayD<f64>> = grads
-        .iter()
-        .map(|&d| g.value(d).cloned())
-        .collect::<Result<_>>()?;
+    let analytic: Vec<ArrayD<f64>> = grads.iter().map(|&d| g.value(d).cloned()).collect::<Result<_>>()?;
 
     let mut report = GradcheckReport {
         order,
@@ -231,19 +206,12 @@ where
 ///
 /// # Errors
 /// As [`gradcheck`].
-pub fn gradgradcheck<F>(
-    f: F,
-    inputs: &[ArrayD<f64>],
-    opts: &CheckOptions,
-) -> Result<GradcheckReport>
+pub fn gradgradcheck<F>(f: F, inputs: &[ArrayD<f64>], opts: &CheckOptions) -> Result<GradcheckReport>
 where
     F: Fn(&mut Graph<f64>, &[NodeId]) -> Result<NodeId>,
 {
-    let dirs: Vec<ArrayD<f64>> = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, x)| random_like(x.shape(), opts.seed.wrapping_add(1 + i as u64)))
-        .collect();
+    let dirs: Vec<ArrayD<f64>> =
+        inputs.iter().enumerate().map(|(i, x)| random_like(x.shape(), opts.seed.wrapping_add(1 + i as u64))).collect();
     let hvp = |g: &mut Graph<f64>, ids: &[NodeId]| -> Result<NodeId> {
         let y = f(g, ids)?;
         let l = scalarize(g, y, opts.seed)?;

@@ -100,20 +100,13 @@ impl<T: Float> Graph<T> {
     }
 
     pub(crate) fn mk_id(&self, index: usize) -> NodeId {
-        NodeId {
-            index: index as u32,
-            graph: self.tag,
-        }
+        NodeId { index: index as u32, graph: self.tag }
     }
 
     /// Checks that `id` belongs to this graph.
     pub fn check(&self, id: NodeId, op: &'static str) -> Result<()> {
         if id.graph != self.tag || id.index() >= self.nodes.len() {
-            return Err(Error::ForeignNode {
-                op,
-                scope: self.scope_path(),
-                node: id.index(),
-            });
+            return Err(Error::ForeignNode { op, scope: self.scope_path(), node: id.index() });
         }
         Ok(())
     }
@@ -182,13 +175,7 @@ impl<T: Float> Graph<T> {
     }
 
     fn dtype_err(&self, op: &'static str, input: usize, expected: DType, got: DType) -> Error {
-        Error::DTypeMismatch {
-            op,
-            scope: self.scope_path(),
-            input,
-            expected,
-            got,
-        }
+        Error::DTypeMismatch { op, scope: self.scope_path(), input, expected, got }
     }
 
     // ----- leaves ---------------------------------------------------------------
@@ -210,12 +197,7 @@ impl<T: Float> Graph<T> {
 
     /// Records a named input (the name shows in the text form and the DOT drawing).
     pub fn input_named(&mut self, name: &str, value: ArrayD<T>) -> NodeId {
-        self.leaf(
-            Op::Input(Input {
-                name: Some(name.to_owned()),
-            }),
-            Value::Float(value),
-        )
+        self.leaf(Op::Input(Input { name: Some(name.to_owned()) }), Value::Float(value))
     }
 
     /// Records an integer input (token ids, class labels): int64, never differentiated.
@@ -253,21 +235,10 @@ impl<T: Float> Graph<T> {
         if let Some(&id) = self.params.get(name) {
             return Ok(id);
         }
-        let value = store
-            .get(name)
-            .ok_or_else(|| Error::UnknownParam {
-                op: "param",
-                name: name.to_owned(),
-            })?
-            .clone();
+        let value = store.get(name).ok_or_else(|| Error::UnknownParam { op: "param", name: name.to_owned() })?.clone();
         let saved = self.current;
         self.current = ScopeId::ROOT;
-        let id = self.leaf(
-            Op::Param(Param {
-                name: name.to_owned(),
-            }),
-            Value::Float(value),
-        );
+        let id = self.leaf(Op::Param(Param { name: name.to_owned() }), Value::Float(value));
         self.current = saved;
         self.params.insert(name.to_owned(), id);
         Ok(id)
@@ -309,22 +280,9 @@ impl<T: Float> Graph<T> {
 
     // ----- recording --------------------------------------------------------------
 
-    pub(crate) fn append(
-        &mut self,
-        op: Op,
-        inputs: &[NodeId],
-        shape: Shape,
-        dtype: DType,
-        value: Value<T>,
-    ) -> NodeId {
+    pub(crate) fn append(&mut self, op: Op, inputs: &[NodeId], shape: Shape, dtype: DType, value: Value<T>) -> NodeId {
         let id = self.mk_id(self.nodes.len());
-        self.nodes.push(Node {
-            op,
-            inputs: SmallVec::from_slice(inputs),
-            shape,
-            dtype,
-            scope: self.current,
-        });
+        self.nodes.push(Node { op, inputs: SmallVec::from_slice(inputs), shape, dtype, scope: self.current });
         self.values.push(value);
         id
     }
@@ -338,67 +296,30 @@ impl<T: Float> Graph<T> {
         let rule = op.rule::<T>();
         let index_inputs = rule.index_inputs();
         for (k, &id) in inputs.iter().enumerate() {
-            let want = if index_inputs.contains(&k) {
-                DType::I64
-            } else {
-                T::DTYPE
-            };
+            let want = if index_inputs.contains(&k) { DType::I64 } else { T::DTYPE };
             let got = self.nodes[id.index()].dtype;
             if got != want {
                 return Err(self.dtype_err(name, k, want, got));
             }
         }
-        let shapes: SmallVec<[&[usize]; 4]> = inputs
-            .iter()
-            .map(|i| &self.nodes[i.index()].shape[..])
-            .collect();
-        let shape = rule
-            .infer(&shapes)
-            .map_err(|f| self.fail(name, f, inputs))?;
+        let shapes: SmallVec<[&[usize]; 4]> = inputs.iter().map(|i| &self.nodes[i.index()].shape[..]).collect();
+        let shape = rule.infer(&shapes).map_err(|f| self.fail(name, f, inputs))?;
         drop(shapes);
-        let vals: SmallVec<[&Value<T>; 4]> =
-            inputs.iter().map(|i| &self.values[i.index()]).collect();
-        let out = rule
-            .forward(&vals, &shape)
-            .map_err(|f| self.fail(name, f, inputs))?;
+        let vals: SmallVec<[&Value<T>; 4]> = inputs.iter().map(|i| &self.values[i.index()]).collect();
+        let out = rule.forward(&vals, &shape).map_err(|f| self.fail(name, f, inputs))?;
         drop(vals);
-        debug_assert_eq!(
-            out.shape(),
-            &shape[..],
-            "{name}: forward disagrees with infer"
-        );
+        debug_assert_eq!(out.shape(), &shape[..], "{name}: forward disagrees with infer");
         Ok(self.append(op, inputs, shape, T::DTYPE, Value::Float(out)))
     }
 
     /// Turns an op's failure into a typed error with op, scope and shapes.
     pub(crate) fn fail(&self, op: &'static str, f: Fail, inputs: &[NodeId]) -> Error {
         let scope = self.scope_path();
-        let shapes = || {
-            inputs
-                .iter()
-                .map(|i| self.nodes[i.index()].shape.to_vec())
-                .collect()
-        };
+        let shapes = || inputs.iter().map(|i| self.nodes[i.index()].shape.to_vec()).collect();
         match f {
-            Fail::Mismatch(lhs, rhs) => Error::ShapeMismatch {
-                op,
-                scope,
-                lhs: lhs.to_vec(),
-                rhs: rhs.to_vec(),
-            },
-            Fail::Invalid(reason) => Error::InvalidInput {
-                op,
-                scope,
-                reason,
-                shapes: shapes(),
-            },
-            Fail::IndexRange { index, bound } => Error::IndexOutOfRange {
-                op,
-                scope,
-                index,
-                bound,
-                shapes: shapes(),
-            },
+            Fail::Mismatch(lhs, rhs) => Error::ShapeMismatch { op, scope, lhs: lhs.to_vec(), rhs: rhs.to_vec() },
+            Fail::Invalid(reason) => Error::InvalidInput { op, scope, reason, shapes: shapes() },
+            Fail::IndexRange { index, bound } => Error::IndexOutOfRange { op, scope, index, bound, shapes: shapes() },
         }
     }
 
@@ -433,11 +354,7 @@ impl<T: Float> Graph<T> {
             return Err(Error::InvalidInput {
                 op: "set_value",
                 scope: self.path_of(node.scope),
-                reason: format!(
-                    "%{} is a computed {} node, not a leaf",
-                    id.index(),
-                    node.op.name()
-                ),
+                reason: format!("%{} is a computed {} node, not a leaf", id.index(), node.op.name()),
                 shapes: vec![node.shape.to_vec()],
             });
         }
@@ -470,10 +387,7 @@ impl<T: Float> Graph<T> {
             .map(|(k, v)| (k, *v))
             .collect();
         for &(name, id) in &leaves {
-            let v = store.get(name).ok_or_else(|| Error::UnknownParam {
-                op: "load_params",
-                name: name.clone(),
-            })?;
+            let v = store.get(name).ok_or_else(|| Error::UnknownParam { op: "load_params", name: name.clone() })?;
             if v.shape() != self.shape_of(id) {
                 return Err(Error::ShapeMismatch {
                     op: "load_params",
@@ -483,10 +397,8 @@ impl<T: Float> Graph<T> {
                 });
             }
         }
-        let updates: Vec<(usize, &ArrayD<T>)> = leaves
-            .iter()
-            .filter_map(|&(n, id)| store.get(n).map(|v| (id.index(), v)))
-            .collect();
+        let updates: Vec<(usize, &ArrayD<T>)> =
+            leaves.iter().filter_map(|&(n, id)| store.get(n).map(|v| (id.index(), v))).collect();
         for (i, v) in updates {
             if let Value::Float(dst) = &mut self.values[i] {
                 dst.assign(v);
@@ -510,11 +422,7 @@ impl<T: Float> Graph<T> {
                 continue;
             }
             let rule = node.op.rule::<T>();
-            let vals: SmallVec<[&Value<T>; 4]> = node
-                .inputs
-                .iter()
-                .map(|j| &self.values[j.index()])
-                .collect();
+            let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
             let result = rule.forward(&vals, &node.shape);
             drop(vals);
             match result {
@@ -575,25 +483,19 @@ impl<T: Float> Graph<T> {
 
     /// Enters time step `t` (path segment `t{t}`, annotation `step`).
     pub fn step(&mut self, t: usize) -> ScopeGuard<'_, T> {
-        let s = self
-            .scopes
-            .child(self.current, Segment::Step(t as u32), &|| format!("t{t}"));
+        let s = self.scopes.child(self.current, Segment::Step(t as u32), &|| format!("t{t}"));
         ScopeGuard::new(self, s)
     }
 
     /// Enters layer `l` (path segment `l{l}`, annotation `layer`).
     pub fn layer(&mut self, l: usize) -> ScopeGuard<'_, T> {
-        let s = self
-            .scopes
-            .child(self.current, Segment::Layer(l as u32), &|| format!("l{l}"));
+        let s = self.scopes.child(self.current, Segment::Layer(l as u32), &|| format!("l{l}"));
         ScopeGuard::new(self, s)
     }
 
     /// Enters a direction (path segment `fwd`/`bwd`, annotation `direction`).
     pub fn direction(&mut self, d: Direction) -> ScopeGuard<'_, T> {
-        let s = self.scopes.child(self.current, Segment::Direction(d), &|| {
-            d.segment().to_owned()
-        });
+        let s = self.scopes.child(self.current, Segment::Direction(d), &|| d.segment().to_owned());
         ScopeGuard::new(self, s)
     }
 

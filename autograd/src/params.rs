@@ -30,9 +30,7 @@ pub struct ParamStore<T> {
 impl<T: Float> ParamStore<T> {
     /// An empty store.
     pub fn new() -> Self {
-        ParamStore {
-            map: BTreeMap::new(),
-        }
+        ParamStore { map: BTreeMap::new() }
     }
 
     /// Inserts or replaces `name`.
@@ -92,21 +90,12 @@ impl<T: Float> ParamStore<T> {
 
     /// A handle whose names are prefixed with `prefix.`.
     pub fn scope(&mut self, prefix: &str) -> ParamScope<'_, T> {
-        ParamScope {
-            store: self,
-            prefix: prefix.to_owned(),
-        }
+        ParamScope { store: self, prefix: prefix.to_owned() }
     }
 
     /// Converts every array to another element type (`f64` weights into an `f32` model).
     pub fn cast<U: Float>(&self) -> ParamStore<U> {
-        ParamStore {
-            map: self
-                .map
-                .iter()
-                .map(|(k, v)| (k.clone(), v.mapv(|x| U::of(x.f64()))))
-                .collect(),
-        }
+        ParamStore { map: self.map.iter().map(|(k, v)| (k.clone(), v.mapv(|x| U::of(x.f64())))).collect() }
     }
 
     /// Fails unless `name` is present with exactly `shape`.
@@ -114,10 +103,7 @@ impl<T: Float> ParamStore<T> {
     /// # Errors
     /// [`Error::UnknownParam`] or [`Error::ShapeMismatch`] (lhs expected, rhs found).
     pub fn expect_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
-        let v = self.get(name).ok_or_else(|| Error::UnknownParam {
-            op: "expect_shape",
-            name: name.to_owned(),
-        })?;
+        let v = self.get(name).ok_or_else(|| Error::UnknownParam { op: "expect_shape", name: name.to_owned() })?;
         if v.shape() != shape {
             return Err(Error::ShapeMismatch {
                 op: "expect_shape",
@@ -149,10 +135,7 @@ impl<T: Float> ParamScope<'_, T> {
     /// A nested scope.
     pub fn scope(&mut self, prefix: &str) -> ParamScope<'_, T> {
         let prefix = self.name(prefix);
-        ParamScope {
-            store: self.store,
-            prefix,
-        }
+        ParamScope { store: self.store, prefix }
     }
 
     /// Inserts or replaces `name` in this scope.

@@ -127,23 +127,14 @@ impl Scopes {
     }
 
     /// The child of `parent` along `seg`, interned.
-    pub(crate) fn child(
-        &mut self,
-        parent: ScopeId,
-        seg: Segment,
-        text: &dyn Fn() -> String,
-    ) -> ScopeId {
+    pub(crate) fn child(&mut self, parent: ScopeId, seg: Segment, text: &dyn Fn() -> String) -> ScopeId {
         if let Some(&c) = self.children.get(&(parent.0, seg)) {
             return ScopeId(c);
         }
         let p = &self.infos[parent.index()];
         let name = text();
         let mut info = ScopeInfo {
-            path: if p.path.is_empty() {
-                name.clone()
-            } else {
-                format!("{}/{}", p.path, name)
-            },
+            path: if p.path.is_empty() { name.clone() } else { format!("{}/{}", p.path, name) },
             parent: Some(parent),
             step: p.step,
             layer: p.layer,

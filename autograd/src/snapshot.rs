@@ -37,11 +37,7 @@ pub fn format_number(v: f64, digits: usize) -> String {
     if (-4..6).contains(&e) {
         let dec = (digits as i32 - 1 - e).max(0) as usize;
         let s = format!("{rounded:.dec$}");
-        let s = if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s
-        };
+        let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
         if s == "-0" {
             "0".into()
         } else {
@@ -86,10 +82,7 @@ pub fn format_tensors<'a, T: Float>(
     items: impl IntoIterator<Item = (&'a str, &'a ArrayD<T>)>,
     digits: usize,
 ) -> String {
-    items
-        .into_iter()
-        .map(|(n, a)| format_tensor(n, a, digits))
-        .collect()
+    items.into_iter().map(|(n, a)| format_tensor(n, a, digits)).collect()
 }
 
 /// The gradient of `loss` for every parameter of `g`, by name, rounded to
@@ -99,8 +92,5 @@ pub fn format_tensors<'a, T: Float>(
 /// As [`Graph::grad`].
 pub fn param_grads<T: Float>(g: &mut Graph<T>, loss: NodeId) -> Result<String> {
     let grads = g.param_grad_values(loss)?;
-    Ok(format_tensors(
-        grads.iter().map(|(k, v)| (k.as_str(), v)),
-        DIGITS,
-    ))
+    Ok(format_tensors(grads.iter().map(|(k, v)| (k.as_str(), v)), DIGITS))
 }

@@ -74,12 +74,7 @@ pub trait Cell<T: Float> {
 
     /// A zero state for a batch of `batch` (constants).
     fn zero_state(&self, g: &mut Graph<T>, batch: usize) -> State {
-        State(
-            self.state_shapes(batch)
-                .iter()
-                .map(|s| g.zeros(s))
-                .collect(),
-        )
+        State(self.state_shapes(batch).iter().map(|s| g.zeros(s)).collect())
     }
 
     /// Checks a given state against [`Cell::state_shapes`].
@@ -92,11 +87,7 @@ pub trait Cell<T: Float> {
             return Err(Error::InvalidInput {
                 op: "state",
                 scope: g.scope_path(),
-                reason: format!(
-                    "the cell's state has {} parts, {} given",
-                    want.len(),
-                    state.0.len()
-                ),
+                reason: format!("the cell's state has {} parts, {} given", want.len(), state.0.len()),
                 shapes: Vec::new(),
             });
         }

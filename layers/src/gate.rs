@@ -33,10 +33,7 @@ impl TorchNames {
 
     /// The name of another per-layer tensor in the same style (`weight_ch` for peepholes).
     pub fn extra(prefix: &str, what: &str, layer: usize, reverse: bool) -> String {
-        format!(
-            "{prefix}{what}_l{layer}{}",
-            if reverse { "_reverse" } else { "" }
-        )
+        format!("{prefix}{what}_l{layer}{}", if reverse { "_reverse" } else { "" })
     }
 }
 
@@ -59,12 +56,7 @@ impl FusedGates {
     ///
     /// # Errors
     /// A missing parameter or shapes that do not fit.
-    pub fn input_projection<T: Float>(
-        &self,
-        g: &mut Graph<T>,
-        p: &ParamStore<T>,
-        x: NodeId,
-    ) -> Result<NodeId> {
+    pub fn input_projection<T: Float>(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId) -> Result<NodeId> {
         let w = g.param(p, &self.names.weight_ih)?;
         let b = g.param(p, &self.names.bias_ih)?;
         g.linear(x, w, Some(b))
@@ -74,12 +66,7 @@ impl FusedGates {
     ///
     /// # Errors
     /// As [`FusedGates::input_projection`].
-    pub fn hidden_projection<T: Float>(
-        &self,
-        g: &mut Graph<T>,
-        p: &ParamStore<T>,
-        h: NodeId,
-    ) -> Result<NodeId> {
+    pub fn hidden_projection<T: Float>(&self, g: &mut Graph<T>, p: &ParamStore<T>, h: NodeId) -> Result<NodeId> {
         let w = g.param(p, &self.names.weight_hh)?;
         let b = g.param(p, &self.names.bias_hh)?;
         g.linear(h, w, Some(b))
@@ -118,24 +105,10 @@ impl FusedGates {
         let gh = self.gates.len() * self.hidden;
         let n = self.gates.len();
         vec![
-            ParamSpec::new(
-                &self.names.weight_ih,
-                &[gh, self.input],
-                Role::InputWeight,
-                n,
-                self.hidden,
-            ),
-            ParamSpec::new(
-                &self.names.weight_hh,
-                &[gh, self.hidden],
-                Role::RecurrentWeight,
-                n,
-                self.hidden,
-            ),
-            ParamSpec::new(&self.names.bias_ih, &[gh], Role::Bias, n, self.hidden)
-                .forget(forget_gate),
-            ParamSpec::new(&self.names.bias_hh, &[gh], Role::Bias, n, self.hidden)
-                .forget(forget_gate),
+            ParamSpec::new(&self.names.weight_ih, &[gh, self.input], Role::InputWeight, n, self.hidden),
+            ParamSpec::new(&self.names.weight_hh, &[gh, self.hidden], Role::RecurrentWeight, n, self.hidden),
+            ParamSpec::new(&self.names.bias_ih, &[gh], Role::Bias, n, self.hidden).forget(forget_gate),
+            ParamSpec::new(&self.names.bias_hh, &[gh], Role::Bias, n, self.hidden).forget(forget_gate),
         ]
     }
 }
@@ -153,22 +126,14 @@ pub struct Affine {
 impl Affine {
     /// A term over named weights and an optional bias.
     pub fn new(weights: &[String], bias: Option<String>) -> Self {
-        Affine {
-            weights: weights.to_vec(),
-            bias,
-        }
+        Affine { weights: weights.to_vec(), bias }
     }
 
     /// `Σ_k inputs[k] W_kᵀ + b`.
     ///
     /// # Errors
     /// A missing parameter, shapes that do not fit, or a wrong number of inputs.
-    pub fn apply<T: Float>(
-        &self,
-        g: &mut Graph<T>,
-        p: &ParamStore<T>,
-        inputs: &[NodeId],
-    ) -> Result<NodeId> {
+    pub fn apply<T: Float>(&self, g: &mut Graph<T>, p: &ParamStore<T>, inputs: &[NodeId]) -> Result<NodeId> {
         if inputs.len() != self.weights.len() || inputs.is_empty() {
             return Err(unrolled_autograd::Error::InvalidInput {
                 op: "affine_gate",

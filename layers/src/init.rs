@@ -41,14 +41,7 @@ pub struct ParamSpec {
 impl ParamSpec {
     /// A spec.
     pub fn new(name: &str, shape: &[usize], role: Role, gates: usize, hidden: usize) -> Self {
-        ParamSpec {
-            name: name.to_owned(),
-            shape: shape.to_vec(),
-            role,
-            gates,
-            hidden,
-            forget_gate: None,
-        }
+        ParamSpec { name: name.to_owned(), shape: shape.to_vec(), role, gates, hidden, forget_gate: None }
     }
     /// With the forget gate's block index.
     pub fn forget(mut self, block: Option<usize>) -> Self {
@@ -90,13 +83,7 @@ pub struct Init {
 impl Init {
     /// PyTorch's default: every weight and bias `U(-1/sqrt(H), 1/sqrt(H))`.
     pub fn torch(seed: u64) -> Self {
-        Init {
-            input: WeightInit::Torch,
-            recurrent: WeightInit::Torch,
-            torch_bias: true,
-            forget_bias: None,
-            seed,
-        }
+        Init { input: WeightInit::Torch, recurrent: WeightInit::Torch, torch_bias: true, forget_bias: None, seed }
     }
     /// Xavier-uniform input weights, orthogonal recurrent weights, zero biases, and a
     /// forget-gate bias of 1 (a common recipe for LSTMs).
@@ -136,20 +123,14 @@ fn block(rng: &mut Rng, how: WeightInit, rows: usize, cols: usize, hidden: usize
             Array2::from_shape_fn((rows, cols), |_| s * rng.normal())
         }
         WeightInit::Orthogonal => orthogonal(rng, rows, cols),
-        WeightInit::Identity(s) => {
-            Array2::from_shape_fn((rows, cols), |(i, j)| if i == j { s } else { 0.0 })
-        }
+        WeightInit::Identity(s) => Array2::from_shape_fn((rows, cols), |(i, j)| if i == j { s } else { 0.0 }),
     }
 }
 
 /// A `rows × cols` matrix with orthonormal rows or columns (whichever are fewer),
 /// by Gram–Schmidt on a Gaussian matrix.
 pub fn orthogonal(rng: &mut Rng, rows: usize, cols: usize) -> Array2<f64> {
-    let (r, c) = if rows >= cols {
-        (rows, cols)
-    } else {
-        (cols, rows)
-    };
+    let (r, c) = if rows >= cols { (rows, cols) } else { (cols, rows) };
     let mut q = Array2::from_shape_fn((r, c), |_| rng.normal());
     for j in 0..c {
         for k in 0..j {
@@ -177,50 +158,29 @@ pub fn init_params<T: Float>(specs: &[ParamSpec], store: &mut ParamStore<T>, ini
         let vals: Vec<f64> = match spec.role {
             Role::Bias | Role::Peephole => {
                 let k = 1.0 / (spec.hidden.max(1) as f64).sqrt();
-                let mut v: Vec<f64> = (0..n)
-                    .map(|_| {
-                        if init.torch_bias {
-                            rng.uniform_in(-k, k)
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                if let (Some(fb), Some(f), Role::Bias) =
-                    (init.forget_bias, spec.forget_gate, spec.role)
-                {
+                let mut v: Vec<f64> =
+                    (0..n).map(|_| if init.torch_bias { rng.uniform_in(-k, k) } else { 0.0 }).collect();
+                if let (Some(fb), Some(f), Role::Bias) = (init.forget_bias, spec.forget_gate, spec.role) {
                     let h = n / spec.gates.max(1);
-                    let value = if spec.name.contains("bias_hh") {
-                        0.0
-                    } else {
-                        fb
-                    };
+                    let value = if spec.name.contains("bias_hh") { 0.0 } else { fb };
                     v[f * h..(f + 1) * h].iter_mut().for_each(|x| *x = value);
                 }
                 v
             }
             Role::Embedding => (0..n).map(|_| rng.normal()).collect(),
             Role::InputWeight | Role::RecurrentWeight | Role::Kernel => {
-                let how = if spec.role == Role::RecurrentWeight {
-                    init.recurrent
-                } else {
-                    init.input
-                };
+                let how = if spec.role == Role::RecurrentWeight { init.recurrent } else { init.input };
                 let cols = n / spec.shape.first().copied().unwrap_or(1).max(1);
                 let rows_per = spec.shape.first().copied().unwrap_or(1) / spec.gates.max(1);
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..spec.gates.max(1) {
-                    v.extend(
-                        block(&mut rng, how, rows_per, cols, spec.hidden)
-                            .iter()
-                            .copied(),
-                    );
+                    v.extend(block(&mut rng, how, rows_per, cols, spec.hidden).iter().copied());
                 }
                 v
             }
         };
-        let arr = ArrayD::from_shape_vec(IxDyn(&spec.shape), vals.into_iter().map(T::of).collect())
-            .expect("sized by spec");
+        let arr =
+            ArrayD::from_shape_vec(IxDyn(&spec.shape), vals.into_iter().map(T::of).collect()).expect("sized by spec");
         store.insert(spec.name.clone(), arr);
     }
 }

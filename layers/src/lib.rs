@@ -36,12 +36,11 @@ mod wrappers;
 
 pub use cell::{Cell, State, Step};
 pub use cells::{
-    DeepTransition, Elman, GatedResidual, Gru, GruVariant, Jordan, Lrn, Lstm, Nonlinearity, Rcl,
-    RclOutput, Residual,
+    DeepTransition, Elman, GatedResidual, Gru, GruVariant, Jordan, Lrn, Lstm, Nonlinearity, Rcl, RclOutput, Residual,
 };
 pub use gate::{Affine, FusedGates, TorchNames};
 pub use init::{init_params, orthogonal, Init, ParamSpec, Role, WeightInit};
-pub use models::{AnyRecurrent, CellKind, CharRnn};
+pub use models::{AnyRecurrent, CellKind, CharRnn, Rcnn};
 pub use train::*;
 pub use unrolled_autograd as autograd;
 pub use wrappers::*;

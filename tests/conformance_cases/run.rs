@@ -48,29 +48,14 @@ impl<'f> Run<'f> {
         let mut g = Graph::new();
         let mut inputs = BTreeMap::new();
         for (n, t) in &f.inputs {
-            let id = if t.is_float() {
-                g.input_named(n, t.f64())
-            } else {
-                g.index_input(t.i64())
-            };
+            let id = if t.is_float() { g.input_named(n, t.f64()) } else { g.index_input(t.i64()) };
             inputs.insert(n.clone(), id);
         }
-        Run {
-            f,
-            g,
-            store,
-            inputs,
-            cmp: Compare::new(TOL),
-            blocks,
-            compared: Vec::new(),
-        }
+        Run { f, g, store, inputs, cmp: Compare::new(TOL), blocks, compared: Vec::new() }
     }
 
     pub fn input(&self, name: &str) -> R<NodeId> {
-        self.inputs
-            .get(name)
-            .copied()
-            .ok_or_else(|| format!("inputs.{name} missing"))
+        self.inputs.get(name).copied().ok_or_else(|| format!("inputs.{name} missing"))
     }
 
     /// A constant from `loss_inputs`.
@@ -118,8 +103,7 @@ impl<'f> Run<'f> {
     /// Compares the loss, every expected gradient and every expected output.
     pub fn finish(mut self, loss: NodeId) -> R<Compare> {
         let expected_loss = self.f.expected_number("loss")?;
-        self.cmp
-            .number("loss", self.g.scalar_value(loss).map_err(e)?, expected_loss);
+        self.cmp.number("loss", self.g.scalar_value(loss).map_err(e)?, expected_loss);
         let names = self.f.expected_names("grads");
         let mut leaves = Vec::with_capacity(names.len());
         for n in &names {
@@ -130,9 +114,7 @@ impl<'f> Run<'f> {
         for ((n, (_, block)), d) in names.iter().zip(&leaves).zip(grads) {
             let v = self.g.value(d).map_err(e)?;
             let v = match block {
-                Some((k, len)) => v
-                    .slice_axis(Axis(0), Slice::from(k * len..(k + 1) * len))
-                    .to_owned(),
+                Some((k, len)) => v.slice_axis(Axis(0), Slice::from(k * len..(k + 1) * len)).to_owned(),
                 None => v.clone(),
             };
             let t = self.f.expected_tensor("grads", n)?;
@@ -149,30 +131,13 @@ impl<'f> Run<'f> {
 
 /// Concatenates fixture tensors along axis 0 into one library tensor, recording
 /// which block each one is.
-pub fn fuse(
-    f: &Fixture,
-    store: &mut ParamStore<f64>,
-    blocks: &mut Vec<Block>,
-    into: &str,
-    parts: &[&str],
-) -> R<()> {
-    let arrays: Vec<ArrayD<f64>> = parts
-        .iter()
-        .map(|p| f.param(p).map(|t| t.f64()))
-        .collect::<R<_>>()?;
+pub fn fuse(f: &Fixture, store: &mut ParamStore<f64>, blocks: &mut Vec<Block>, into: &str, parts: &[&str]) -> R<()> {
+    let arrays: Vec<ArrayD<f64>> = parts.iter().map(|p| f.param(p).map(|t| t.f64())).collect::<R<_>>()?;
     let n = arrays[0].shape()[0];
     let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
-    store.insert(
-        into,
-        ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())?,
-    );
+    store.insert(into, ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())?);
     for (k, p) in parts.iter().enumerate() {
-        blocks.push(Block {
-            fixture: (*p).to_owned(),
-            store: into.to_owned(),
-            k,
-            n,
-        });
+        blocks.push(Block { fixture: (*p).to_owned(), store: into.to_owned(), k, n });
     }
     Ok(())
 }

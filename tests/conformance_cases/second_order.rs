@@ -14,15 +14,8 @@ pub fn second_order(f: &Fixture) -> R<Compare> {
     let (x, h0) = (r.input("x")?, r.input("h0")?);
     let (out, loss) = if lstm {
         let c0 = r.input("c0")?;
-        let out = Recurrent::lstm("", c)
-            .forward(
-                &mut r.g,
-                &r.store,
-                x,
-                Some(&[h0, c0]),
-                RunOptions::default(),
-            )
-            .map_err(e)?;
+        let out =
+            Recurrent::lstm("", c).forward(&mut r.g, &r.store, x, Some(&[h0, c0]), RunOptions::default()).map_err(e)?;
         let a = r.weighted(out.output, "w_h")?;
         let b = r.weighted(out.c_n().ok_or("no c_n")?, "w_c")?;
         let l = r.add(a, b)?;
@@ -52,18 +45,12 @@ pub fn second_order(f: &Fixture) -> R<Compare> {
     r.cmp.number(
         "grad_dot_v.weight_hh_l0",
         r.g.scalar_value(s_w).map_err(e)?,
-        f.expected
-            .pointer("/grad_dot_v/weight_hh_l0")
-            .and_then(|v| v.as_f64())
-            .ok_or("grad_dot_v")?,
+        f.expected.pointer("/grad_dot_v/weight_hh_l0").and_then(|v| v.as_f64()).ok_or("grad_dot_v")?,
     );
     r.cmp.number(
         "grad_dot_v.x",
         r.g.scalar_value(s_x).map_err(e)?,
-        f.expected
-            .pointer("/grad_dot_v/x")
-            .and_then(|v| v.as_f64())
-            .ok_or("grad_dot_v")?,
+        f.expected.pointer("/grad_dot_v/x").and_then(|v| v.as_f64()).ok_or("grad_dot_v")?,
     );
     let h_w = r.g.grad(s_w, &[w]).map_err(e)?[0];
     let h_x = r.g.grad(s_x, &[x]).map_err(e)?[0];

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use ndarray::{ArrayD, Axis, Slice};
 use unrolled::autograd::{Graph, ParamStore, Reduction};
 use unrolled::layers::{
-    clip_grad_norm, grad_norm, Adam, Nonlinearity, Optimizer, Recurrent, RecurrentConfig,
-    RunOptions, Sgd,
+    clip_grad_norm, grad_norm, Adam, Nonlinearity, Optimizer, Recurrent, RecurrentConfig, RunOptions, Sgd,
 };
 
 use super::run::{e, R};
@@ -26,9 +25,7 @@ fn store_of(f: &Fixture) -> ParamStore<f64> {
 fn compare_params(cmp: &mut Compare, f: &Fixture, section: &str, store: &ParamStore<f64>) -> R<()> {
     for name in f.expected_names(section) {
         let t = f.expected_tensor(section, &name)?;
-        let v = store
-            .get(&name)
-            .ok_or(format!("{section}: no parameter {name}"))?;
+        let v = store.get(&name).ok_or(format!("{section}: no parameter {name}"))?;
         cmp.tensor(&format!("{section}.{name}"), v, &t);
     }
     Ok(())
@@ -38,19 +35,14 @@ fn optimizer(f: &Fixture) -> R<Box<dyn Optimizer<f64>>> {
     let lr = f.f64("lr")?;
     Ok(match f.str("optimizer")? {
         "sgd" => {
-            let mut o = Sgd::new(lr)
-                .momentum(f.f64("momentum").unwrap_or(0.0))
-                .nesterov(f.bool("nesterov").unwrap_or(false));
+            let mut o =
+                Sgd::new(lr).momentum(f.f64("momentum").unwrap_or(0.0)).nesterov(f.bool("nesterov").unwrap_or(false));
             o.dampening = f.f64("dampening").unwrap_or(0.0);
             o.weight_decay = f.f64("weight_decay").unwrap_or(0.0);
             Box::new(o)
         }
         kind @ ("adam" | "adamw") => {
-            let mut o = if kind == "adam" {
-                Adam::new(lr)
-            } else {
-                Adam::adamw(lr)
-            };
+            let mut o = if kind == "adam" { Adam::new(lr) } else { Adam::adamw(lr) };
             o.betas = (f.f64("beta1")?, f.f64("beta2")?);
             o.eps = f.f64("eps")?;
             o.weight_decay = f.f64("weight_decay")?;
@@ -72,19 +64,14 @@ pub fn lm_trajectory(f: &Fixture) -> R<Compare> {
     let targets = f.loss_input("targets")?.i64();
     let n_updates = f.usize("num_updates")?;
     let clip = f.bool("grad_clipping")?;
-    let lstm = Recurrent::lstm(
-        "lstm.",
-        RecurrentConfig::new(f.usize("embedding_dim")?, f.usize("hidden_size")?),
-    );
+    let lstm = Recurrent::lstm("lstm.", RecurrentConfig::new(f.usize("embedding_dim")?, f.usize("hidden_size")?));
 
     let mut g = Graph::new();
     let ids = g.index_input(batch(&tokens, 0));
     let tgt = g.index_input(batch(&targets, 0));
     let emb = g.param(&store, "embedding.weight").map_err(e)?;
     let x = g.embedding(emb, ids).map_err(e)?;
-    let out = lstm
-        .forward(&mut g, &store, x, None, RunOptions::default())
-        .map_err(e)?;
+    let out = lstm.forward(&mut g, &store, x, None, RunOptions::default()).map_err(e)?;
     let w = g.param(&store, "fc.weight").map_err(e)?;
     let b = g.param(&store, "fc.bias").map_err(e)?;
     let logits = g.linear(out.output, w, Some(b)).map_err(e)?;
@@ -101,10 +88,8 @@ pub fn lm_trajectory(f: &Fixture) -> R<Compare> {
             g.load_params(&store).map_err(e)?;
             g.replay().map_err(e)?;
         }
-        let mut grads: BTreeMap<String, ArrayD<f64>> = grad_nodes
-            .iter()
-            .map(|(k, &id)| Ok((k.clone(), g.value(id).map_err(e)?.clone())))
-            .collect::<R<_>>()?;
+        let mut grads: BTreeMap<String, ArrayD<f64>> =
+            grad_nodes.iter().map(|(k, &id)| Ok((k.clone(), g.value(id).map_err(e)?.clone()))).collect::<R<_>>()?;
         losses.push(g.scalar_value(loss).map_err(e)?);
         if n == 0 {
             cmp.number("loss", losses[0], f.expected_number("loss")?);
@@ -117,8 +102,7 @@ pub fn lm_trajectory(f: &Fixture) -> R<Compare> {
             }
         }
         if clip {
-            let total =
-                clip_grad_norm(&mut grads, f.f64("max_norm")?, f.f64("norm_type")?).map_err(e)?;
+            let total = clip_grad_norm(&mut grads, f.f64("max_norm")?, f.f64("norm_type")?).map_err(e)?;
             norms.push(total);
             coefs.push((f.f64("max_norm")? / (total + f.f64("clip_eps")?)).min(1.0));
         } else {
@@ -131,11 +115,7 @@ pub fn lm_trajectory(f: &Fixture) -> R<Compare> {
     }
     let vec_cmp = |cmp: &mut Compare, key: &str, v: &[f64]| -> R<()> {
         let t = f.expected_tensor_at(key)?;
-        cmp.tensor(
-            key,
-            &ArrayD::from_shape_vec(vec![v.len()], v.to_vec()).map_err(|x| x.to_string())?,
-            &t,
-        );
+        cmp.tensor(key, &ArrayD::from_shape_vec(vec![v.len()], v.to_vec()).map_err(|x| x.to_string())?, &t);
         Ok(())
     };
     vec_cmp(&mut cmp, "losses", &losses)?;
@@ -159,18 +139,13 @@ pub fn tbptt_trajectory(f: &Fixture) -> R<Compare> {
         RecurrentConfig::new(f.usize("input_size")?, f.usize("hidden_size")?),
         Nonlinearity::Tanh,
     );
-    let rows = |a: &ArrayD<f64>, n: usize| {
-        a.slice_axis(Axis(0), Slice::from(n * k..(n + 1) * k))
-            .to_owned()
-    };
+    let rows = |a: &ArrayD<f64>, n: usize| a.slice_axis(Axis(0), Slice::from(n * k..(n + 1) * k)).to_owned();
 
     let mut g = Graph::new();
     let x = g.input_named("x_chunk", rows(&x_all, 0));
     let h_start = g.input_named("h_start", f.input("h0")?.f64());
     let y = g.constant(rows(&y_all, 0));
-    let out = rnn
-        .forward(&mut g, &store, x, Some(&[h_start]), RunOptions::default())
-        .map_err(e)?;
+    let out = rnn.forward(&mut g, &store, x, Some(&[h_start]), RunOptions::default()).map_err(e)?;
     let w = g.param(&store, "fc.weight").map_err(e)?;
     let b = g.param(&store, "fc.bias").map_err(e)?;
     let yhat = g.linear(out.output, w, Some(b)).map_err(e)?;
@@ -185,22 +160,18 @@ pub fn tbptt_trajectory(f: &Fixture) -> R<Compare> {
         if n > 0 {
             g.set_value(x, rows(&x_all, n)).map_err(e)?;
             g.set_value(y, rows(&y_all, n)).map_err(e)?;
-            g.set_value(h_start, hidden.last().cloned().ok_or("no state")?)
-                .map_err(e)?;
+            g.set_value(h_start, hidden.last().cloned().ok_or("no state")?).map_err(e)?;
             g.load_params(&store).map_err(e)?;
             g.replay().map_err(e)?;
         }
-        let grads: BTreeMap<String, ArrayD<f64>> = grad_nodes
-            .iter()
-            .map(|(k, &id)| Ok((k.clone(), g.value(id).map_err(e)?.clone())))
-            .collect::<R<_>>()?;
+        let grads: BTreeMap<String, ArrayD<f64>> =
+            grad_nodes.iter().map(|(k, &id)| Ok((k.clone(), g.value(id).map_err(e)?.clone()))).collect::<R<_>>()?;
         losses.push(g.scalar_value(loss).map_err(e)?);
         norms.push(grad_norm(&grads, 2.0).map_err(e)?);
         if n == 0 {
             cmp.number("loss", losses[0], f.expected_number("loss")?);
             let mut gx = ArrayD::zeros(x_all.raw_dim());
-            gx.slice_axis_mut(Axis(0), Slice::from(0..k))
-                .assign(g.value(input_grads[0]).map_err(e)?);
+            gx.slice_axis_mut(Axis(0), Slice::from(0..k)).assign(g.value(input_grads[0]).map_err(e)?);
             let mut all = grads.clone();
             all.insert("x".into(), gx);
             all.insert("h0".into(), g.value(input_grads[1]).map_err(e)?.clone());
@@ -218,11 +189,7 @@ pub fn tbptt_trajectory(f: &Fixture) -> R<Compare> {
     }
     let views: Vec<_> = hidden.iter().map(|h| h.view()).collect();
     let stacked = ndarray::concatenate(Axis(0), &views).map_err(|x| x.to_string())?;
-    cmp.tensor(
-        "hidden_after_chunk",
-        &stacked,
-        &f.expected_tensor_at("hidden_after_chunk")?,
-    );
+    cmp.tensor("hidden_after_chunk", &stacked, &f.expected_tensor_at("hidden_after_chunk")?);
     cmp.tensor(
         "losses",
         &ArrayD::from_shape_vec(vec![losses.len()], losses).map_err(|x| x.to_string())?,

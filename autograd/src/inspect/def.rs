@@ -54,18 +54,12 @@ impl GraphDef {
     /// # Errors
     /// [`Error::Parse`] for malformed JSON.
     pub fn from_json(s: &str) -> Result<GraphDef> {
-        serde_json::from_str(s).map_err(|e| Error::Parse {
-            what: "graph JSON",
-            reason: e.to_string(),
-        })
+        serde_json::from_str(s).map_err(|e| Error::Parse { what: "graph JSON", reason: e.to_string() })
     }
 }
 
 fn bad(reason: String) -> Error {
-    Error::Parse {
-        what: "graph definition",
-        reason,
-    }
+    Error::Parse { what: "graph definition", reason }
 }
 
 impl<T: Float> Graph<T> {
@@ -87,11 +81,7 @@ impl<T: Float> Graph<T> {
                 },
             })
             .collect();
-        GraphDef {
-            dtype: T::DTYPE,
-            scopes: self.scope_infos().to_vec(),
-            nodes,
-        }
+        GraphDef { dtype: T::DTYPE, scopes: self.scope_infos().to_vec(), nodes }
     }
 
     /// Rebuilds a graph from its structure. Parameters are read from `store`,
@@ -104,10 +94,8 @@ impl<T: Float> Graph<T> {
     pub fn from_def(def: &GraphDef, store: &ParamStore<T>) -> Result<Graph<T>> {
         let mut g = Graph::with_capacity(def.nodes.len());
         for (i, s) in def.scopes.iter().enumerate().skip(1) {
-            let p = s
-                .parent
-                .filter(|p| p.index() < i)
-                .ok_or_else(|| bad(format!("scope {i} has no earlier parent")))?;
+            let p =
+                s.parent.filter(|p| p.index() < i).ok_or_else(|| bad(format!("scope {i} has no earlier parent")))?;
             let parent = &def.scopes[p.index()];
             let seg = if s.gradient && (!parent.gradient || s.name == "grad") {
                 Segment::Grad
@@ -122,10 +110,7 @@ impl<T: Float> Graph<T> {
             };
             let id = g.scopes.child(p, seg, &|| s.name.clone());
             if id.index() != i || g.scopes.info(id) != s {
-                return Err(bad(format!(
-                    "scope {i} ({}) is not consistent with its parent",
-                    s.path
-                )));
+                return Err(bad(format!("scope {i} ({}) is not consistent with its parent", s.path)));
             }
         }
         if def.dtype == DType::I64 {
@@ -146,30 +131,19 @@ impl<T: Float> Graph<T> {
                 }
             }
             if n.scope >= def.scopes.len() {
-                return Err(bad(format!(
-                    "node {i} names scope {} of {}",
-                    n.scope,
-                    def.scopes.len()
-                )));
+                return Err(bad(format!("node {i} names scope {} of {}", n.scope, def.scopes.len())));
             }
             if let Some(&j) = n.inputs.iter().find(|&&j| j >= i) {
-                return Err(bad(format!(
-                    "node {i} reads node {j}, which is not earlier"
-                )));
+                return Err(bad(format!("node {i} reads node {j}, which is not earlier")));
             }
             let shape: Shape = n.shape.iter().copied().collect();
             let inputs: SmallVec<[NodeId; 3]> = n.inputs.iter().map(|&j| g.mk_id(j)).collect();
-            let float = if n.dtype == DType::I64 {
-                None
-            } else {
-                Some(T::DTYPE)
-            };
+            let float = if n.dtype == DType::I64 { None } else { Some(T::DTYPE) };
             let value = match &n.op {
                 Op::Param(p) => {
-                    let v = store.get(&p.name).ok_or_else(|| Error::UnknownParam {
-                        op: "from_def",
-                        name: p.name.clone(),
-                    })?;
+                    let v = store
+                        .get(&p.name)
+                        .ok_or_else(|| Error::UnknownParam { op: "from_def", name: p.name.clone() })?;
                     if v.shape() != &shape[..] {
                         return Err(bad(format!(
                             "parameter {} has shape {:?}, the graph {:?}",
@@ -181,15 +155,9 @@ impl<T: Float> Graph<T> {
                     Value::Float(v.clone())
                 }
                 Op::Constant(_) => {
-                    let data = n
-                        .value
-                        .clone()
-                        .ok_or_else(|| bad(format!("constant {i} has no value")))?;
-                    let a = ArrayD::from_shape_vec(
-                        IxDyn(&n.shape),
-                        data.into_iter().map(T::of).collect(),
-                    )
-                    .map_err(|e| bad(format!("constant {i}: {e}")))?;
+                    let data = n.value.clone().ok_or_else(|| bad(format!("constant {i} has no value")))?;
+                    let a = ArrayD::from_shape_vec(IxDyn(&n.shape), data.into_iter().map(T::of).collect())
+                        .map_err(|e| bad(format!("constant {i}: {e}")))?;
                     Value::Float(a)
                 }
                 Op::Input(_) if float.is_none() => Value::Index(ArrayD::zeros(IxDyn(&n.shape))),
@@ -198,38 +166,20 @@ impl<T: Float> Graph<T> {
                     let rule = op.rule::<T>();
                     let idx = rule.index_inputs();
                     for (k, &j) in n.inputs.iter().enumerate() {
-                        let want = if idx.contains(&k) {
-                            DType::I64
-                        } else {
-                            T::DTYPE
-                        };
+                        let want = if idx.contains(&k) { DType::I64 } else { T::DTYPE };
                         if (def.nodes[j].dtype == DType::I64) != (want == DType::I64) {
-                            return Err(bad(format!(
-                                "node {i} ({}) input {k} has the wrong dtype",
-                                op.name()
-                            )));
+                            return Err(bad(format!("node {i} ({}) input {k} has the wrong dtype", op.name())));
                         }
                     }
-                    let shapes: Vec<&[usize]> =
-                        n.inputs.iter().map(|&j| &def.nodes[j].shape[..]).collect();
+                    let shapes: Vec<&[usize]> = n.inputs.iter().map(|&j| &def.nodes[j].shape[..]).collect();
                     match rule.infer(&shapes) {
                         Ok(s) if s == shape => {}
-                        _ => {
-                            return Err(bad(format!(
-                                "node {i} ({}) does not produce shape {:?}",
-                                op.name(),
-                                n.shape
-                            )))
-                        }
+                        _ => return Err(bad(format!("node {i} ({}) does not produce shape {:?}", op.name(), n.shape))),
                     }
                     Value::Float(ArrayD::zeros(IxDyn(&n.shape)))
                 }
             };
-            let dtype = if matches!(value, Value::Index(_)) {
-                DType::I64
-            } else {
-                T::DTYPE
-            };
+            let dtype = if matches!(value, Value::Index(_)) { DType::I64 } else { T::DTYPE };
             g.set_current_scope(ScopeId(n.scope as u32));
             let id = g.append(n.op.clone(), &inputs, shape, dtype, value);
             if let Op::Param(p) = &n.op {

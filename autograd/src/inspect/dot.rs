@@ -24,14 +24,11 @@ impl<T: Float> Graph<T> {
         let mut groups: BTreeMap<Group, BTreeMap<Option<u32>, Vec<usize>>> = BTreeMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let s = self.scope_info(n.scope);
-            groups
-                .entry((s.layer, s.direction))
-                .or_default()
-                .entry(s.step)
-                .or_default()
-                .push(i);
+            groups.entry((s.layer, s.direction)).or_default().entry(s.step).or_default().push(i);
         }
-        let mut out = String::from("digraph unrolled {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n");
+        let mut out = String::from(
+            "digraph unrolled {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n",
+        );
         for ((layer, dir), steps) in &groups {
             let outer = layer.is_some() || dir.is_some();
             if outer {
@@ -40,20 +37,13 @@ impl<T: Float> Graph<T> {
                     layer.map_or(String::new(), |l| format!("l{l}")),
                     dir.map_or(String::new(), |d| format!("_{}", d.segment()))
                 );
-                let _ = writeln!(
-                    out,
-                    "  subgraph cluster_{name} {{\n    label=\"{}\";",
-                    name.trim_start_matches('_')
-                );
+                let _ = writeln!(out, "  subgraph cluster_{name} {{\n    label=\"{}\";", name.trim_start_matches('_'));
             }
             for (step, nodes) in steps {
                 if let Some(t) = step {
                     let prefix = layer.map_or(String::new(), |l| format!("l{l}_"));
                     let d = dir.map_or(String::new(), |d| format!("{}_", d.segment()));
-                    let _ = writeln!(
-                        out,
-                        "  subgraph cluster_{prefix}{d}t{t} {{\n    label=\"t{t}\"; style=rounded;"
-                    );
+                    let _ = writeln!(out, "  subgraph cluster_{prefix}{d}t{t} {{\n    label=\"t{t}\"; style=rounded;");
                 }
                 for &i in nodes {
                     self.dot_node(&mut out, i);
@@ -98,10 +88,6 @@ impl<T: Float> Graph<T> {
         } else {
             ""
         };
-        let _ = writeln!(
-            out,
-            "    n{i} [label=\"{}\"{style}];",
-            escape(&label).replace("\\\\n", "\\n")
-        );
+        let _ = writeln!(out, "    n{i} [label=\"{}\"{style}];", escape(&label).replace("\\\\n", "\\n"));
     }
 }

@@ -29,10 +29,7 @@ pub struct Summary {
 impl<T: Float> Graph<T> {
     /// Counts nodes per op, per time step and per layer, and parameter fan-out.
     pub fn summary(&self) -> Summary {
-        let mut s = Summary {
-            nodes: self.nodes.len(),
-            ..Summary::default()
-        };
+        let mut s = Summary { nodes: self.nodes.len(), ..Summary::default() };
         let mut consumers = vec![0usize; self.nodes.len()];
         for n in &self.nodes {
             *s.by_op.entry(n.op.name().to_string()).or_default() += 1;
@@ -70,19 +67,11 @@ impl fmt::Display for Summary {
         let ops: Vec<String> = self.by_op.iter().map(|(k, v)| format!("{k} {v}")).collect();
         writeln!(f, "ops: {}", ops.join(", "))?;
         if !self.by_step.is_empty() {
-            let steps: Vec<String> = self
-                .by_step
-                .iter()
-                .map(|(k, v)| format!("t{k} {v}"))
-                .collect();
+            let steps: Vec<String> = self.by_step.iter().map(|(k, v)| format!("t{k} {v}")).collect();
             writeln!(f, "forward nodes per step: {}", steps.join(", "))?;
         }
         if !self.by_layer.is_empty() {
-            let layers: Vec<String> = self
-                .by_layer
-                .iter()
-                .map(|(k, v)| format!("l{k} {v}"))
-                .collect();
+            let layers: Vec<String> = self.by_layer.iter().map(|(k, v)| format!("l{k} {v}")).collect();
             writeln!(f, "forward nodes per layer: {}", layers.join(", "))?;
         }
         for (k, v) in &self.param_fanout {

@@ -14,10 +14,7 @@ pub(crate) fn attrs(op: &Op) -> String {
         return String::new();
     };
     let mut s = String::new();
-    for (k, v) in map
-        .iter()
-        .filter(|(k, v)| k.as_str() != "op" && !v.is_null())
-    {
+    for (k, v) in map.iter().filter(|(k, v)| k.as_str() != "op" && !v.is_null()) {
         if !s.is_empty() {
             s.push_str(", ");
         }

@@ -71,17 +71,13 @@ pub struct LogSoftmax {
 fn axis_infer(shapes: &[&[usize]], axis: usize) -> FResult<Shape> {
     arity(shapes, 1)?;
     if axis >= shapes[0].len() {
-        return Err(Fail::Invalid(format!(
-            "axis {axis} out of range for rank {}",
-            shapes[0].len()
-        )));
+        return Err(Fail::Invalid(format!("axis {axis} out of range for rank {}", shapes[0].len())));
     }
     Ok(shape_of(shapes[0]))
 }
 
 fn lane_max<T: Float>(lane: &ndarray::ArrayViewMut1<T>) -> T {
-    lane.iter()
-        .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
+    lane.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
 }
 
 impl<T: Float> Rule<T> for Softmax {
@@ -143,30 +139,15 @@ impl<T: Float> Rule<T> for DropoutMask {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
         arity(s, 0)?;
         if !(0.0..=1.0).contains(&self.p) {
-            return Err(Fail::Invalid(format!(
-                "dropout probability {} is not in [0, 1]",
-                self.p
-            )));
+            return Err(Fail::Invalid(format!("dropout probability {} is not in [0, 1]", self.p)));
         }
         Ok(shape_of(&self.shape))
     }
     fn forward(&self, _: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let mut rng = crate::rng::Rng::new(self.seed);
-        let keep = if self.p < 1.0 {
-            T::of(1.0 / (1.0 - self.p))
-        } else {
-            T::zero()
-        };
+        let keep = if self.p < 1.0 { T::of(1.0 / (1.0 - self.p)) } else { T::zero() };
         let n: usize = shape.iter().product();
-        let data = (0..n)
-            .map(|_| {
-                if rng.uniform() >= self.p {
-                    keep
-                } else {
-                    T::zero()
-                }
-            })
-            .collect();
+        let data = (0..n).map(|_| if rng.uniform() >= self.p { keep } else { T::zero() }).collect();
         Ok(ArrayD::from_shape_vec(shape, data).expect("sized"))
     }
     fn backward(&self, _: &mut Graph<T>, _: &Back) -> Result<Grads> {

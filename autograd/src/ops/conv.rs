@@ -21,10 +21,7 @@ pub struct Conv2dGeometry {
 
 impl Conv2dGeometry {
     fn out_len(&self, axis: usize, n: usize, k: usize) -> FResult<usize> {
-        let padded = self.padding[axis]
-            .checked_mul(2)
-            .and_then(|p| p.checked_add(n))
-            .unwrap_or(usize::MAX);
+        let padded = self.padding[axis].checked_mul(2).and_then(|p| p.checked_add(n)).unwrap_or(usize::MAX);
         if self.stride[axis] == 0 || padded < k || padded == usize::MAX {
             return Err(Fail::Invalid(format!(
                 "kernel {k} does not fit input {n} with padding {} and stride {}",
@@ -126,10 +123,7 @@ fn col2im<T: Float>(cols: &Array2<T>, d: &Dims, mut out: ArrayViewMut3<T>) {
 
 fn rank4(s: &[usize], what: &str) -> FResult<()> {
     if s.len() != 4 {
-        return Err(Fail::Invalid(format!(
-            "{what} must be 4-D (NCHW), got rank {}",
-            s.len()
-        )));
+        return Err(Fail::Invalid(format!("{what} must be 4-D (NCHW), got rank {}", s.len())));
     }
     Ok(())
 }
@@ -143,24 +137,13 @@ fn conv_dims(geo: Conv2dGeometry, x: &[usize], w: &[usize]) -> FResult<(Dims, Sh
     }
     let ho = geo.out_len(0, x[2], w[2])?;
     let wo = geo.out_len(1, x[3], w[3])?;
-    let d = Dims {
-        c: x[1],
-        h: x[2],
-        w: x[3],
-        kh: w[2],
-        kw: w[3],
-        ho,
-        wo,
-        geo,
-    };
+    let d = Dims { c: x[1], h: x[2], w: x[3], kh: w[2], kw: w[3], ho, wo, geo };
     Ok((d, Shape::from_slice(&[x[0], w[0], ho, wo])))
 }
 
 fn weight2<T: Float>(w: &ArrayD<T>, d: &Dims) -> Array2<T> {
     let o = w.shape()[0];
-    w.to_shape((o, d.c * d.kh * d.kw))
-        .expect("sized")
-        .into_owned()
+    w.to_shape((o, d.c * d.kh * d.kw)).expect("sized").into_owned()
 }
 
 impl<T: Float> Rule<T> for Conv2d {
@@ -177,8 +160,7 @@ impl<T: Float> Rule<T> for Conv2d {
         for n in 0..shape[0] {
             let cols = im2col(x4.index_axis(Axis(0), n), &d);
             let y = w2.dot(&cols);
-            out.index_axis_mut(Axis(0), n)
-                .assign(&y.into_shape_with_order(IxDyn(&shape[1..])).expect("sized"));
+            out.index_axis_mut(Axis(0), n).assign(&y.into_shape_with_order(IxDyn(&shape[1..])).expect("sized"));
         }
         Ok(out)
     }
@@ -188,23 +170,14 @@ impl<T: Float> Rule<T> for Conv2d {
         let gx = if b.needs[0] {
             let xs = g.shape_of(x);
             let input_hw = [xs[2], xs[3]];
-            Some(g.push(
-                Op::Conv2dInputGrad(Conv2dInputGrad { geometry, input_hw }),
-                &[b.grad, w],
-            )?)
+            Some(g.push(Op::Conv2dInputGrad(Conv2dInputGrad { geometry, input_hw }), &[b.grad, w])?)
         } else {
             None
         };
         let gw = if b.needs[1] {
             let ws = g.shape_of(w);
             let kernel_hw = [ws[2], ws[3]];
-            Some(g.push(
-                Op::Conv2dWeightGrad(Conv2dWeightGrad {
-                    geometry,
-                    kernel_hw,
-                }),
-                &[x, b.grad],
-            )?)
+            Some(g.push(Op::Conv2dWeightGrad(Conv2dWeightGrad { geometry, kernel_hw }), &[x, b.grad])?)
         } else {
             None
         };
@@ -235,10 +208,7 @@ impl<T: Float> Rule<T> for Conv2dInputGrad {
             let gn = gy.index_axis(Axis(0), n);
             let g2 = gn.to_shape((o, d.ho * d.wo)).expect("sized");
             let cols = w2t.dot(&g2);
-            let out3 = out
-                .index_axis_mut(Axis(0), n)
-                .into_dimensionality()
-                .expect("rank 3");
+            let out3 = out.index_axis_mut(Axis(0), n).into_dimensionality().expect("rank 3");
             col2im(&cols, &d, out3);
         }
         Ok(out)
@@ -247,21 +217,11 @@ impl<T: Float> Rule<T> for Conv2dInputGrad {
         // out = Aᵀ(gy; w), linear in each: d/dgy = conv2d(u, w), d/dw = weight_grad(u, gy).
         let (gy, w) = (b.inputs[0], b.inputs[1]);
         let geometry = self.geometry;
-        let ggy = if b.needs[0] {
-            Some(g.push(Op::Conv2d(Conv2d { geometry }), &[b.grad, w])?)
-        } else {
-            None
-        };
+        let ggy = if b.needs[0] { Some(g.push(Op::Conv2d(Conv2d { geometry }), &[b.grad, w])?) } else { None };
         let gw = if b.needs[1] {
             let ws = g.shape_of(w);
             let kernel_hw = [ws[2], ws[3]];
-            Some(g.push(
-                Op::Conv2dWeightGrad(Conv2dWeightGrad {
-                    geometry,
-                    kernel_hw,
-                }),
-                &[b.grad, gy],
-            )?)
+            Some(g.push(Op::Conv2dWeightGrad(Conv2dWeightGrad { geometry, kernel_hw }), &[b.grad, gy])?)
         } else {
             None
         };
@@ -303,18 +263,11 @@ impl<T: Float> Rule<T> for Conv2dWeightGrad {
         let gx = if b.needs[0] {
             let xs = g.shape_of(x);
             let input_hw = [xs[2], xs[3]];
-            Some(g.push(
-                Op::Conv2dInputGrad(Conv2dInputGrad { geometry, input_hw }),
-                &[gy, b.grad],
-            )?)
+            Some(g.push(Op::Conv2dInputGrad(Conv2dInputGrad { geometry, input_hw }), &[gy, b.grad])?)
         } else {
             None
         };
-        let ggy = if b.needs[1] {
-            Some(g.push(Op::Conv2d(Conv2d { geometry }), &[x, b.grad])?)
-        } else {
-            None
-        };
+        let ggy = if b.needs[1] { Some(g.push(Op::Conv2d(Conv2d { geometry }), &[x, b.grad])?) } else { None };
         grads([gx, ggy])
     }
 }
@@ -334,10 +287,7 @@ impl<T: Float> Rule<T> for ChannelWindowSum {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
         arity(s, 1)?;
         if s[0].len() < 2 {
-            return Err(Fail::Invalid(format!(
-                "needs a channel axis (rank >= 2), got rank {}",
-                s[0].len()
-            )));
+            return Err(Fail::Invalid(format!("needs a channel axis (rank >= 2), got rank {}", s[0].len())));
         }
         Ok(shape_of(s[0]))
     }
@@ -356,10 +306,7 @@ impl<T: Float> Rule<T> for ChannelWindowSum {
         Ok(out)
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let adj = ChannelWindowSum {
-            before: self.after,
-            after: self.before,
-        };
+        let adj = ChannelWindowSum { before: self.after, after: self.before };
         grads([Some(g.push(Op::ChannelWindowSum(adj), &[b.grad])?)])
     }
 }
@@ -381,20 +328,14 @@ impl<T: Float> Graph<T> {
         stride: usize,
         padding: usize,
     ) -> Result<NodeId> {
-        let geometry = Conv2dGeometry {
-            stride: [stride; 2],
-            padding: [padding; 2],
-        };
+        let geometry = Conv2dGeometry { stride: [stride; 2], padding: [padding; 2] };
         let y = self.push(Op::Conv2d(Conv2d { geometry }), &[x, w])?;
         match bias {
             None => Ok(y),
             Some(b) => {
                 let o = self.shape_of(y)[1];
                 if self.shape(b)? != [o] {
-                    let f = Fail::Mismatch(
-                        Shape::from_slice(&[o]),
-                        self.shape_of(b).iter().copied().collect(),
-                    );
+                    let f = Fail::Mismatch(Shape::from_slice(&[o]), self.shape_of(b).iter().copied().collect());
                     return Err(self.fail("conv2d", f, &[y, b]));
                 }
                 let b4 = self.reshape(b, &[1, o, 1, 1])?;
@@ -411,30 +352,35 @@ impl<T: Float> Graph<T> {
     ///
     /// # Errors
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) for rank < 2 or `size == 0`.
-    pub fn local_response_norm(
-        &mut self,
-        x: NodeId,
-        size: usize,
-        alpha: f64,
-        beta: f64,
-        k: f64,
-    ) -> Result<NodeId> {
+    pub fn local_response_norm(&mut self, x: NodeId, size: usize, alpha: f64, beta: f64, k: f64) -> Result<NodeId> {
         self.check(x, "local_response_norm")?;
         if size == 0 {
-            return Err(self.fail(
-                "local_response_norm",
-                Fail::Invalid("size must be at least 1".into()),
-                &[x],
-            ));
+            return Err(self.fail("local_response_norm", Fail::Invalid("size must be at least 1".into()), &[x]));
         }
         let sq = self.square(x)?;
-        let win = ChannelWindowSum {
-            before: size / 2,
-            after: (size - 1) / 2,
-        };
+        let win = ChannelWindowSum { before: size / 2, after: (size - 1) / 2 };
         let s = self.push(Op::ChannelWindowSum(win), &[sq])?;
         let d = self.affine(s, alpha / size as f64, k)?;
         let d = self.pow_scalar(d, -beta)?;
         self.mul(x, d)
+    }
+
+    /// Max pooling over non-overlapping `k × k` windows, `[N, C, H, W] -> [N, C, H/k, W/k]`
+    /// (PyTorch's `max_pool2d(x, k)` when `k` divides `H` and `W`). Composed of a
+    /// reshape and a max, so it differentiates to any order; ties within a window
+    /// share the gradient evenly.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a rank other than 4,
+    /// `k = 0`, or a `k` that does not divide the height and width.
+    pub fn max_pool2d(&mut self, x: NodeId, k: usize) -> Result<NodeId> {
+        self.check(x, "max_pool2d")?;
+        let s = self.shape_of(x).to_vec();
+        if s.len() != 4 || k == 0 || s[2] % k != 0 || s[3] % k != 0 {
+            let f = Fail::Invalid(format!("needs [N, C, H, W] with H and W divisible by k = {k}"));
+            return Err(self.fail("max_pool2d", f, &[x]));
+        }
+        let r = self.reshape(x, &[s[0], s[1], s[2] / k, k, s[3] / k, k])?;
+        self.max(r, &[3, 5], false)
     }
 }

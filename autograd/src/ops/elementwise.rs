@@ -70,11 +70,7 @@ impl<T: Float> Rule<T> for Add {
 impl<T: Float> Rule<T> for Sub {
     binary_forward!(Sub, -);
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let gb = if b.needs[1] {
-            Some(g.neg(b.grad)?)
-        } else {
-            None
-        };
+        let gb = if b.needs[1] { Some(g.neg(b.grad)?) } else { None };
         grads([Some(b.grad), gb])
     }
 }
@@ -82,16 +78,8 @@ impl<T: Float> Rule<T> for Sub {
 impl<T: Float> Rule<T> for Mul {
     binary_forward!(Mul, *);
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let ga = if b.needs[0] {
-            Some(g.mul(b.grad, b.inputs[1])?)
-        } else {
-            None
-        };
-        let gb = if b.needs[1] {
-            Some(g.mul(b.grad, b.inputs[0])?)
-        } else {
-            None
-        };
+        let ga = if b.needs[0] { Some(g.mul(b.grad, b.inputs[1])?) } else { None };
+        let gb = if b.needs[1] { Some(g.mul(b.grad, b.inputs[0])?) } else { None };
         grads([ga, gb])
     }
 }
@@ -99,11 +87,7 @@ impl<T: Float> Rule<T> for Mul {
 impl<T: Float> Rule<T> for Div {
     binary_forward!(Div, /);
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let ga = if b.needs[0] {
-            Some(g.div(b.grad, b.inputs[1])?)
-        } else {
-            None
-        };
+        let ga = if b.needs[0] { Some(g.div(b.grad, b.inputs[1])?) } else { None };
         let gb = if b.needs[1] {
             // d(a/b)/db = -(a/b)/b = -out/b
             let t = g.mul(b.grad, b.out)?;
@@ -136,18 +120,10 @@ impl<T: Float> Rule<T> for Affine {
     }
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
         let (a, c) = (T::of(self.scale), T::of(self.shift));
-        Ok(if self.shift == 0.0 {
-            fin(x, 0).mapv(|v| v * a)
-        } else {
-            fin(x, 0).mapv(|v| v * a + c)
-        })
+        Ok(if self.shift == 0.0 { fin(x, 0).mapv(|v| v * a) } else { fin(x, 0).mapv(|v| v * a + c) })
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let gx = if self.scale == 1.0 {
-            b.grad
-        } else {
-            g.mul_scalar(b.grad, self.scale)?
-        };
+        let gx = if self.scale == 1.0 { b.grad } else { g.mul_scalar(b.grad, self.scale)? };
         grads([Some(gx)])
     }
 }
@@ -324,14 +300,8 @@ impl<T: Float> Rule<T> for Compare {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let mut out = ArrayD::zeros(shape);
         let (a, b) = (fin(x, 0), fin(x, 1));
-        let (a, b) = (
-            a.broadcast(shape).expect("inferred"),
-            b.broadcast(shape).expect("inferred"),
-        );
-        Zip::from(&mut out)
-            .and(&a)
-            .and(&b)
-            .for_each(|o, &a, &b| *o = one_if(self.cmp.test(a, b)));
+        let (a, b) = (a.broadcast(shape).expect("inferred"), b.broadcast(shape).expect("inferred"));
+        Zip::from(&mut out).and(&a).and(&b).for_each(|o, &a, &b| *o = one_if(self.cmp.test(a, b)));
         Ok(out)
     }
     fn backward(&self, _: &mut Graph<T>, _: &Back) -> Result<Grads> {
@@ -371,28 +341,16 @@ impl<T: Float> Rule<T> for Where {
         let c = fin(x, 0).broadcast(shape).expect("inferred");
         let a = fin(x, 1).broadcast(shape).expect("inferred");
         let b = fin(x, 2).broadcast(shape).expect("inferred");
-        Zip::from(&mut out)
-            .and(&c)
-            .and(&a)
-            .and(&b)
-            .for_each(|o, &c, &a, &b| {
-                *o = if c != T::zero() { a } else { b };
-            });
+        Zip::from(&mut out).and(&c).and(&a).and(&b).for_each(|o, &c, &a, &b| {
+            *o = if c != T::zero() { a } else { b };
+        });
         Ok(out)
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let zero = g.scalar(0.0);
         let c = b.inputs[0];
-        let ga = if b.needs[1] {
-            Some(g.where_(c, b.grad, zero)?)
-        } else {
-            None
-        };
-        let gb = if b.needs[2] {
-            Some(g.where_(c, zero, b.grad)?)
-        } else {
-            None
-        };
+        let ga = if b.needs[1] { Some(g.where_(c, b.grad, zero)?) } else { None };
+        let gb = if b.needs[2] { Some(g.where_(c, zero, b.grad)?) } else { None };
         grads([None, ga, gb])
     }
 }

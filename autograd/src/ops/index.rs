@@ -56,19 +56,12 @@ fn check_index(idx: &ArrayD<i64>, bound: usize) -> FResult<()> {
 }
 
 fn take_shape(x: &[usize], axis: usize, idx: &[usize]) -> Shape {
-    x[..axis]
-        .iter()
-        .chain(idx)
-        .chain(&x[axis + 1..])
-        .copied()
-        .collect()
+    x[..axis].iter().chain(idx).chain(&x[axis + 1..]).copied().collect()
 }
 
 fn axis_ok(rank: usize, axis: usize) -> FResult<()> {
     if axis >= rank {
-        return Err(Fail::Invalid(format!(
-            "axis {axis} out of range for rank {rank}"
-        )));
+        return Err(Fail::Invalid(format!("axis {axis} out of range for rank {rank}")));
     }
     Ok(())
 }
@@ -91,13 +84,7 @@ impl<T: Float> Rule<T> for IndexSelect {
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let size = g.shape_of(b.inputs[0])[self.axis];
-        let gx = g.push(
-            Op::IndexAdd(IndexAdd {
-                axis: self.axis,
-                size,
-            }),
-            &[b.grad, b.inputs[1]],
-        )?;
+        let gx = g.push(Op::IndexAdd(IndexAdd { axis: self.axis, size }), &[b.grad, b.inputs[1]])?;
         grads([Some(gx), None])
     }
 }
@@ -113,12 +100,7 @@ impl<T: Float> Rule<T> for IndexAdd {
         if src.len() < lead || src[self.axis..lead] != *idx {
             return Err(Fail::Mismatch(shape_of(src), shape_of(idx)));
         }
-        Ok(src[..self.axis]
-            .iter()
-            .chain(std::iter::once(&self.size))
-            .chain(&src[lead..])
-            .copied()
-            .collect())
+        Ok(src[..self.axis].iter().chain(std::iter::once(&self.size)).chain(&src[lead..]).copied().collect())
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (src, idx) = (fin(x, 0), x[1].index());
@@ -141,12 +123,7 @@ impl<T: Float> Rule<T> for IndexAdd {
 
 fn gather_infer(x: &[usize], idx: &[usize], axis: usize) -> FResult<()> {
     axis_ok(x.len(), axis)?;
-    let fits = idx.len() == x.len()
-        && idx
-            .iter()
-            .zip(x)
-            .enumerate()
-            .all(|(d, (i, n))| d == axis || i <= n);
+    let fits = idx.len() == x.len() && idx.iter().zip(x).enumerate().all(|(d, (i, n))| d == axis || i <= n);
     if !fits {
         return Err(Fail::Mismatch(shape_of(x), shape_of(idx)));
     }
@@ -176,13 +153,7 @@ impl<T: Float> Rule<T> for Gather {
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let shape = g.shape_of(b.inputs[0]).to_vec();
-        let gx = g.push(
-            Op::ScatterAdd(ScatterAdd {
-                axis: self.axis,
-                shape,
-            }),
-            &[b.grad, b.inputs[1]],
-        )?;
+        let gx = g.push(Op::ScatterAdd(ScatterAdd { axis: self.axis, shape }), &[b.grad, b.inputs[1]])?;
         grads([Some(gx), None])
     }
 }

@@ -33,10 +33,7 @@ pub struct MatMul {
 }
 
 fn view2<T>(a: &ArrayD<T>, t: bool) -> ArrayView2<'_, T> {
-    let v = a
-        .view()
-        .into_dimensionality::<Ix2>()
-        .expect("rank checked by infer");
+    let v = a.view().into_dimensionality::<Ix2>().expect("rank checked by infer");
     if t {
         v.reversed_axes()
     } else {
@@ -70,19 +67,13 @@ impl<T: Float> Rule<T> for MatMul {
             }
         }
         if a.len() == 3 && b.len() == 2 && self.trans_a {
-            return Err(Fail::Invalid(
-                "a 3-D @ 2-D product cannot transpose the 3-D operand".into(),
-            ));
+            return Err(Fail::Invalid("a 3-D @ 2-D product cannot transpose the 3-D operand".into()));
         }
         let ((m, k), (k2, n)) = (mat(a, self.trans_a), mat(b, self.trans_b));
         if k != k2 || (a.len() == 3 && b.len() == 3 && a[0] != b[0]) {
             return Err(bad());
         }
-        Ok(if a.len() == 3 {
-            Shape::from_slice(&[a[0], m, n])
-        } else {
-            Shape::from_slice(&[m, n])
-        })
+        Ok(if a.len() == 3 { Shape::from_slice(&[a[0], m, n]) } else { Shape::from_slice(&[m, n]) })
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
@@ -91,21 +82,12 @@ impl<T: Float> Rule<T> for MatMul {
         match (a.ndim(), b.ndim()) {
             (2, 2) => {
                 let mut o = out.view_mut().into_dimensionality::<Ix2>().expect("rank 2");
-                general_mat_mul(
-                    T::one(),
-                    &view2(a, self.trans_a),
-                    &view2(b, self.trans_b),
-                    T::zero(),
-                    &mut o,
-                );
+                general_mat_mul(T::one(), &view2(a, self.trans_a), &view2(b, self.trans_b), T::zero(), &mut o);
             }
             (3, 2) => {
                 let (bs, m, k) = (a.shape()[0], a.shape()[1], a.shape()[2]);
                 let a2 = a.to_shape((bs * m, k)).expect("sized");
-                let mut o = out
-                    .view_mut()
-                    .into_shape_with_order((bs * m, shape[2]))
-                    .expect("contiguous");
+                let mut o = out.view_mut().into_shape_with_order((bs * m, shape[2])).expect("contiguous");
                 general_mat_mul(T::one(), &a2, &view2(b, self.trans_b), T::zero(), &mut o);
             }
             _ => {
@@ -146,11 +128,7 @@ impl<T: Float> Rule<T> for MatMul {
             let (sa, n) = (g.shape_of(a).to_vec(), g.shape_of(gr)[2]);
             let a2 = g.reshape(a, &[sa[0] * sa[1], sa[2]])?;
             let g2 = g.reshape(gr, &[sa[0] * sa[1], n])?;
-            Some(if tb {
-                g.matmul_t(g2, a2, true, false)?
-            } else {
-                g.matmul_t(a2, g2, true, false)?
-            })
+            Some(if tb { g.matmul_t(g2, a2, true, false)? } else { g.matmul_t(a2, g2, true, false)? })
         } else {
             Some(match (ta, tb) {
                 (false, false) => g.matmul_t(a, gr, true, false)?,
@@ -179,13 +157,7 @@ impl<T: Float> Graph<T> {
     ///
     /// # Errors
     /// As [`Graph::matmul`].
-    pub fn matmul_t(
-        &mut self,
-        a: NodeId,
-        b: NodeId,
-        trans_a: bool,
-        trans_b: bool,
-    ) -> Result<NodeId> {
+    pub fn matmul_t(&mut self, a: NodeId, b: NodeId, trans_a: bool, trans_b: bool) -> Result<NodeId> {
         self.push(Op::MatMul(MatMul { trans_a, trans_b }), &[a, b])
     }
 

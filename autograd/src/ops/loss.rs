@@ -76,9 +76,7 @@ impl<T: Float> Rule<T> for CrossEntropy {
             .into_iter()
             .zip(t.iter())
             .map(|(lane, &k)| {
-                let m = lane
-                    .iter()
-                    .fold(T::neg_infinity(), |m, &x| if x > m { x } else { m });
+                let m = lane.iter().fold(T::neg_infinity(), |m, &x| if x > m { x } else { m });
                 let lse = m + lane.iter().map(|&x| (x - m).exp()).sum::<T>().ln();
                 lse - lane[k as usize]
             })
@@ -87,9 +85,7 @@ impl<T: Float> Rule<T> for CrossEntropy {
         Ok(match self.reduction {
             Reduction::None => ArrayD::from_shape_vec(IxDyn(shape), per).expect("sized"),
             Reduction::Sum => ArrayD::from_elem(IxDyn(&[]), per.into_iter().sum()),
-            Reduction::Mean => {
-                ArrayD::from_elem(IxDyn(&[]), per.into_iter().sum::<T>() / T::of(n as f64))
-            }
+            Reduction::Mean => ArrayD::from_elem(IxDyn(&[]), per.into_iter().sum::<T>() / T::of(n as f64)),
         })
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
@@ -141,16 +137,8 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if the shapes do not fit,
     /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) for a target outside `0..C`.
-    pub fn cross_entropy(
-        &mut self,
-        logits: NodeId,
-        targets: NodeId,
-        reduction: Reduction,
-    ) -> Result<NodeId> {
-        self.push(
-            Op::CrossEntropy(CrossEntropy { reduction }),
-            &[logits, targets],
-        )
+    pub fn cross_entropy(&mut self, logits: NodeId, targets: NodeId, reduction: Reduction) -> Result<NodeId> {
+        self.push(Op::CrossEntropy(CrossEntropy { reduction }), &[logits, targets])
     }
 
     /// One-hot floats `S ++ [classes]` from int64 indices `S`.

@@ -80,10 +80,7 @@ pub(crate) trait Rule<T: Float> {
 
 pub(crate) fn arity(shapes: &[&[usize]], n: usize) -> FResult<()> {
     if shapes.len() != n {
-        return Err(Fail::Invalid(format!(
-            "takes {n} inputs, got {}",
-            shapes.len()
-        )));
+        return Err(Fail::Invalid(format!("takes {n} inputs, got {}", shapes.len())));
     }
     Ok(())
 }
@@ -104,16 +101,8 @@ pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> FResult<Shape> {
     let n = a.len().max(b.len());
     let mut out = Shape::with_capacity(n);
     for i in 0..n {
-        let da = if i + a.len() >= n {
-            a[i + a.len() - n]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= n {
-            b[i + b.len() - n]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
         out.push(match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -140,11 +129,7 @@ impl<T: Float> Graph<T> {
         let nd = self.shape_of(x).len() as isize;
         let a = if axis < 0 { axis + nd } else { axis };
         if a < 0 || a >= nd {
-            return Err(self.fail(
-                op,
-                Fail::Invalid(format!("axis {axis} out of range for rank {nd}")),
-                &[x],
-            ));
+            return Err(self.fail(op, Fail::Invalid(format!("axis {axis} out of range for rank {nd}")), &[x]));
         }
         Ok(a as usize)
     }

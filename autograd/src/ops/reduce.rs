@@ -47,15 +47,10 @@ pub struct SumTo {
 
 fn reduced_shape(x: &[usize], axes: &[usize], keepdim: bool) -> FResult<Shape> {
     if let Some(&a) = axes.iter().find(|&&a| a >= x.len()) {
-        return Err(Fail::Invalid(format!(
-            "axis {a} out of range for rank {}",
-            x.len()
-        )));
+        return Err(Fail::Invalid(format!("axis {a} out of range for rank {}", x.len())));
     }
     if axes.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(Fail::Invalid(format!(
-            "axes {axes:?} are not strictly increasing"
-        )));
+        return Err(Fail::Invalid(format!("axes {axes:?} are not strictly increasing")));
     }
     Ok(x.iter()
         .enumerate()
@@ -98,9 +93,7 @@ impl<T: Float> Rule<T> for Sum {
         reduced_shape(s[0], &self.axes, self.keepdim)
     }
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(reduce(fin(x, 0), &self.axes, self.keepdim, |v, a| {
-            v.sum_axis(a)
-        }))
+        Ok(reduce(fin(x, 0), &self.axes, self.keepdim, |v, a| v.sum_axis(a)))
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let xs = g.shape_of(b.inputs[0]).to_vec();
@@ -127,12 +120,7 @@ impl<T: Float> Rule<T> for Max {
         let kept = reduced_shape(&xs, &self.axes, true).expect("checked");
         let gk = g.reshape(b.grad, &kept)?;
         let gb = g.broadcast_to(gk, &xs)?;
-        let m = g.push(
-            Op::MaxMask(MaxMask {
-                axes: self.axes.clone(),
-            }),
-            &[x],
-        )?;
+        let m = g.push(Op::MaxMask(MaxMask { axes: self.axes.clone() }), &[x])?;
         grads([Some(g.mul(gb, m)?)])
     }
 }
@@ -148,10 +136,7 @@ impl<T: Float> Rule<T> for MaxMask {
         let m = reduce(x, &self.axes, true, max_axis);
         let mut mask = ArrayD::zeros(shape);
         let mb = m.broadcast(IxDyn(shape)).expect("keepdim");
-        Zip::from(&mut mask)
-            .and(x)
-            .and(&mb)
-            .for_each(|o, &v, &m| *o = if v == m { T::one() } else { T::zero() });
+        Zip::from(&mut mask).and(x).and(&mb).for_each(|o, &v, &m| *o = if v == m { T::one() } else { T::zero() });
         let count = reduce(&mask, &self.axes, true, |v, a| v.sum_axis(a));
         Ok(mask / &count)
     }
@@ -199,10 +184,7 @@ impl<T: Float> Graph<T> {
         if axes.is_empty() {
             return Ok((0..self.shape_of(x).len()).collect());
         }
-        let mut out = axes
-            .iter()
-            .map(|&a| self.axis(op, x, a))
-            .collect::<Result<Vec<_>>>()?;
+        let mut out = axes.iter().map(|&a| self.axis(op, x, a)).collect::<Result<Vec<_>>>()?;
         out.sort_unstable();
         out.dedup();
         Ok(out)
@@ -222,13 +204,7 @@ impl<T: Float> Graph<T> {
     pub fn sum_all(&mut self, x: NodeId) -> Result<NodeId> {
         self.check(x, "sum_all")?;
         let axes = (0..self.shape_of(x).len()).collect();
-        self.push(
-            Op::Sum(Sum {
-                axes,
-                keepdim: false,
-            }),
-            &[x],
-        )
+        self.push(Op::Sum(Sum { axes, keepdim: false }), &[x])
     }
     /// Mean over `axes`. d/dx = g / n broadcast back.
     ///
@@ -265,13 +241,7 @@ impl<T: Float> Graph<T> {
     pub fn max_all(&mut self, x: NodeId) -> Result<NodeId> {
         self.check(x, "max_all")?;
         let axes = (0..self.shape_of(x).len()).collect();
-        self.push(
-            Op::Max(Max {
-                axes,
-                keepdim: false,
-            }),
-            &[x],
-        )
+        self.push(Op::Max(Max { axes, keepdim: false }), &[x])
     }
     /// `x` summed down to `shape` (the inverse of broadcasting).
     ///
@@ -282,11 +252,6 @@ impl<T: Float> Graph<T> {
         if self.shape_of(x) == shape {
             return Ok(x);
         }
-        self.push(
-            Op::SumTo(SumTo {
-                shape: shape.to_vec(),
-            }),
-            &[x],
-        )
+        self.push(Op::SumTo(SumTo { shape: shape.to_vec() }), &[x])
     }
 }

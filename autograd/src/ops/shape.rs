@@ -21,18 +21,12 @@ impl<T: Float> Rule<T> for Reshape {
         arity(s, 1)?;
         let (n, m) = (s[0].iter().product::<usize>(), super::numel(&self.shape)?);
         if n != m {
-            return Err(Fail::Invalid(format!(
-                "cannot reshape {n} elements to {:?} ({m} elements)",
-                self.shape
-            )));
+            return Err(Fail::Invalid(format!("cannot reshape {n} elements to {:?} ({m} elements)", self.shape)));
         }
         Ok(shape_of(&self.shape))
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(fin(x, 0)
-            .to_shape(IxDyn(shape))
-            .expect("sizes checked")
-            .into_owned())
+        Ok(fin(x, 0).to_shape(IxDyn(shape)).expect("sizes checked").into_owned())
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let s = g.shape_of(b.inputs[0]).to_vec();
@@ -52,25 +46,13 @@ impl<T: Float> Rule<T> for Permute {
         arity(s, 1)?;
         let n = s[0].len();
         let mut seen = vec![false; n];
-        if self.axes.len() != n
-            || self
-                .axes
-                .iter()
-                .any(|&a| a >= n || std::mem::replace(&mut seen[a], true))
-        {
-            return Err(Fail::Invalid(format!(
-                "{:?} is not a permutation of the {n} axes",
-                self.axes
-            )));
+        if self.axes.len() != n || self.axes.iter().any(|&a| a >= n || std::mem::replace(&mut seen[a], true)) {
+            return Err(Fail::Invalid(format!("{:?} is not a permutation of the {n} axes", self.axes)));
         }
         Ok(self.axes.iter().map(|&a| s[0][a]).collect())
     }
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(fin(x, 0)
-            .view()
-            .permuted_axes(IxDyn(&self.axes))
-            .as_standard_layout()
-            .into_owned())
+        Ok(fin(x, 0).view().permuted_axes(IxDyn(&self.axes)).as_standard_layout().into_owned())
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let mut inv = vec![0; self.axes.len()];
@@ -90,23 +72,14 @@ pub struct Concat {
 
 impl<T: Float> Rule<T> for Concat {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
-        let first = s
-            .first()
-            .ok_or_else(|| Fail::Invalid("needs at least one input".into()))?;
+        let first = s.first().ok_or_else(|| Fail::Invalid("needs at least one input".into()))?;
         if self.axis >= first.len() {
-            return Err(Fail::Invalid(format!(
-                "axis {} out of range for rank {}",
-                self.axis,
-                first.len()
-            )));
+            return Err(Fail::Invalid(format!("axis {} out of range for rank {}", self.axis, first.len())));
         }
         let mut out = shape_of(first);
         for t in &s[1..] {
             let same = t.len() == first.len()
-                && t.iter()
-                    .zip(first.iter())
-                    .enumerate()
-                    .all(|(i, (a, b))| i == self.axis || a == b);
+                && t.iter().zip(first.iter()).enumerate().all(|(i, (a, b))| i == self.axis || a == b);
             if !same {
                 return Err(Fail::Mismatch(shape_of(first), shape_of(t)));
             }
@@ -123,11 +96,7 @@ impl<T: Float> Rule<T> for Concat {
         let mut out = Grads::new();
         for (k, &x) in b.inputs.iter().enumerate() {
             let len = g.shape_of(x)[self.axis];
-            out.push(if b.needs[k] {
-                Some(g.narrow(b.grad, self.axis as isize, off, len)?)
-            } else {
-                None
-            });
+            out.push(if b.needs[k] { Some(g.narrow(b.grad, self.axis as isize, off, len)?) } else { None });
             off += len;
         }
         Ok(out)
@@ -149,12 +118,7 @@ impl<T: Float> Rule<T> for Narrow {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
         arity(s, 1)?;
         let x = s[0];
-        if self.axis >= x.len()
-            || self
-                .start
-                .checked_add(self.len)
-                .is_none_or(|end| end > x[self.axis])
-        {
+        if self.axis >= x.len() || self.start.checked_add(self.len).is_none_or(|end| end > x[self.axis]) {
             return Err(Fail::Invalid(format!(
                 "{} elements from {} on axis {} are outside the input",
                 self.len, self.start, self.axis
@@ -170,12 +134,7 @@ impl<T: Float> Rule<T> for Narrow {
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let total = g.shape_of(b.inputs[0])[self.axis];
-        grads([Some(g.pad(
-            b.grad,
-            self.axis as isize,
-            self.start,
-            total - self.start - self.len,
-        )?)])
+        grads([Some(g.pad(b.grad, self.axis as isize, self.start, total - self.start - self.len)?)])
     }
 }
 
@@ -194,11 +153,7 @@ impl<T: Float> Rule<T> for Pad {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
         arity(s, 1)?;
         if self.axis >= s[0].len() {
-            return Err(Fail::Invalid(format!(
-                "axis {} out of range for rank {}",
-                self.axis,
-                s[0].len()
-            )));
+            return Err(Fail::Invalid(format!("axis {} out of range for rank {}", self.axis, s[0].len())));
         }
         let mut out = shape_of(s[0]);
         out[self.axis] = self
@@ -213,18 +168,12 @@ impl<T: Float> Rule<T> for Pad {
         let x = fin(x, 0);
         let mut out = ArrayD::zeros(shape);
         let len = x.shape()[self.axis];
-        out.slice_axis_mut(Axis(self.axis), Slice::from(self.before..self.before + len))
-            .assign(x);
+        out.slice_axis_mut(Axis(self.axis), Slice::from(self.before..self.before + len)).assign(x);
         Ok(out)
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let len = g.shape_of(b.inputs[0])[self.axis];
-        grads([Some(g.narrow(
-            b.grad,
-            self.axis as isize,
-            self.before,
-            len,
-        )?)])
+        grads([Some(g.narrow(b.grad, self.axis as isize, self.before, len)?)])
     }
 }
 
@@ -245,10 +194,7 @@ impl<T: Float> Rule<T> for BroadcastTo {
         }
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(fin(x, 0)
-            .broadcast(IxDyn(shape))
-            .expect("checked")
-            .to_owned())
+        Ok(fin(x, 0).broadcast(IxDyn(shape)).expect("checked").to_owned())
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let s = g.shape_of(b.inputs[0]).to_vec();
@@ -267,12 +213,7 @@ impl<T: Float> Graph<T> {
         if self.shape_of(x) == shape {
             return Ok(x);
         }
-        self.push(
-            Op::Reshape(Reshape {
-                shape: shape.to_vec(),
-            }),
-            &[x],
-        )
+        self.push(Op::Reshape(Reshape { shape: shape.to_vec() }), &[x])
     }
     /// A new axis of size 1 at `axis` (0..=rank; negative counts from the end).
     ///
@@ -301,11 +242,7 @@ impl<T: Float> Graph<T> {
         let a = self.axis("squeeze", x, axis)?;
         let mut s = self.shape_of(x).to_vec();
         if s[a] != 1 {
-            return Err(self.fail(
-                "squeeze",
-                Fail::Invalid(format!("axis {a} has size {}, not 1", s[a])),
-                &[x],
-            ));
+            return Err(self.fail("squeeze", Fail::Invalid(format!("axis {a} has size {}, not 1", s[a])), &[x]));
         }
         s.remove(a);
         self.reshape(x, &s)
@@ -315,12 +252,7 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) if `axes` is not a permutation.
     pub fn permute(&mut self, x: NodeId, axes: &[usize]) -> Result<NodeId> {
-        self.push(
-            Op::Permute(Permute {
-                axes: axes.to_vec(),
-            }),
-            &[x],
-        )
+        self.push(Op::Permute(Permute { axes: axes.to_vec() }), &[x])
     }
     /// Swaps two axes (negative counts from the end).
     ///
@@ -338,13 +270,8 @@ impl<T: Float> Graph<T> {
     /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if the other axes differ,
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) for no inputs or a bad axis.
     pub fn concat(&mut self, xs: &[NodeId], axis: isize) -> Result<NodeId> {
-        let first = *xs.first().ok_or_else(|| {
-            self.fail(
-                "concat",
-                Fail::Invalid("needs at least one input".into()),
-                &[],
-            )
-        })?;
+        let first =
+            *xs.first().ok_or_else(|| self.fail("concat", Fail::Invalid("needs at least one input".into()), &[]))?;
         let axis = self.axis("concat", first, axis)?;
         if xs.len() == 1 {
             return Ok(first);
@@ -356,13 +283,8 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// As [`Graph::concat`].
     pub fn stack(&mut self, xs: &[NodeId], axis: isize) -> Result<NodeId> {
-        let first = *xs.first().ok_or_else(|| {
-            self.fail(
-                "stack",
-                Fail::Invalid("needs at least one input".into()),
-                &[],
-            )
-        })?;
+        let first =
+            *xs.first().ok_or_else(|| self.fail("stack", Fail::Invalid("needs at least one input".into()), &[]))?;
         self.check(first, "stack")?;
         let nd = self.shape_of(first).len() as isize + 1;
         let a = if axis < 0 { axis + nd } else { axis };
@@ -400,11 +322,7 @@ impl<T: Float> Graph<T> {
         let a = self.axis("split", x, axis)?;
         let total = self.shape_of(x)[a];
         if sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s)) != Some(total) {
-            return Err(self.fail(
-                "split",
-                Fail::Invalid(format!("sizes {sizes:?} do not add up to {total}")),
-                &[x],
-            ));
+            return Err(self.fail("split", Fail::Invalid(format!("sizes {sizes:?} do not add up to {total}")), &[x]));
         }
         let mut off = 0;
         let mut out = Vec::with_capacity(sizes.len());
@@ -422,11 +340,7 @@ impl<T: Float> Graph<T> {
         let a = self.axis("chunk", x, axis)?;
         let total = self.shape_of(x)[a];
         if n == 0 || total % n != 0 {
-            return Err(self.fail(
-                "chunk",
-                Fail::Invalid(format!("{n} does not divide size {total}")),
-                &[x],
-            ));
+            return Err(self.fail("chunk", Fail::Invalid(format!("{n} does not divide size {total}")), &[x]));
         }
         self.split(x, a as isize, &vec![total / n; n])
     }
@@ -436,14 +350,7 @@ impl<T: Float> Graph<T> {
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an axis out of range.
     pub fn pad(&mut self, x: NodeId, axis: isize, before: usize, after: usize) -> Result<NodeId> {
         let axis = self.axis("pad", x, axis)?;
-        self.push(
-            Op::Pad(Pad {
-                axis,
-                before,
-                after,
-            }),
-            &[x],
-        )
+        self.push(Op::Pad(Pad { axis, before, after }), &[x])
     }
     /// `x` broadcast to `shape`.
     ///
@@ -454,11 +361,6 @@ impl<T: Float> Graph<T> {
         if self.shape_of(x) == shape {
             return Ok(x);
         }
-        self.push(
-            Op::BroadcastTo(BroadcastTo {
-                shape: shape.to_vec(),
-            }),
-            &[x],
-        )
+        self.push(Op::BroadcastTo(BroadcastTo { shape: shape.to_vec() }), &[x])
     }
 }

@@ -29,20 +29,12 @@ pub struct DeepTransition {
 impl DeepTransition {
     /// A cell with MLP hidden sizes `mlp` (at least one layer).
     pub fn new(prefix: &str, input: usize, hidden: usize, mlp: &[usize], skip: bool) -> Self {
-        DeepTransition {
-            prefix: prefix.to_owned(),
-            sizes: [input, hidden],
-            mlp: mlp.to_vec(),
-            skip,
-        }
+        DeepTransition { prefix: prefix.to_owned(), sizes: [input, hidden], mlp: mlp.to_vec(), skip }
     }
 
     fn dims(&self) -> Vec<usize> {
         let [i, h] = self.sizes;
-        std::iter::once(i + h)
-            .chain(self.mlp.iter().copied())
-            .chain(std::iter::once(h))
-            .collect()
+        std::iter::once(i + h).chain(self.mlp.iter().copied()).chain(std::iter::once(h)).collect()
     }
 }
 
@@ -62,13 +54,7 @@ impl<T: Float> Cell<T> for DeepTransition {
         (1..d.len())
             .flat_map(|k| {
                 [
-                    ParamSpec::new(
-                        &format!("{}W{k}", self.prefix),
-                        &[d[k], d[k - 1]],
-                        Role::InputWeight,
-                        1,
-                        h,
-                    ),
+                    ParamSpec::new(&format!("{}W{k}", self.prefix), &[d[k], d[k - 1]], Role::InputWeight, 1, h),
                     ParamSpec::new(&format!("{}b{k}", self.prefix), &[d[k]], Role::Bias, 1, h),
                 ]
             })
@@ -89,15 +75,7 @@ impl<T: Float> Cell<T> for DeepTransition {
                 first = Some(a);
             }
         }
-        let h = if self.skip {
-            g.scope("h").add(s.h(), a)?
-        } else {
-            a
-        };
-        Ok(Step {
-            output: h,
-            state: State::one(h),
-            taps: SmallVec::from_slice(&[first.unwrap_or(a)]),
-        })
+        let h = if self.skip { g.scope("h").add(s.h(), a)? } else { a };
+        Ok(Step { output: h, state: State::one(h), taps: SmallVec::from_slice(&[first.unwrap_or(a)]) })
     }
 }

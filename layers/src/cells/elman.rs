@@ -36,16 +36,8 @@ impl Elman {
         hidden: usize,
         nonlinearity: Nonlinearity,
     ) -> Self {
-        let gates = FusedGates {
-            names: TorchNames::new(prefix, layer, reverse),
-            gates: &["h"],
-            input,
-            hidden,
-        };
-        Elman {
-            gates,
-            nonlinearity,
-        }
+        let gates = FusedGates { names: TorchNames::new(prefix, layer, reverse), gates: &["h"], input, hidden };
+        Elman { gates, nonlinearity }
     }
 }
 
@@ -67,10 +59,6 @@ impl<T: Float> Cell<T> for Elman {
             Nonlinearity::Tanh => g.tanh(z)?,
             Nonlinearity::Relu => g.relu(z)?,
         };
-        Ok(Step {
-            output: h,
-            state: State::one(h),
-            taps: SmallVec::new(),
-        })
+        Ok(Step { output: h, state: State::one(h), taps: SmallVec::new() })
     }
 }

@@ -35,14 +35,7 @@ pub struct Gru {
 
 impl Gru {
     /// Layer `layer` of a module named `prefix` (e.g. `"gru."`), `_reverse` if `reverse`.
-    pub fn new(
-        prefix: &str,
-        layer: usize,
-        reverse: bool,
-        input: usize,
-        hidden: usize,
-        variant: GruVariant,
-    ) -> Self {
+    pub fn new(prefix: &str, layer: usize, reverse: bool, input: usize, hidden: usize, variant: GruVariant) -> Self {
         let gates = FusedGates {
             names: TorchNames::new(prefix, layer, reverse),
             gates: &["reset_gate", "update_gate", "new_gate"],
@@ -124,10 +117,6 @@ impl<T: Float> Cell<T> for Gru {
             let zd = g.mul(z, d)?;
             g.add(n, zd)?
         };
-        Ok(Step {
-            output: h_new,
-            state: State::one(h_new),
-            taps: SmallVec::from_slice(&[r, z, n]),
-        })
+        Ok(Step { output: h_new, state: State::one(h_new), taps: SmallVec::from_slice(&[r, z, n]) })
     }
 }

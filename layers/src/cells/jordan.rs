@@ -53,21 +53,9 @@ impl<T: Float> Cell<T> for Jordan {
         vec![
             ParamSpec::new(&w[0], &[h, i], Role::InputWeight, 1, h),
             ParamSpec::new(&w[1], &[h, o], Role::RecurrentWeight, 1, h),
-            ParamSpec::new(
-                self.hidden_gate.bias.as_deref().unwrap_or("b_h"),
-                &[h],
-                Role::Bias,
-                1,
-                h,
-            ),
+            ParamSpec::new(self.hidden_gate.bias.as_deref().unwrap_or("b_h"), &[h], Role::Bias, 1, h),
             ParamSpec::new(wy, &[o, h], Role::InputWeight, 1, o),
-            ParamSpec::new(
-                self.output_gate.bias.as_deref().unwrap_or("b_y"),
-                &[o],
-                Role::Bias,
-                1,
-                o,
-            ),
+            ParamSpec::new(self.output_gate.bias.as_deref().unwrap_or("b_y"), &[o], Role::Bias, 1, o),
         ]
     }
     /// `x [B, I]`, state `y [B, O]` → `y' [B, O]`; tap `h [B, H]`.
@@ -82,10 +70,6 @@ impl<T: Float> Cell<T> for Jordan {
             let z = self.output_gate.apply(&mut g, p, &[h])?;
             g.sigmoid(z)?
         };
-        Ok(Step {
-            output: y,
-            state: State::one(y),
-            taps: SmallVec::from_slice(&[h]),
-        })
+        Ok(Step { output: y, state: State::one(y), taps: SmallVec::from_slice(&[h]) })
     }
 }

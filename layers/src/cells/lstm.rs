@@ -35,10 +35,7 @@ impl Lstm {
             input,
             hidden,
         };
-        Lstm {
-            gates,
-            peephole: None,
-        }
+        Lstm { gates, peephole: None }
     }
 
     /// The same cell with peephole connections (`{prefix}weight_ch_l{k}[_reverse]`, `[3H]`).
@@ -47,14 +44,7 @@ impl Lstm {
         self
     }
 
-    fn peep<T: Float>(
-        &self,
-        g: &mut Graph<T>,
-        p: &ParamStore<T>,
-        k: usize,
-        z: NodeId,
-        c: NodeId,
-    ) -> Result<NodeId> {
+    fn peep<T: Float>(&self, g: &mut Graph<T>, p: &ParamStore<T>, k: usize, z: NodeId, c: NodeId) -> Result<NodeId> {
         match &self.peephole {
             None => Ok(z),
             Some(name) => {
@@ -84,13 +74,7 @@ impl<T: Float> Cell<T> for Lstm {
     fn params(&self) -> Vec<ParamSpec> {
         let mut v = self.gates.specs(Some(1));
         if let Some(n) = &self.peephole {
-            v.push(ParamSpec::new(
-                n,
-                &[3 * self.gates.hidden],
-                Role::Peephole,
-                3,
-                self.gates.hidden,
-            ));
+            v.push(ParamSpec::new(n, &[3 * self.gates.hidden], Role::Peephole, 3, self.gates.hidden));
         }
         v
     }
@@ -125,10 +109,6 @@ impl<T: Float> Cell<T> for Lstm {
             let tc = g.tanh(c_new)?;
             g.mul(o, tc)?
         };
-        Ok(Step {
-            output: h_new,
-            state: State::two(h_new, c_new),
-            taps: SmallVec::from_slice(&[i, f, gg, o]),
-        })
+        Ok(Step { output: h_new, state: State::two(h_new, c_new), taps: SmallVec::from_slice(&[i, f, gg, o]) })
     }
 }

@@ -30,12 +30,7 @@ pub struct Lrn {
 impl Default for Lrn {
     /// The paper's setting: size 7 (of the channels), alpha 0.001, beta 0.75, k 1.
     fn default() -> Self {
-        Lrn {
-            size: 7,
-            alpha: 0.001,
-            beta: 0.75,
-            k: 1.0,
-        }
+        Lrn { size: 7, alpha: 0.001, beta: 0.75, k: 1.0 }
     }
 }
 
@@ -73,21 +68,8 @@ impl RclOutput {
 
 impl Rcl {
     /// An RCL named under `prefix`.
-    pub fn new(
-        prefix: &str,
-        in_channels: usize,
-        out_channels: usize,
-        kernel_size: usize,
-        iterations: usize,
-    ) -> Self {
-        Rcl {
-            prefix: prefix.to_owned(),
-            in_channels,
-            out_channels,
-            kernel_size,
-            iterations,
-            lrn: None,
-        }
+    pub fn new(prefix: &str, in_channels: usize, out_channels: usize, kernel_size: usize, iterations: usize) -> Self {
+        Rcl { prefix: prefix.to_owned(), in_channels, out_channels, kernel_size, iterations, lrn: None }
     }
 
     /// With local response normalization.
@@ -104,20 +86,8 @@ impl Rcl {
     pub fn params(&self) -> Vec<ParamSpec> {
         let (ci, co, k) = (self.in_channels, self.out_channels, self.kernel_size);
         vec![
-            ParamSpec::new(
-                &self.name("w_ff"),
-                &[co, ci, k, k],
-                Role::Kernel,
-                1,
-                ci * k * k,
-            ),
-            ParamSpec::new(
-                &self.name("w_rec"),
-                &[co, co, k, k],
-                Role::Kernel,
-                1,
-                co * k * k,
-            ),
+            ParamSpec::new(&self.name("w_ff"), &[co, ci, k, k], Role::Kernel, 1, ci * k * k),
+            ParamSpec::new(&self.name("w_rec"), &[co, co, k, k], Role::Kernel, 1, co * k * k),
             ParamSpec::new(&self.name("b"), &[co], Role::Bias, 1, ci * k * k),
         ]
     }
@@ -135,12 +105,7 @@ impl Rcl {
     ///
     /// # Errors
     /// The graph's errors (channels or ranks that do not fit, a missing parameter).
-    pub fn forward<T: Float>(
-        &self,
-        g: &mut Graph<T>,
-        p: &ParamStore<T>,
-        u: NodeId,
-    ) -> Result<RclOutput> {
+    pub fn forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamStore<T>, u: NodeId) -> Result<RclOutput> {
         let pad = self.kernel_size / 2;
         let w_ff = g.param(p, &self.name("w_ff"))?;
         let w_rec = g.param(p, &self.name("w_rec"))?;
@@ -160,5 +125,22 @@ impl Rcl {
             states.push(self.activate(&mut g, z)?);
         }
         Ok(RclOutput { states })
+    }
+
+    /// The same parameters as a feed-forward network of two convolutions:
+    /// `relu(conv(relu(conv(u, w_ff) + b), w_rec) + b)` (normalized like the RCL):
+    /// the baseline with an equal parameter count that the RCL is compared with.
+    ///
+    /// # Errors
+    /// As [`Rcl::forward`].
+    pub fn feed_forward<T: Float>(&self, g: &mut Graph<T>, p: &ParamStore<T>, u: NodeId) -> Result<NodeId> {
+        let pad = self.kernel_size / 2;
+        let w_ff = g.param(p, &self.name("w_ff"))?;
+        let w_rec = g.param(p, &self.name("w_rec"))?;
+        let b = g.param(p, &self.name("b"))?;
+        let a = g.scope("conv1").conv2d(u, w_ff, Some(b), 1, pad)?;
+        let a = self.activate(&mut g.scope("conv1"), a)?;
+        let z = g.scope("conv2").conv2d(a, w_rec, Some(b), 1, pad)?;
+        self.activate(&mut g.scope("conv2"), z)
     }
 }

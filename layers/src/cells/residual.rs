@@ -14,35 +14,14 @@ use crate::gate::Affine;
 use crate::init::{ParamSpec, Role};
 
 fn term(prefix: &str, sfx: &str) -> Affine {
-    Affine::new(
-        &[format!("{prefix}U{sfx}"), format!("{prefix}V{sfx}")],
-        Some(format!("{prefix}b{sfx}")),
-    )
+    Affine::new(&[format!("{prefix}U{sfx}"), format!("{prefix}V{sfx}")], Some(format!("{prefix}b{sfx}")))
 }
 
 fn specs(a: &Affine, input: usize, hidden: usize) -> Vec<ParamSpec> {
     vec![
-        ParamSpec::new(
-            &a.weights[0],
-            &[hidden, input],
-            Role::InputWeight,
-            1,
-            hidden,
-        ),
-        ParamSpec::new(
-            &a.weights[1],
-            &[hidden, hidden],
-            Role::RecurrentWeight,
-            1,
-            hidden,
-        ),
-        ParamSpec::new(
-            a.bias.as_deref().unwrap_or_default(),
-            &[hidden],
-            Role::Bias,
-            1,
-            hidden,
-        ),
+        ParamSpec::new(&a.weights[0], &[hidden, input], Role::InputWeight, 1, hidden),
+        ParamSpec::new(&a.weights[1], &[hidden, hidden], Role::RecurrentWeight, 1, hidden),
+        ParamSpec::new(a.bias.as_deref().unwrap_or_default(), &[hidden], Role::Bias, 1, hidden),
     ]
 }
 
@@ -58,10 +37,7 @@ pub struct Residual {
 impl Residual {
     /// A residual cell named under `prefix`.
     pub fn new(prefix: &str, input: usize, hidden: usize) -> Self {
-        Residual {
-            update: term(prefix, ""),
-            sizes: [input, hidden],
-        }
+        Residual { update: term(prefix, ""), sizes: [input, hidden] }
     }
 }
 
@@ -81,11 +57,7 @@ impl<T: Float> Cell<T> for Residual {
         let z = self.update.apply(&mut g, p, &[x, s.h()])?;
         let t = g.tanh(z)?;
         let s_new = g.add(s.h(), t)?;
-        Ok(Step {
-            output: s_new,
-            state: State::one(s_new),
-            taps: SmallVec::new(),
-        })
+        Ok(Step { output: s_new, state: State::one(s_new), taps: SmallVec::new() })
     }
 }
 
@@ -126,10 +98,7 @@ impl<T: Float> Cell<T> for GatedResidual {
     }
     fn params(&self) -> Vec<ParamSpec> {
         let [i, h] = self.sizes;
-        [&self.input_gate, &self.forget_gate, &self.update]
-            .iter()
-            .flat_map(|a| specs(a, i, h))
-            .collect()
+        [&self.input_gate, &self.forget_gate, &self.update].iter().flat_map(|a| specs(a, i, h)).collect()
     }
     /// `x [B, I]`, state `s [B, H]` → `s' [B, H]`; taps `i f`.
     fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, s: &State) -> Result<Step> {
@@ -152,10 +121,6 @@ impl<T: Float> Cell<T> for GatedResidual {
             let write = g.mul(i, cand)?;
             g.add(keep, write)?
         };
-        Ok(Step {
-            output: s_new,
-            state: State::one(s_new),
-            taps: SmallVec::from_slice(&[i, f]),
-        })
+        Ok(Step { output: s_new, state: State::one(s_new), taps: SmallVec::from_slice(&[i, f]) })
     }
 }

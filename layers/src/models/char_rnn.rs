@@ -30,24 +30,10 @@ pub struct CharRnnOutput {
 
 impl CharRnn {
     /// A model with `layers` layers of `hidden` units of `kind`.
-    pub fn new(
-        kind: CellKind,
-        vocab: usize,
-        embedding_dim: usize,
-        hidden: usize,
-        layers: usize,
-    ) -> Self {
+    pub fn new(kind: CellKind, vocab: usize, embedding_dim: usize, hidden: usize, layers: usize) -> Self {
         let prefix = format!("{}.", kind.name());
-        let rnn = AnyRecurrent::new(
-            kind,
-            &prefix,
-            RecurrentConfig::new(embedding_dim, hidden).layers(layers),
-        );
-        CharRnn {
-            vocab,
-            embedding_dim,
-            rnn,
-        }
+        let rnn = AnyRecurrent::new(kind, &prefix, RecurrentConfig::new(embedding_dim, hidden).layers(layers));
+        CharRnn { vocab, embedding_dim, rnn }
     }
 
     /// The hidden size `H`.
@@ -58,21 +44,9 @@ impl CharRnn {
     /// Every parameter's spec.
     pub fn params<T: Float>(&self) -> Vec<ParamSpec> {
         let (v, h) = (self.vocab, self.hidden());
-        let mut specs = vec![ParamSpec::new(
-            "embedding.weight",
-            &[v, self.embedding_dim],
-            Role::Embedding,
-            1,
-            1,
-        )];
+        let mut specs = vec![ParamSpec::new("embedding.weight", &[v, self.embedding_dim], Role::Embedding, 1, 1)];
         specs.extend(self.rnn.params::<T>());
-        specs.push(ParamSpec::new(
-            "fc.weight",
-            &[v, h],
-            Role::InputWeight,
-            1,
-            h,
-        ));
+        specs.push(ParamSpec::new("fc.weight", &[v, h], Role::InputWeight, 1, h));
         specs.push(ParamSpec::new("fc.bias", &[v], Role::Bias, 1, h));
         specs
     }
@@ -123,20 +97,17 @@ impl CharRnn {
         rng: &mut unrolled_autograd::Rng,
     ) -> Result<Vec<i64>> {
         use ndarray::{ArrayD, IxDyn};
-        let first = *prime
-            .first()
-            .ok_or_else(|| unrolled_autograd::Error::InvalidInput {
-                op: "generate",
-                scope: String::new(),
-                reason: "the prime is empty".into(),
-                shapes: Vec::new(),
-            })?;
+        let first = *prime.first().ok_or_else(|| unrolled_autograd::Error::InvalidInput {
+            op: "generate",
+            scope: String::new(),
+            reason: "the prime is empty".into(),
+            shapes: Vec::new(),
+        })?;
         let (l, h) = (self.rnn.config().num_layers, self.hidden());
         let mut g = Graph::<T>::new();
         let tok = g.index_input(ArrayD::from_elem(IxDyn(&[1, 1]), first));
-        let state: Vec<NodeId> = (0..self.rnn.state_parts())
-            .map(|_| g.input(ArrayD::zeros(IxDyn(&[l, 1, h]))))
-            .collect();
+        let state: Vec<NodeId> =
+            (0..self.rnn.state_parts()).map(|_| g.input(ArrayD::zeros(IxDyn(&[l, 1, h])))).collect();
         let out = self.forward(&mut g, p, tok, Some(&state), RunOptions::default())?;
         let mut produced = Vec::with_capacity(n);
         if n == 0 {
@@ -156,12 +127,8 @@ impl CharRnn {
                 }
                 t
             };
-            let new_state: Vec<ArrayD<T>> = out
-                .rnn
-                .final_state
-                .iter()
-                .map(|&s| g.value(s).cloned())
-                .collect::<Result<_>>()?;
+            let new_state: Vec<ArrayD<T>> =
+                out.rnn.final_state.iter().map(|&s| g.value(s).cloned()).collect::<Result<_>>()?;
             for (&s, v) in state.iter().zip(new_state) {
                 g.set_value(s, v)?;
             }
@@ -191,10 +158,7 @@ impl CharRnn {
         rng: &mut unrolled_autograd::Rng,
     ) -> Result<NodeId> {
         use ndarray::{ArrayD, Axis, IxDyn};
-        let (steps, batch) = (
-            tokens.shape()[0],
-            tokens.shape().get(1).copied().unwrap_or(1),
-        );
+        let (steps, batch) = (tokens.shape()[0], tokens.shape().get(1).copied().unwrap_or(1));
         let mut state: Option<Vec<NodeId>> = None;
         let mut logits = Vec::with_capacity(steps);
         let mut prev: Option<ArrayD<T>> = None;
@@ -214,8 +178,7 @@ impl CharRnn {
                 }
             }
             let mut g = g.step(t);
-            let tok =
-                g.index_input(ArrayD::from_shape_vec(IxDyn(&[1, batch]), row).expect("sized"));
+            let tok = g.index_input(ArrayD::from_shape_vec(IxDyn(&[1, batch]), row).expect("sized"));
             let out = self.forward(&mut g, p, tok, state.as_deref(), RunOptions::default())?;
             prev = Some(g.value(out.logits)?.clone());
             state = Some(out.rnn.final_state.clone());

@@ -2,6 +2,8 @@
 
 mod any;
 mod char_rnn;
+mod rcnn;
 
 pub use any::{AnyRecurrent, CellKind};
 pub use char_rnn::CharRnn;
+pub use rcnn::Rcnn;

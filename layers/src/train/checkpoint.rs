@@ -17,18 +17,11 @@ use super::optim::AnyOptimizer;
 use crate::init::ParamSpec;
 
 fn io(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Io {
-        op,
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
+    Error::Io { op, path: path.display().to_string(), reason: e.to_string() }
 }
 
 fn parse(e: impl std::fmt::Display) -> Error {
-    Error::Parse {
-        what: "checkpoint",
-        reason: e.to_string(),
-    }
+    Error::Parse { what: "checkpoint", reason: e.to_string() }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory,
@@ -37,18 +30,9 @@ fn parse(e: impl std::fmt::Display) -> Error {
 /// # Errors
 /// [`Error::Io`] if any step fails; `path` is then untouched.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io("save", path, "not a file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| io("save", path, "not a file name"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -76,11 +60,7 @@ pub fn save_safetensors<T: Float>(
     params: &ParamStore<T>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let dtype = if T::DTYPE == DType::F64 {
-        Dtype::F64
-    } else {
-        Dtype::F32
-    };
+    let dtype = if T::DTYPE == DType::F64 { Dtype::F64 } else { Dtype::F32 };
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = params
         .iter()
         .map(|(n, a)| {
@@ -99,15 +79,10 @@ pub fn save_safetensors<T: Float>(
         .collect();
     let views = bytes
         .iter()
-        .map(|(n, d, s)| {
-            safetensors::tensor::TensorView::new(dtype, s.clone(), d).map(|v| (n.clone(), v))
-        })
+        .map(|(n, d, s)| safetensors::tensor::TensorView::new(dtype, s.clone(), d).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(parse)?;
-    let mut meta: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     meta.entry("format".into()).or_insert_with(|| "pt".into());
     let buf = safetensors::serialize(views, Some(meta)).map_err(parse)?;
     write_atomically(path, &buf)
@@ -119,26 +94,20 @@ pub fn save_safetensors<T: Float>(
 /// # Errors
 /// [`Error::Io`] if the file cannot be read; [`Error::Parse`] for a truncated or
 /// corrupted file or a tensor that is not `F32`/`F64`.
-pub fn load_safetensors<T: Float>(
-    path: &Path,
-) -> Result<(ParamStore<T>, BTreeMap<String, String>)> {
+pub fn load_safetensors<T: Float>(path: &Path) -> Result<(ParamStore<T>, BTreeMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| io("load", path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Parse {
-        what: "safetensors file",
-        reason: format!("{}: {e}", path.display()),
-    })?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Parse { what: "safetensors file", reason: format!("{}: {e}", path.display()) })?;
     let mut store = ParamStore::new();
     for (name, view) in st.tensors() {
         let data = view.data();
         let vals: Vec<T> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| T::of(f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64))
-                .collect(),
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|c| T::of(f64::from_le_bytes(c.try_into().expect("8 bytes"))))
-                .collect(),
+            Dtype::F32 => {
+                data.chunks_exact(4).map(|c| T::of(f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)).collect()
+            }
+            Dtype::F64 => {
+                data.chunks_exact(8).map(|c| T::of(f64::from_le_bytes(c.try_into().expect("8 bytes")))).collect()
+            }
             other => {
                 return Err(Error::Parse {
                     what: "safetensors file",
@@ -146,16 +115,12 @@ pub fn load_safetensors<T: Float>(
                 })
             }
         };
-        let arr = ArrayD::from_shape_vec(IxDyn(view.shape()), vals)
-            .map_err(|e| parse(format!("tensor `{name}`: {e}")))?;
+        let arr =
+            ArrayD::from_shape_vec(IxDyn(view.shape()), vals).map_err(|e| parse(format!("tensor `{name}`: {e}")))?;
         store.insert(name, arr);
     }
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(parse)?;
-    let metadata = meta
-        .metadata()
-        .clone()
-        .map(|m| m.into_iter().collect())
-        .unwrap_or_default();
+    let metadata = meta.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default();
     Ok((store, metadata))
 }
 
@@ -174,10 +139,8 @@ pub fn load_state_dict<T: Float>(
     strict: bool,
 ) -> Result<()> {
     for s in specs {
-        let v = loaded.get(&s.name).ok_or_else(|| Error::UnknownParam {
-            op: "load_state_dict",
-            name: s.name.clone(),
-        })?;
+        let v =
+            loaded.get(&s.name).ok_or_else(|| Error::UnknownParam { op: "load_state_dict", name: s.name.clone() })?;
         if v.shape() != &s.shape[..] {
             return Err(Error::ShapeMismatch {
                 op: "load_state_dict",
@@ -188,27 +151,18 @@ pub fn load_state_dict<T: Float>(
         }
     }
     if strict {
-        let unexpected: Vec<&str> = loaded
-            .names()
-            .filter(|n| !specs.iter().any(|s| s.name == *n))
-            .collect();
+        let unexpected: Vec<&str> = loaded.names().filter(|n| !specs.iter().any(|s| s.name == *n)).collect();
         if !unexpected.is_empty() {
             return Err(Error::InvalidInput {
                 op: "load_state_dict",
                 scope: String::new(),
-                reason: format!(
-                    "unexpected names in the state dict: {}",
-                    unexpected.join(", ")
-                ),
+                reason: format!("unexpected names in the state dict: {}", unexpected.join(", ")),
                 shapes: Vec::new(),
             });
         }
     }
     for s in specs {
-        store.insert(
-            s.name.clone(),
-            loaded.get(&s.name).expect("checked above").clone(),
-        );
+        store.insert(s.name.clone(), loaded.get(&s.name).expect("checked above").clone());
     }
     Ok(())
 }
@@ -257,27 +211,14 @@ impl<T: Float> Checkpoint<T> {
     pub fn load(path: &Path) -> Result<Self> {
         if path.extension().is_some_and(|e| e == "safetensors") {
             let (params, mut metadata) = load_safetensors(path)?;
-            let step = metadata
-                .remove("step")
-                .map(|s| s.parse::<u64>().map_err(parse))
-                .transpose()?
-                .unwrap_or(0);
-            let optimizer = metadata
-                .remove("optimizer")
-                .map(|s| serde_json::from_str(&s).map_err(parse))
-                .transpose()?;
-            Ok(Checkpoint {
-                step,
-                params,
-                optimizer,
-                metadata,
-            })
+            let step = metadata.remove("step").map(|s| s.parse::<u64>().map_err(parse)).transpose()?.unwrap_or(0);
+            let optimizer =
+                metadata.remove("optimizer").map(|s| serde_json::from_str(&s).map_err(parse)).transpose()?;
+            Ok(Checkpoint { step, params, optimizer, metadata })
         } else {
             let bytes = std::fs::read(path).map_err(|e| io("load", path, e))?;
-            serde_json::from_slice(&bytes).map_err(|e| Error::Parse {
-                what: "checkpoint",
-                reason: format!("{}: {e}", path.display()),
-            })
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Parse { what: "checkpoint", reason: format!("{}: {e}", path.display()) })
         }
     }
 }

@@ -6,22 +6,14 @@ use ndarray::ArrayD;
 use unrolled_autograd::{Error, Float, Result};
 
 fn bad(op: &'static str, reason: String) -> Error {
-    Error::InvalidInput {
-        op,
-        scope: String::new(),
-        reason,
-        shapes: Vec::new(),
-    }
+    Error::InvalidInput { op, scope: String::new(), reason, shapes: Vec::new() }
 }
 
 fn tensor_norm<T: Float>(a: &ArrayD<T>, p: f64) -> f64 {
     if p.is_infinite() {
         a.iter().fold(0.0f64, |m, x| m.max(x.f64().abs()))
     } else {
-        a.iter()
-            .map(|x| x.f64().abs().powf(p))
-            .sum::<f64>()
-            .powf(1.0 / p)
+        a.iter().map(|x| x.f64().abs().powf(p)).sum::<f64>().powf(1.0 / p)
     }
 }
 
@@ -35,11 +27,7 @@ pub fn grad_norm<T: Float>(grads: &BTreeMap<String, ArrayD<T>>, p: f64) -> Resul
         return Err(bad("grad_norm", format!("norm type {p} is not positive")));
     }
     let norms = grads.values().map(|g| tensor_norm(g, p));
-    Ok(if p.is_infinite() {
-        norms.fold(0.0, f64::max)
-    } else {
-        norms.map(|n| n.powf(p)).sum::<f64>().powf(1.0 / p)
-    })
+    Ok(if p.is_infinite() { norms.fold(0.0, f64::max) } else { norms.map(|n| n.powf(p)).sum::<f64>().powf(1.0 / p) })
 }
 
 /// Scales all gradients together so their total `p`-norm is at most `max_norm`, as
@@ -48,16 +36,9 @@ pub fn grad_norm<T: Float>(grads: &BTreeMap<String, ArrayD<T>>, p: f64) -> Resul
 ///
 /// # Errors
 /// [`Error::InvalidInput`] for a negative `max_norm` or a `p` that is not positive.
-pub fn clip_grad_norm<T: Float>(
-    grads: &mut BTreeMap<String, ArrayD<T>>,
-    max_norm: f64,
-    p: f64,
-) -> Result<f64> {
+pub fn clip_grad_norm<T: Float>(grads: &mut BTreeMap<String, ArrayD<T>>, max_norm: f64, p: f64) -> Result<f64> {
     if max_norm.is_nan() || max_norm < 0.0 {
-        return Err(bad(
-            "clip_grad_norm",
-            format!("max_norm {max_norm} is negative"),
-        ));
+        return Err(bad("clip_grad_norm", format!("max_norm {max_norm} is negative")));
     }
     let total = grad_norm(grads, p)?;
     let coef = (max_norm / (total + 1e-6)).min(1.0);
@@ -94,14 +75,9 @@ pub fn clip_grad_norm_per_tensor<T: Float>(
 /// [`Error::InvalidInput`] for a negative `clip`.
 pub fn clip_grad_value<T: Float>(grads: &mut BTreeMap<String, ArrayD<T>>, clip: f64) -> Result<()> {
     if clip.is_nan() || clip < 0.0 {
-        return Err(bad(
-            "clip_grad_value",
-            format!("clip value {clip} is negative"),
-        ));
+        return Err(bad("clip_grad_value", format!("clip value {clip} is negative")));
     }
     let c = T::of(clip);
-    grads
-        .values_mut()
-        .for_each(|g| g.mapv_inplace(|x| x.max(-c).min(c)));
+    grads.values_mut().for_each(|g| g.mapv_inplace(|x| x.max(-c).min(c)));
     Ok(())
 }

@@ -15,11 +15,7 @@ pub trait Optimizer<T: Float> {
     /// # Errors
     /// [`Error::ShapeMismatch`] if a gradient's shape differs from its parameter's;
     /// [`Error::UnknownParam`] for a gradient of a parameter the store does not have.
-    fn step(
-        &mut self,
-        params: &mut ParamStore<T>,
-        grads: &BTreeMap<String, ArrayD<T>>,
-    ) -> Result<()>;
+    fn step(&mut self, params: &mut ParamStore<T>, grads: &BTreeMap<String, ArrayD<T>>) -> Result<()>;
     /// The learning rate.
     fn lr(&self) -> f64;
     /// Sets the learning rate (for schedules).
@@ -35,10 +31,7 @@ fn pairs<'a, T: Float>(
     op: &'static str,
 ) -> Result<Vec<Pair<'a, T>>> {
     for (name, g) in grads {
-        let p = params.get(name).ok_or_else(|| Error::UnknownParam {
-            op,
-            name: name.clone(),
-        })?;
+        let p = params.get(name).ok_or_else(|| Error::UnknownParam { op, name: name.clone() })?;
         if p.shape() != g.shape() {
             return Err(Error::ShapeMismatch {
                 op,
@@ -48,10 +41,7 @@ fn pairs<'a, T: Float>(
             });
         }
     }
-    Ok(params
-        .iter_mut()
-        .filter_map(|(n, p)| grads.get(n).map(|g| (n, p, g)))
-        .collect())
+    Ok(params.iter_mut().filter_map(|(n, p)| grads.get(n).map(|g| (n, p, g))).collect())
 }
 
 fn with_decay<T: Float>(g: &ArrayD<T>, p: &ArrayD<T>, wd: f64) -> ArrayD<T> {
@@ -84,14 +74,7 @@ pub struct Sgd<T> {
 impl<T: Float> Sgd<T> {
     /// Plain SGD.
     pub fn new(lr: f64) -> Self {
-        Sgd {
-            lr,
-            momentum: 0.0,
-            dampening: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
-            buffers: BTreeMap::new(),
-        }
+        Sgd { lr, momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0, buffers: BTreeMap::new() }
     }
     /// With momentum.
     pub fn momentum(mut self, m: f64) -> Self {
@@ -111,28 +94,15 @@ impl<T: Float> Sgd<T> {
 }
 
 impl<T: Float> Optimizer<T> for Sgd<T> {
-    fn step(
-        &mut self,
-        params: &mut ParamStore<T>,
-        grads: &BTreeMap<String, ArrayD<T>>,
-    ) -> Result<()> {
-        let (lr, m, damp) = (
-            T::of(self.lr),
-            T::of(self.momentum),
-            T::of(1.0 - self.dampening),
-        );
+    fn step(&mut self, params: &mut ParamStore<T>, grads: &BTreeMap<String, ArrayD<T>>) -> Result<()> {
+        let (lr, m, damp) = (T::of(self.lr), T::of(self.momentum), T::of(1.0 - self.dampening));
         for (name, p, g) in pairs(params, grads, "sgd")? {
             let mut d = with_decay(g, p, self.weight_decay);
             if self.momentum != 0.0 {
                 let buf = match self.buffers.get_mut(name) {
-                    None => self
-                        .buffers
-                        .entry(name.to_owned())
-                        .or_insert_with(|| d.clone()),
+                    None => self.buffers.entry(name.to_owned()).or_insert_with(|| d.clone()),
                     Some(b) => {
-                        Zip::from(&mut *b)
-                            .and(&d)
-                            .for_each(|b, &d| *b = m * *b + damp * d);
+                        Zip::from(&mut *b).and(&d).for_each(|b, &d| *b = m * *b + damp * d);
                         b
                     }
                 };
@@ -189,11 +159,7 @@ impl<T: Float> Adagrad<T> {
 }
 
 impl<T: Float> Optimizer<T> for Adagrad<T> {
-    fn step(
-        &mut self,
-        params: &mut ParamStore<T>,
-        grads: &BTreeMap<String, ArrayD<T>>,
-    ) -> Result<()> {
+    fn step(&mut self, params: &mut ParamStore<T>, grads: &BTreeMap<String, ArrayD<T>>) -> Result<()> {
         let eps = T::of(self.eps);
         for (name, p, g) in pairs(params, grads, "adagrad")? {
             let step = self.steps.entry(name.to_owned()).or_insert(0);
@@ -201,15 +167,9 @@ impl<T: Float> Optimizer<T> for Adagrad<T> {
             let clr = T::of(self.lr / (1.0 + (*step - 1) as f64 * self.lr_decay));
             let d = with_decay(g, p, self.weight_decay);
             let init = T::of(self.initial_accumulator_value);
-            let sum = self
-                .sums
-                .entry(name.to_owned())
-                .or_insert_with(|| ArrayD::from_elem(p.raw_dim(), init));
+            let sum = self.sums.entry(name.to_owned()).or_insert_with(|| ArrayD::from_elem(p.raw_dim(), init));
             Zip::from(&mut *sum).and(&d).for_each(|s, &d| *s += d * d);
-            Zip::from(p)
-                .and(&d)
-                .and(&*sum)
-                .for_each(|p, &d, &s| *p -= clr * d / (s.sqrt() + eps));
+            Zip::from(p).and(&d).and(&*sum).for_each(|p, &d, &s| *p -= clr * d / (s.sqrt() + eps));
         }
         Ok(())
     }
@@ -262,55 +222,25 @@ impl<T: Float> RmsProp<T> {
 }
 
 impl<T: Float> Optimizer<T> for RmsProp<T> {
-    fn step(
-        &mut self,
-        params: &mut ParamStore<T>,
-        grads: &BTreeMap<String, ArrayD<T>>,
-    ) -> Result<()> {
-        let (lr, a, eps, m) = (
-            T::of(self.lr),
-            T::of(self.alpha),
-            T::of(self.eps),
-            T::of(self.momentum),
-        );
+    fn step(&mut self, params: &mut ParamStore<T>, grads: &BTreeMap<String, ArrayD<T>>) -> Result<()> {
+        let (lr, a, eps, m) = (T::of(self.lr), T::of(self.alpha), T::of(self.eps), T::of(self.momentum));
         for (name, p, g) in pairs(params, grads, "rmsprop")? {
             let d = with_decay(g, p, self.weight_decay);
-            let sq = self
-                .square_avg
-                .entry(name.to_owned())
-                .or_insert_with(|| ArrayD::zeros(p.raw_dim()));
-            Zip::from(&mut *sq)
-                .and(&d)
-                .for_each(|s, &d| *s = a * *s + (T::one() - a) * d * d);
+            let sq = self.square_avg.entry(name.to_owned()).or_insert_with(|| ArrayD::zeros(p.raw_dim()));
+            Zip::from(&mut *sq).and(&d).for_each(|s, &d| *s = a * *s + (T::one() - a) * d * d);
             let avg: ArrayD<T> = if self.centered {
-                let ga = self
-                    .grad_avg
-                    .entry(name.to_owned())
-                    .or_insert_with(|| ArrayD::zeros(p.raw_dim()));
-                Zip::from(&mut *ga)
-                    .and(&d)
-                    .for_each(|x, &d| *x = *x + (T::one() - a) * (d - *x));
-                Zip::from(&*sq)
-                    .and(&*ga)
-                    .map_collect(|&s, &x| (s - x * x).sqrt() + eps)
+                let ga = self.grad_avg.entry(name.to_owned()).or_insert_with(|| ArrayD::zeros(p.raw_dim()));
+                Zip::from(&mut *ga).and(&d).for_each(|x, &d| *x = *x + (T::one() - a) * (d - *x));
+                Zip::from(&*sq).and(&*ga).map_collect(|&s, &x| (s - x * x).sqrt() + eps)
             } else {
                 sq.mapv(|s| s.sqrt() + eps)
             };
             if self.momentum > 0.0 {
-                let buf = self
-                    .buffers
-                    .entry(name.to_owned())
-                    .or_insert_with(|| ArrayD::zeros(p.raw_dim()));
-                Zip::from(&mut *buf)
-                    .and(&d)
-                    .and(&avg)
-                    .for_each(|b, &d, &v| *b = m * *b + d / v);
+                let buf = self.buffers.entry(name.to_owned()).or_insert_with(|| ArrayD::zeros(p.raw_dim()));
+                Zip::from(&mut *buf).and(&d).and(&avg).for_each(|b, &d, &v| *b = m * *b + d / v);
                 Zip::from(p).and(&*buf).for_each(|p, &b| *p -= lr * b);
             } else {
-                Zip::from(p)
-                    .and(&d)
-                    .and(&avg)
-                    .for_each(|p, &d, &v| *p -= lr * d / v);
+                Zip::from(p).and(&d).and(&avg).for_each(|p, &d, &v| *p -= lr * d / v);
             }
         }
         Ok(())
@@ -368,20 +298,12 @@ impl<T: Float> Adam<T> {
     }
     /// `torch.optim.AdamW` with its defaults (`weight_decay 0.01`).
     pub fn adamw(lr: f64) -> Self {
-        Adam {
-            weight_decay: 0.01,
-            decoupled: true,
-            ..Self::new(lr)
-        }
+        Adam { weight_decay: 0.01, decoupled: true, ..Self::new(lr) }
     }
 }
 
 impl<T: Float> Optimizer<T> for Adam<T> {
-    fn step(
-        &mut self,
-        params: &mut ParamStore<T>,
-        grads: &BTreeMap<String, ArrayD<T>>,
-    ) -> Result<()> {
+    fn step(&mut self, params: &mut ParamStore<T>, grads: &BTreeMap<String, ArrayD<T>>) -> Result<()> {
         let (b1, b2) = self.betas;
         let eps = T::of(self.eps);
         for (name, p, g) in pairs(params, grads, "adam")? {
@@ -395,38 +317,22 @@ impl<T: Float> Optimizer<T> for Adam<T> {
             } else {
                 with_decay(g, p, self.weight_decay)
             };
-            let m = self
-                .m
-                .entry(name.to_owned())
-                .or_insert_with(|| ArrayD::zeros(p.raw_dim()));
-            let v = self
-                .v
-                .entry(name.to_owned())
-                .or_insert_with(|| ArrayD::zeros(p.raw_dim()));
+            let m = self.m.entry(name.to_owned()).or_insert_with(|| ArrayD::zeros(p.raw_dim()));
+            let v = self.v.entry(name.to_owned()).or_insert_with(|| ArrayD::zeros(p.raw_dim()));
             let (w1, c2, w2) = (T::of(1.0 - b1), T::of(b2), T::of(1.0 - b2));
-            Zip::from(&mut *m)
-                .and(&d)
-                .for_each(|m, &d| *m += w1 * (d - *m));
-            Zip::from(&mut *v)
-                .and(&d)
-                .for_each(|v, &d| *v = *v * c2 + w2 * d * d);
+            Zip::from(&mut *m).and(&d).for_each(|m, &d| *m += w1 * (d - *m));
+            Zip::from(&mut *v).and(&d).for_each(|v, &d| *v = *v * c2 + w2 * d * d);
             let bc1 = 1.0 - b1.powi(n);
             let bc2_sqrt = T::of((1.0 - b2.powi(n)).sqrt());
             let step_size = T::of(self.lr / bc1);
             let second: &ArrayD<T> = if self.amsgrad {
-                let vm = self
-                    .v_max
-                    .entry(name.to_owned())
-                    .or_insert_with(|| ArrayD::zeros(p.raw_dim()));
+                let vm = self.v_max.entry(name.to_owned()).or_insert_with(|| ArrayD::zeros(p.raw_dim()));
                 Zip::from(&mut *vm).and(&*v).for_each(|a, &b| *a = a.max(b));
                 vm
             } else {
                 v
             };
-            Zip::from(p)
-                .and(&*m)
-                .and(second)
-                .for_each(|p, &m, &v| *p -= step_size * m / (v.sqrt() / bc2_sqrt + eps));
+            Zip::from(p).and(&*m).and(second).for_each(|p, &m, &v| *p -= step_size * m / (v.sqrt() / bc2_sqrt + eps));
         }
         Ok(())
     }
@@ -470,7 +376,9 @@ impl<T: Float> AnyOptimizer<T> {
                 return Err(Error::InvalidInput {
                     op: "optimizer",
                     scope: String::new(),
-                    reason: format!("unknown optimizer `{other}` (sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw)"),
+                    reason: format!(
+                        "unknown optimizer `{other}` (sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw)"
+                    ),
                     shapes: Vec::new(),
                 })
             }
@@ -488,11 +396,7 @@ impl<T: Float> AnyOptimizer<T> {
 }
 
 impl<T: Float> Optimizer<T> for AnyOptimizer<T> {
-    fn step(
-        &mut self,
-        params: &mut ParamStore<T>,
-        grads: &BTreeMap<String, ArrayD<T>>,
-    ) -> Result<()> {
+    fn step(&mut self, params: &mut ParamStore<T>, grads: &BTreeMap<String, ArrayD<T>>) -> Result<()> {
         self.inner().step(params, grads)
     }
     fn lr(&self) -> f64 {

@@ -8,26 +8,16 @@ pub fn sample_logits(logits: &[f64], temperature: f64, top_k: usize, rng: &mut R
     if logits.is_empty() {
         return 0;
     }
-    let argmax = logits
-        .iter()
-        .enumerate()
-        .fold(0, |b, (i, &v)| if v > logits[b] { i } else { b });
+    let argmax = logits.iter().enumerate().fold(0, |b, (i, &v)| if v > logits[b] { i } else { b });
     if temperature <= 0.0 || top_k == 1 {
         return argmax;
     }
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    let keep = if top_k == 0 {
-        order.len()
-    } else {
-        top_k.min(order.len())
-    };
+    let keep = if top_k == 0 { order.len() } else { top_k.min(order.len()) };
     let kept = &order[..keep];
     let m = logits[argmax];
-    let weights: Vec<f64> = kept
-        .iter()
-        .map(|&i| ((logits[i] - m) / temperature).exp())
-        .collect();
+    let weights: Vec<f64> = kept.iter().map(|&i| ((logits[i] - m) / temperature).exp()).collect();
     let total: f64 = weights.iter().sum();
     let mut u = rng.uniform() * total;
     for (&i, w) in kept.iter().zip(&weights) {
@@ -80,13 +70,9 @@ impl Tbptt {
         let k2 = self.k2.max(k1);
         (0..len.div_ceil(k1))
             .map(|n| {
-                let end = ((n + 1) * k1).min(len);
-                let loss_from = n * k1;
-                Window {
-                    start: end.saturating_sub(k2),
-                    loss_from,
-                    end,
-                }
+                // Measured from the nominal end, so k1 = k2 gives disjoint chunks even at the tail.
+                let nominal_end = (n + 1) * k1;
+                Window { start: nominal_end.saturating_sub(k2), loss_from: n * k1, end: nominal_end.min(len) }
             })
             .collect()
     }

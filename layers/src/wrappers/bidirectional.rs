@@ -45,19 +45,11 @@ pub struct LayerOutput {
 impl<C> Layer<C> {
     /// A forward-only layer.
     pub fn forward_only(cell: C) -> Self {
-        Layer {
-            fwd: cell,
-            bwd: None,
-            merge: Merge::Concat,
-        }
+        Layer { fwd: cell, bwd: None, merge: Merge::Concat }
     }
     /// A bidirectional layer.
     pub fn bidirectional(fwd: C, bwd: C, merge: Merge) -> Self {
-        Layer {
-            fwd,
-            bwd: Some(bwd),
-            merge,
-        }
+        Layer { fwd, bwd: Some(bwd), merge }
     }
     /// The number of directions (1 or 2).
     pub fn directions(&self) -> usize {
@@ -94,50 +86,16 @@ impl<C> Layer<C> {
     {
         let [i0, i1] = init;
         let Some(bwd_cell) = &self.bwd else {
-            let fwd = unroll(
-                &self.fwd,
-                g,
-                p,
-                inputs,
-                i0,
-                UnrollOptions {
-                    reverse: false,
-                    lengths,
-                },
-            )?;
-            return Ok(LayerOutput {
-                outputs: fwd.outputs.clone(),
-                fwd,
-                bwd: None,
-            });
+            let fwd = unroll(&self.fwd, g, p, inputs, i0, UnrollOptions { reverse: false, lengths })?;
+            return Ok(LayerOutput { outputs: fwd.outputs.clone(), fwd, bwd: None });
         };
         let fwd = {
             let mut g = g.direction(Direction::Forward);
-            unroll(
-                &self.fwd,
-                &mut g,
-                p,
-                inputs,
-                i0,
-                UnrollOptions {
-                    reverse: false,
-                    lengths,
-                },
-            )?
+            unroll(&self.fwd, &mut g, p, inputs, i0, UnrollOptions { reverse: false, lengths })?
         };
         let bwd = {
             let mut g = g.direction(Direction::Backward);
-            unroll(
-                bwd_cell,
-                &mut g,
-                p,
-                inputs,
-                i1,
-                UnrollOptions {
-                    reverse: true,
-                    lengths,
-                },
-            )?
+            unroll(bwd_cell, &mut g, p, inputs, i1, UnrollOptions { reverse: true, lengths })?
         };
         let mut outputs = Vec::with_capacity(inputs.len());
         for (t, (&a, &b)) in fwd.outputs.iter().zip(&bwd.outputs).enumerate() {
@@ -153,10 +111,6 @@ impl<C> Layer<C> {
                 Merge::Mul => g.mul(a, b)?,
             });
         }
-        Ok(LayerOutput {
-            outputs,
-            fwd,
-            bwd: Some(bwd),
-        })
+        Ok(LayerOutput { outputs, fwd, bwd: Some(bwd) })
     }
 }

@@ -59,10 +59,7 @@ pub fn many_to_one<T: Float>(
     let lens = lengths_or_full(g, lengths, outputs.len(), batch)?;
     let mut g = g.scope("pool");
     let mask = |g: &mut Graph<T>, f: &dyn Fn(usize, usize) -> bool, t: usize| {
-        let v = lens
-            .iter()
-            .map(|&l| if f(t, l) { T::one() } else { T::zero() })
-            .collect();
+        let v = lens.iter().map(|&l| if f(t, l) { T::one() } else { T::zero() }).collect();
         g.constant(ArrayD::from_shape_vec(IxDyn(&[batch, 1]), v).expect("sized"))
     };
     match pool {
@@ -134,16 +131,11 @@ pub fn one_to_many<T: Float, C: Cell<T> + ?Sized>(
         }
         None => cell.zero_state(g, batch),
     };
-    let (mut ys, mut outputs, mut states, mut taps) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ys, mut outputs, mut states, mut taps) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut x = x1;
     for t in 0..steps {
         let mut g = g.step(t);
-        let Step {
-            output,
-            state: next,
-            taps: tp,
-        } = cell.step(&mut g, p, x, &state)?;
+        let Step { output, state: next, taps: tp } = cell.step(&mut g, p, x, &state)?;
         let y = readout(&mut g.scope("readout"), output)?;
         ys.push(y);
         outputs.push(output);
@@ -152,15 +144,7 @@ pub fn one_to_many<T: Float, C: Cell<T> + ?Sized>(
         state = next;
         x = y;
     }
-    Ok((
-        ys,
-        Unrolled {
-            outputs,
-            states,
-            taps,
-            final_state: state,
-        },
-    ))
+    Ok((ys, Unrolled { outputs, states, taps, final_state: state }))
 }
 
 /// An encoder-decoder (seq2seq): the encoder's final state starts the decoder.
@@ -196,17 +180,7 @@ impl<E, D> Seq2Seq<E, D> {
     where
         E: Cell<T>,
     {
-        unroll(
-            &self.encoder,
-            &mut g.scope("encoder"),
-            p,
-            source,
-            None,
-            UnrollOptions {
-                reverse: false,
-                lengths,
-            },
-        )
+        unroll(&self.encoder, &mut g.scope("encoder"), p, source, None, UnrollOptions { reverse: false, lengths })
     }
 
     /// Teacher forcing: encodes `source`, then decodes the given decoder inputs
@@ -228,14 +202,8 @@ impl<E, D> Seq2Seq<E, D> {
     {
         let encoder = self.encode(g, p, source, lengths)?;
         let init = encoder.final_state.clone();
-        let decoder = unroll(
-            &self.decoder,
-            &mut g.scope("decoder"),
-            p,
-            decoder_inputs,
-            Some(init),
-            UnrollOptions::default(),
-        )?;
+        let decoder =
+            unroll(&self.decoder, &mut g.scope("decoder"), p, decoder_inputs, Some(init), UnrollOptions::default())?;
         Ok(Seq2SeqOutput { encoder, decoder })
     }
 
@@ -258,16 +226,9 @@ impl<E, D> Seq2Seq<E, D> {
         D: Cell<T>,
     {
         let init = encoded.final_state.clone();
-        unroll_with(
-            &self.decoder,
-            &mut g.scope("decoder"),
-            p,
-            steps,
-            init,
-            |g, t, prev| match prev {
-                None => Ok(first),
-                Some(out) => next(g, t - 1, out),
-            },
-        )
+        unroll_with(&self.decoder, &mut g.scope("decoder"), p, steps, init, |g, t, prev| match prev {
+            None => Ok(first),
+            Some(out) => next(g, t - 1, out),
+        })
     }
 }

@@ -97,11 +97,7 @@ impl RecurrentOutput {
 
 impl<C> Recurrent<C> {
     /// A module whose cell for layer `l` and direction `reverse` is `make(l, reverse, input_size_of_l)`.
-    pub fn build(
-        scope: &str,
-        config: RecurrentConfig,
-        make: impl Fn(usize, bool, usize) -> C,
-    ) -> Self {
+    pub fn build(scope: &str, config: RecurrentConfig, make: impl Fn(usize, bool, usize) -> C) -> Self {
         let d = config.directions();
         let layers = (0..config.num_layers)
             .map(|l| {
@@ -119,14 +115,7 @@ impl<C> Recurrent<C> {
                 }
             })
             .collect();
-        Recurrent {
-            scope: scope.to_owned(),
-            stack: Stacked {
-                layers,
-                dropout: config.dropout,
-            },
-            config,
-        }
+        Recurrent { scope: scope.to_owned(), stack: Stacked { layers, dropout: config.dropout }, config }
     }
 }
 
@@ -134,9 +123,7 @@ impl Recurrent<Elman> {
     /// PyTorch's `nn.RNN`; parameters `{prefix}weight_ih_l{k}[_reverse]`, … (`prefix` as `"rnn."` or `""`).
     pub fn rnn(prefix: &str, config: RecurrentConfig, nonlinearity: Nonlinearity) -> Self {
         let h = config.hidden_size;
-        Self::build("rnn", config, |l, r, i| {
-            Elman::new(prefix, l, r, i, h, nonlinearity)
-        })
+        Self::build("rnn", config, |l, r, i| Elman::new(prefix, l, r, i, h, nonlinearity))
     }
 }
 
@@ -149,9 +136,7 @@ impl Recurrent<Lstm> {
     /// An LSTM with peephole connections (`{prefix}weight_ch_l{k}[_reverse]`, `[3H]`).
     pub fn lstm_peephole(prefix: &str, config: RecurrentConfig) -> Self {
         let h = config.hidden_size;
-        Self::build("lstm", config, |l, r, i| {
-            Lstm::new(prefix, l, r, i, h).with_peepholes(prefix, l, r)
-        })
+        Self::build("lstm", config, |l, r, i| Lstm::new(prefix, l, r, i, h).with_peepholes(prefix, l, r))
     }
 }
 
@@ -159,9 +144,7 @@ impl Recurrent<Gru> {
     /// PyTorch's `nn.GRU` (`GruVariant::Torch`) or the original GRU.
     pub fn gru(prefix: &str, config: RecurrentConfig, variant: GruVariant) -> Self {
         let h = config.hidden_size;
-        Self::build("gru", config, |l, r, i| {
-            Gru::new(prefix, l, r, i, h, variant)
-        })
+        Self::build("gru", config, |l, r, i| Gru::new(prefix, l, r, i, h, variant))
     }
 }
 
@@ -210,19 +193,9 @@ impl<C> Recurrent<C> {
             let mut want = xs.clone();
             want.resize(3, 0);
             want[2] = self.config.input_size;
-            return Err(Error::ShapeMismatch {
-                op: "recurrent input",
-                scope: g.scope_path(),
-                lhs: want,
-                rhs: xs,
-            });
+            return Err(Error::ShapeMismatch { op: "recurrent input", scope: g.scope_path(), lhs: want, rhs: xs });
         }
-        let (batch, d, l, h) = (
-            xs[1],
-            self.config.directions(),
-            self.config.num_layers,
-            self.config.hidden_size,
-        );
+        let (batch, d, l, h) = (xs[1], self.config.directions(), self.config.num_layers, self.config.hidden_size);
         let cells = l * d;
         let init = match state {
             None => None,
@@ -254,10 +227,6 @@ impl<C> Recurrent<C> {
             let parts: Vec<NodeId> = detail.final_states.iter().map(|s| s.0[k]).collect();
             final_state.push(g.stack(&parts, 0)?);
         }
-        Ok(RecurrentOutput {
-            output,
-            final_state,
-            detail,
-        })
+        Ok(RecurrentOutput { output, final_state, detail })
     }
 }

@@ -64,11 +64,7 @@ impl<C> Stacked<C> {
                 return Err(Error::InvalidInput {
                     op: "stacked",
                     scope: g.scope_path(),
-                    reason: format!(
-                        "{} initial states for {} layers of {d} directions",
-                        init.len(),
-                        self.layers.len()
-                    ),
+                    reason: format!("{} initial states for {} layers of {d} directions", init.len(), self.layers.len()),
                     shapes: Vec::new(),
                 });
             }
@@ -79,11 +75,7 @@ impl<C> Stacked<C> {
         for (l, layer) in self.layers.iter().enumerate() {
             let mut g = g.layer(l);
             let i0 = init.map(|s| s[d * l].clone());
-            let i1 = if d == 2 {
-                init.map(|s| s[d * l + 1].clone())
-            } else {
-                None
-            };
+            let i1 = if d == 2 { init.map(|s| s[d * l + 1].clone()) } else { None };
             let out = layer.run(&mut g, p, &xs, [i0, i1], opts.lengths)?;
             final_states.push(out.fwd.final_state.clone());
             if let Some(b) = &out.bwd {
@@ -93,17 +85,12 @@ impl<C> Stacked<C> {
             if opts.train && self.dropout > 0.0 && l + 1 < self.layers.len() {
                 let mut g = g.scope("dropout");
                 for (t, x) in xs.iter_mut().enumerate() {
-                    let seed =
-                        opts.seed ^ ((l as u64) << 40) ^ (t as u64).wrapping_mul(0x9E37_79B9);
+                    let seed = opts.seed ^ ((l as u64) << 40) ^ (t as u64).wrapping_mul(0x9E37_79B9);
                     *x = g.dropout(*x, self.dropout, seed)?;
                 }
             }
             layers.push(out);
         }
-        Ok(StackedOutput {
-            outputs: xs,
-            final_states,
-            layers,
-        })
+        Ok(StackedOutput { outputs: xs, final_states, layers })
     }
 }

@@ -49,12 +49,7 @@ pub fn split_steps<T: Float>(g: &mut Graph<T>, x: NodeId) -> Result<Vec<NodeId>>
 }
 
 fn invalid<T: Float>(g: &Graph<T>, reason: String) -> Error {
-    Error::InvalidInput {
-        op: "unroll",
-        scope: g.scope_path(),
-        reason,
-        shapes: Vec::new(),
-    }
+    Error::InvalidInput { op: "unroll", scope: g.scope_path(), reason, shapes: Vec::new() }
 }
 
 /// Per step, a `[B, 1, …]` mask of the sequences still running (`None` when all run to T).
@@ -69,10 +64,7 @@ fn masks<T: Float>(
         return Ok(vec![None; steps]);
     };
     if lengths.len() != batch {
-        return Err(invalid(
-            g,
-            format!("{} lengths for a batch of {batch}", lengths.len()),
-        ));
+        return Err(invalid(g, format!("{} lengths for a batch of {batch}", lengths.len())));
     }
     if let Some(&l) = lengths.iter().find(|&&l| l == 0 || l > steps) {
         return Err(invalid(g, format!("length {l} is not in 1..={steps}")));
@@ -84,10 +76,7 @@ fn masks<T: Float>(
             if lengths.iter().all(|&l| t < l) {
                 return Ok(None);
             }
-            let v = lengths
-                .iter()
-                .map(|&l| if t < l { T::one() } else { T::zero() })
-                .collect();
+            let v = lengths.iter().map(|&l| if t < l { T::one() } else { T::zero() }).collect();
             let m = ArrayD::from_shape_vec(IxDyn(&shape), v).expect("sized");
             Ok(Some(g.step(t).constant(m)))
         })
@@ -117,10 +106,7 @@ pub fn unroll<T: Float, C: Cell<T> + ?Sized>(
     if steps == 0 {
         return Err(invalid(g, "a sequence needs at least one step".into()));
     }
-    let batch = *g
-        .shape(inputs[0])?
-        .first()
-        .ok_or_else(|| invalid(g, "inputs need a batch axis".into()))?;
+    let batch = *g.shape(inputs[0])?.first().ok_or_else(|| invalid(g, "inputs need a batch axis".into()))?;
     let state = match init {
         Some(s) => {
             cell.check_state(g, &s, batch)?;
@@ -130,11 +116,7 @@ pub fn unroll<T: Float, C: Cell<T> + ?Sized>(
     };
     let rank = cell.state_shapes(batch).first().map_or(2, Vec::len);
     let masks = masks(g, opts.lengths, steps, batch, rank)?;
-    let order: Vec<usize> = if opts.reverse {
-        (0..steps).rev().collect()
-    } else {
-        (0..steps).collect()
-    };
+    let order: Vec<usize> = if opts.reverse { (0..steps).rev().collect() } else { (0..steps).collect() };
     run(cell, g, p, state, &order, |_, t, _| Ok(inputs[t]), &masks)
 }
 
@@ -197,14 +179,8 @@ fn run<T: Float, C: Cell<T> + ?Sized>(
         state = new_state;
     }
     Ok(Unrolled {
-        outputs: outputs
-            .into_iter()
-            .map(|o| o.expect("every step ran"))
-            .collect(),
-        states: states
-            .into_iter()
-            .map(|s| s.expect("every step ran"))
-            .collect(),
+        outputs: outputs.into_iter().map(|o| o.expect("every step ran")).collect(),
+        states: states.into_iter().map(|s| s.expect("every step ran")).collect(),
         taps,
         final_state: state,
     })
