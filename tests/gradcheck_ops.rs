@@ -39,6 +39,15 @@ const CASES: &[Case] = &[
         domain: Domain::Any,
         build: |g, x| g.add(x[0], x[1]),
     },
+    Case {
+        name: "add_n",
+        shapes: &[&[2, 3], &[2, 3], &[2, 3]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let s = g.add_n(&[x[0], x[1], x[2], x[0]])?;
+            g.mul(s, x[1])
+        },
+    },
     Case { name: "sub", shapes: &[&[2, 3], &[2, 3]], domain: Domain::Any, build: |g, x| g.sub(x[0], x[1]) },
     Case { name: "mul (broadcast)", shapes: &[&[2, 3], &[2, 1]], domain: Domain::Any, build: |g, x| g.mul(x[0], x[1]) },
     Case { name: "div", shapes: &[&[2, 3], &[3]], domain: Domain::Positive, build: |g, x| g.div(x[0], x[1]) },

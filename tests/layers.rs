@@ -43,8 +43,17 @@ fn stepwise_cell_loop_equals_the_layer() -> Result<()> {
     let h = g2.stack(&hs, 0)?;
     let l2 = g2.sum_all(h)?;
     let d2 = g2.param_grad_values(l2)?;
-    assert_eq!(g1.value(out.output)?, g2.value(h)?);
-    assert_eq!(d1, d2);
+    // The layer computes every step's input projection in one matrix multiply (and the
+    // weight gradient of it in one), the loop one per step: the same sums, grouped
+    // differently, so they agree to rounding.
+    let rel = |a: &ArrayD<f64>, b: &ArrayD<f64>| {
+        a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs() / x.abs().max(1.0)).fold(0.0, f64::max)
+    };
+    let out_err = rel(g1.value(out.output)?, g2.value(h)?);
+    let grad_err = d1.iter().map(|(k, v)| rel(v, &d2[k])).fold(0.0, f64::max);
+    eprintln!("stepwise vs layer: outputs {out_err:e}, gradients {grad_err:e}");
+    assert!(out_err <= 1e-14 && grad_err <= 1e-14, "outputs {out_err:e}, gradients {grad_err:e}");
+    assert_eq!(d1.keys().collect::<Vec<_>>(), d2.keys().collect::<Vec<_>>());
     Ok(())
 }
 

@@ -122,3 +122,56 @@ fn scheduled_sampling_at_zero_is_teacher_forcing() -> Result<()> {
     }
     Ok(())
 }
+
+/// TBPTT(k1 = 2, k2 = 4) over 6 steps: each update's graph runs the whole prefix,
+/// cuts the state at `start` (visible as a detach under `tbptt_cut`), and counts the
+/// loss from `loss_from`. Its gradients equal those of a graph that starts at
+/// `start` from the state as a constant, and nothing flows into earlier inputs.
+#[test]
+fn tbptt_windows_with_k2_longer_than_k1() -> Result<()> {
+    use unrolled::layers::{split_steps, unroll, Elman, Nonlinearity, State, UnrollOptions};
+    let cell = Elman::new("", 0, false, 2, 3, Nonlinearity::Tanh);
+    let mut p = ParamStore::<f64>::new();
+    unrolled::layers::init_params(
+        &unrolled::layers::Cell::<f64>::params(&cell),
+        &mut p,
+        &unrolled::layers::Init::torch(2),
+    );
+    let x = common::uniform(&[6, 1, 2], 3, -1.0, 1.0);
+    for w in (Tbptt { k1: 2, k2: 4 }).windows(6) {
+        // The whole prefix, cut at `start`.
+        let mut g = Graph::new();
+        let xi = g.input(x.clone());
+        let steps = split_steps(&mut g, xi)?;
+        let before = unroll(&cell, &mut g, &p, &steps[..w.start.max(1)], None, UnrollOptions::default())?;
+        let h_start =
+            if w.start == 0 { None } else { Some(State(Tbptt::cut(&mut g, before.final_state.parts())?.into())) };
+        let win = unroll(&cell, &mut g, &p, &steps[w.start..w.end], h_start.clone(), UnrollOptions::default())?;
+        let counted: Vec<_> = win.outputs[w.loss_from - w.start..].to_vec();
+        let h = g.stack(&counted, 0)?;
+        let loss = g.sum_all(h)?;
+        let grads = g.param_grad_values(loss)?;
+        let dx = g.grad(loss, &[xi])?[0];
+        let dx = g.value(dx)?.clone();
+        assert!(dx.outer_iter().take(w.start).all(|r| r.iter().all(|&v| v == 0.0)), "no gradient before the cut");
+        let cuts = g.nodes().iter().filter(|n| g.scope_info(n.scope()).path == "tbptt_cut").count();
+        assert_eq!(cuts, if w.start == 0 { 0 } else { 1 });
+
+        // The same window from the state as a constant.
+        let mut g2 = Graph::new();
+        let xs: Vec<_> = (w.start..w.end).map(|t| g2.input(x.index_axis(ndarray::Axis(0), t).to_owned())).collect();
+        let init = match &h_start {
+            None => None,
+            Some(s) => Some(State::one(g2.constant(g.value(s.h())?.clone()))),
+        };
+        let win2 = unroll(&cell, &mut g2, &p, &xs, init, UnrollOptions::default())?;
+        let h2 = g2.stack(&win2.outputs[w.loss_from - w.start..], 0)?;
+        let loss2 = g2.sum_all(h2)?;
+        assert_eq!(g.scalar_value(loss)?, g2.scalar_value(loss2)?);
+        let grads2 = g2.param_grad_values(loss2)?;
+        for (k, v) in &grads {
+            assert!(v.iter().zip(grads2[k].iter()).all(|(a, b)| (a - b).abs() < 1e-14), "{k} in {w:?}");
+        }
+    }
+    Ok(())
+}

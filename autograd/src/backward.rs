@@ -5,7 +5,9 @@
 //! nodes that depend on a requested node; only those are visited, so branches that
 //! reach neither the loss nor the requested nodes cost nothing. Each op's rule
 //! returns its input gradients; the engine alone sums a broadcast gradient back to
-//! its input's shape and adds the contributions of fan-out. Every gradient it
+//! its input's shape and sums the contributions of fan-out, with one n-ary `add_n`
+//! node per node that has several consumers (a parameter used at T steps gets one
+//! sum of T terms, not T - 1 partial sums). Every gradient it
 //! records is an ordinary node, so it can be differentiated again.
 
 use std::collections::BTreeMap;
@@ -18,6 +20,21 @@ use crate::float::Float;
 use crate::graph::Graph;
 use crate::node::{DType, NodeId};
 use crate::ops::Back;
+
+/// What a node has received so far in a reverse sweep.
+#[derive(Clone, Default)]
+struct Pending {
+    /// Contributions of its shape.
+    full: SmallVec<[NodeId; 2]>,
+    /// Gradients of its slices: (axis, start, gradient of the slice).
+    slices: Vec<(usize, usize, NodeId)>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.full.is_empty() && self.slices.is_empty()
+    }
+}
 
 impl<T: Float> Graph<T> {
     /// The gradients of the scalar `output` with respect to each node of `wrt`
@@ -106,53 +123,28 @@ impl<T: Float> Graph<T> {
                 && node.inputs.iter().any(|j| j.index() >= lo && dep[j.index() - lo]);
         }
 
-        let mut grads: Vec<Option<NodeId>> = vec![None; out - lo + 1];
+        // Each node's gradient contributions, summed by one `add_n` node when the sweep
+        // reaches the node (all its consumers come later, so all have contributed).
+        let mut pending: Vec<Pending> = vec![Pending::default(); out - lo + 1];
         if dep[out - lo] {
-            grads[out - lo] = Some(seed);
+            pending[out - lo].full.push(seed);
         }
         let saved = self.current_scope();
-        for i in (lo..=out).rev() {
-            let Some(gi) = grads[i - lo] else { continue };
-            let node = &self.nodes[i];
-            if node.op.is_leaf() {
-                continue;
-            }
-            let inputs: SmallVec<[NodeId; 3]> = node.inputs.clone();
-            let needs: SmallVec<[bool; 3]> = inputs.iter().map(|j| j.index() >= lo && dep[j.index() - lo]).collect();
-            if !needs.iter().any(|&n| n) {
-                continue;
-            }
-            let op = node.op.clone();
-            let twin = self.grad_scope(node.scope);
-            self.set_current_scope(twin);
-            let back = Back { out: self.mk_id(i), inputs: &inputs, grad: gi, needs: &needs };
-            let result = op.rule::<T>().backward(self, &back);
-            let input_grads = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    self.set_current_scope(saved);
-                    return Err(e);
-                }
-            };
-            for (k, ig) in input_grads.into_iter().enumerate() {
-                let (Some(ig), true) = (ig, needs.get(k).copied().unwrap_or(false)) else {
-                    continue;
-                };
-                let j = inputs[k];
-                let r = self.accumulate(grads[j.index() - lo], ig, j);
-                match r {
-                    Ok(acc) => grads[j.index() - lo] = Some(acc),
-                    Err(e) => {
-                        self.set_current_scope(saved);
-                        return Err(e);
-                    }
-                }
-            }
-        }
+        let result = self.sweep(lo, out, &dep, &mut pending);
         self.set_current_scope(saved);
+        result?;
         let mut result = Vec::with_capacity(wrt.len());
         for &w in wrt {
-            let g = if w.index() >= lo && w.index() <= out { grads[w.index() - lo] } else { None };
+            let in_range = w.index() >= lo && w.index() <= out;
+            let g = if in_range && !pending[w.index() - lo].is_empty() {
+                let twin = self.grad_scope(self.nodes[w.index()].scope);
+                self.set_current_scope(twin);
+                let total = self.total(w, &mut pending[w.index() - lo]);
+                self.set_current_scope(saved);
+                Some(total?)
+            } else {
+                None
+            };
             result.push(match g {
                 Some(g) => g,
                 None => self.zeros_like_in_root(w),
@@ -161,15 +153,93 @@ impl<T: Float> Graph<T> {
         Ok(result)
     }
 
-    /// Brings a contribution to its input's shape (summing broadcast axes) and adds
-    /// it to what the input already received.
-    fn accumulate(&mut self, prev: Option<NodeId>, contribution: NodeId, input: NodeId) -> Result<NodeId> {
-        let shape = self.shape_of(input).to_vec();
-        let c = self.sum_to(contribution, &shape)?;
-        match prev {
-            None => Ok(c),
-            Some(p) => self.add(p, c),
+    /// The reverse loop over `lo..=out`.
+    fn sweep(&mut self, lo: usize, out: usize, dep: &[bool], pending: &mut [Pending]) -> Result<()> {
+        for i in (lo..=out).rev() {
+            if pending[i - lo].is_empty() || self.nodes[i].op.is_leaf() {
+                continue;
+            }
+            let node = &self.nodes[i];
+            let inputs: SmallVec<[NodeId; 3]> = node.inputs.clone();
+            let needs: SmallVec<[bool; 3]> = inputs.iter().map(|j| j.index() >= lo && dep[j.index() - lo]).collect();
+            if !needs.iter().any(|&n| n) {
+                continue;
+            }
+            let op = node.op.clone();
+            let twin = self.grad_scope(node.scope);
+            self.set_current_scope(twin);
+            let gi = self.total(self.mk_id(i), &mut pending[i - lo])?;
+            if let crate::ops::Op::Narrow(nw) = &op {
+                // A slice's gradient stays a slice: the slices of one tensor are joined
+                // by one concat when it is reached (not padded to its size and summed).
+                pending[inputs[0].index() - lo].slices.push((nw.axis, nw.start, gi));
+                continue;
+            }
+            let back = Back { out: self.mk_id(i), inputs: &inputs, grad: gi, needs: &needs };
+            let input_grads = op.rule::<T>().backward(self, &back)?;
+            for (k, ig) in input_grads.into_iter().enumerate() {
+                if let (Some(ig), true) = (ig, needs.get(k).copied().unwrap_or(false)) {
+                    let j = inputs[k];
+                    let shape = self.shape_of(j).to_vec();
+                    let c = self.sum_to(ig, &shape)?;
+                    pending[j.index() - lo].full.push(c);
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// The sum of a node's gradient contributions, as one node (and kept as the only one):
+    /// slices joined by one concat (zeros in the gaps), then everything summed by one `add_n`.
+    fn total(&mut self, node: NodeId, p: &mut Pending) -> Result<NodeId> {
+        if !p.slices.is_empty() {
+            let joined = self.join_slices(node, std::mem::take(&mut p.slices))?;
+            p.full.extend(joined);
+        }
+        let t = if p.full.len() == 1 { p.full[0] } else { self.add_n(&p.full)? };
+        p.full.clear();
+        p.full.push(t);
+        Ok(t)
+    }
+
+    /// Gradients of slices of `node`: one concat along their axis when they share it and
+    /// do not overlap, else each padded to `node`'s shape.
+    fn join_slices(&mut self, node: NodeId, mut slices: Vec<(usize, usize, NodeId)>) -> Result<SmallVec<[NodeId; 2]>> {
+        let shape = self.shape_of(node).to_vec();
+        slices.sort_by_key(|&(a, s, _)| (a, s));
+        let axis = slices[0].0;
+        let mut end = 0;
+        let mut disjoint = true;
+        for &(a, s, g) in &slices {
+            disjoint &= a == axis && s >= end;
+            end = s + self.shape_of(g)[a];
+        }
+        if !disjoint {
+            return slices
+                .into_iter()
+                .map(|(a, s, g)| {
+                    let len = self.shape_of(g)[a];
+                    self.pad(g, a as isize, s, shape[a] - s - len)
+                })
+                .collect();
+        }
+        let mut parts = Vec::with_capacity(2 * slices.len() + 1);
+        let mut at = 0;
+        for (_, s, g) in slices {
+            if s > at {
+                let mut gap = shape.clone();
+                gap[axis] = s - at;
+                parts.push(self.zeros(&gap));
+            }
+            at = s + self.shape_of(g)[axis];
+            parts.push(g);
+        }
+        if at < shape[axis] {
+            let mut gap = shape.clone();
+            gap[axis] = shape[axis] - at;
+            parts.push(self.zeros(&gap));
+        }
+        Ok(SmallVec::from_elem(self.concat(&parts, axis as isize)?, 1))
     }
 
     fn zeros_like_in_root(&mut self, w: NodeId) -> NodeId {

@@ -72,6 +72,31 @@ pub trait Cell<T: Float> {
     /// The graph's errors (shapes that do not fit, a missing parameter).
     fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, state: &State) -> Result<Step>;
 
+    /// For cells whose step begins with an affine map of the input alone
+    /// (`x W_ihᵀ + b_ih`): that map for every step at once, `xs [T, B, I] -> [T, B, P]`,
+    /// one matrix multiply instead of `T` (and one for its weight gradient).
+    /// [`unroll`](crate::unroll) uses it when it returns `Some`.
+    ///
+    /// # Errors
+    /// The graph's errors.
+    fn project_inputs(&self, _g: &mut Graph<T>, _p: &ParamStore<T>, _xs: NodeId) -> Result<Option<NodeId>> {
+        Ok(None)
+    }
+
+    /// One step from the projected input `xp [B, P]` (a step of
+    /// [`Cell::project_inputs`]); equal to [`Cell::step`] on the raw input.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a cell that does not project its inputs.
+    fn step_projected(&self, g: &mut Graph<T>, _p: &ParamStore<T>, _xp: NodeId, _state: &State) -> Result<Step> {
+        Err(Error::InvalidInput {
+            op: "step_projected",
+            scope: g.scope_path(),
+            reason: "this cell does not project its inputs".into(),
+            shapes: Vec::new(),
+        })
+    }
+
     /// A zero state for a batch of `batch` (constants).
     fn zero_state(&self, g: &mut Graph<T>, batch: usize) -> State {
         State(self.state_shapes(batch).iter().map(|s| g.zeros(s)).collect())

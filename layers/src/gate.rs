@@ -100,6 +100,24 @@ impl FusedGates {
         self.split(&mut g, z)
     }
 
+    /// The pre-activation of every gate from a projected input `xp = x W_ihᵀ + b_ih`:
+    /// `xp + h W_hhᵀ + b_hh` split by gate, under the scope `gates`.
+    ///
+    /// # Errors
+    /// As [`FusedGates::input_projection`].
+    pub fn preactivations_projected<T: Float>(
+        &self,
+        g: &mut Graph<T>,
+        p: &ParamStore<T>,
+        xp: NodeId,
+        h: NodeId,
+    ) -> Result<SmallVec<[NodeId; 4]>> {
+        let mut g = g.scope("gates");
+        let b = self.hidden_projection(&mut g, p, h)?;
+        let z = g.add(xp, b)?;
+        self.split(&mut g, z)
+    }
+
     /// The four parameters' specs.
     pub fn specs(&self, forget_gate: Option<usize>) -> Vec<ParamSpec> {
         let gh = self.gates.len() * self.hidden;

@@ -100,6 +100,31 @@ impl<T: Float> Rule<T> for Div {
     }
 }
 
+/// The sum of any number of same-shaped inputs. d/dx_k = 1. The engine sums the
+/// gradient contributions of fan-out with it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddN;
+
+impl<T: Float> Rule<T> for AddN {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        let first = s.first().ok_or_else(|| super::Fail::Invalid("needs at least one input".into()))?;
+        if let Some(other) = s.iter().find(|x| *x != first) {
+            return Err(super::Fail::Mismatch(shape_of(first), shape_of(other)));
+        }
+        Ok(shape_of(first))
+    }
+    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+        let mut out = fin(x, 0).clone();
+        for v in &x[1..] {
+            out += v.float();
+        }
+        Ok(out)
+    }
+    fn backward(&self, _: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        Ok(b.inputs.iter().map(|_| Some(b.grad)).collect())
+    }
+}
+
 /// `x * scale + shift` for scalars. d/dx = scale.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Affine {
@@ -425,6 +450,18 @@ impl<T: Float> Graph<T> {
     /// As [`Graph::add`].
     pub fn div(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
         self.push(super::Op::Div(Div), &[a, b])
+    }
+    /// The sum of same-shaped `xs` (no broadcasting), as one node. d/dx_k = 1.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if the shapes differ;
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for no inputs.
+    pub fn add_n(&mut self, xs: &[NodeId]) -> Result<NodeId> {
+        if xs.len() == 1 {
+            self.check(xs[0], "add_n")?;
+            return Ok(xs[0]);
+        }
+        self.push(super::Op::AddN(AddN), xs)
     }
     /// `x * scale + shift`. d/dx = scale.
     ///

@@ -204,6 +204,7 @@ op_table! {
     Param = "param",
     // elementwise.rs
     Add = "add",
+    AddN = "add_n",
     Sub = "sub",
     Mul = "mul",
     Div = "div",

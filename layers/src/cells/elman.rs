@@ -53,7 +53,14 @@ impl<T: Float> Cell<T> for Elman {
     }
     /// `x [B, I]`, state `h [B, H]` → `h' [B, H]` (output and state).
     fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, s: &State) -> Result<Step> {
-        let z = self.gates.preactivations(g, p, x, s.h())?[0];
+        let xp = self.gates.input_projection(&mut g.scope("gates"), p, x)?;
+        self.step_projected(g, p, xp, s)
+    }
+    fn project_inputs(&self, g: &mut Graph<T>, p: &ParamStore<T>, xs: NodeId) -> Result<Option<NodeId>> {
+        self.gates.input_projection(g, p, xs).map(Some)
+    }
+    fn step_projected(&self, g: &mut Graph<T>, p: &ParamStore<T>, xp: NodeId, s: &State) -> Result<Step> {
+        let z = self.gates.preactivations_projected(g, p, xp, s.h())?[0];
         let mut g = g.scope("h");
         let h = match self.nonlinearity {
             Nonlinearity::Tanh => g.tanh(z)?,

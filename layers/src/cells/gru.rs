@@ -61,12 +61,18 @@ impl<T: Float> Cell<T> for Gru {
     }
     /// `x [B, I]`, state `h [B, H]` → `h' [B, H]`; taps `r z n`.
     fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, s: &State) -> Result<Step> {
+        let xp = self.gates.input_projection(&mut g.scope("gates"), p, x)?;
+        self.step_projected(g, p, xp, s)
+    }
+    fn project_inputs(&self, g: &mut Graph<T>, p: &ParamStore<T>, xs: NodeId) -> Result<Option<NodeId>> {
+        self.gates.input_projection(g, p, xs).map(Some)
+    }
+    fn step_projected(&self, g: &mut Graph<T>, p: &ParamStore<T>, xp: NodeId, s: &State) -> Result<Step> {
         let h = s.h();
         let hd = self.gates.hidden;
         let (xi, hh) = {
             let mut g = g.scope("gates");
-            let xi = self.gates.input_projection(&mut g, p, x)?;
-            let xi = self.gates.split(&mut g, xi)?;
+            let xi = self.gates.split(&mut g, xp)?;
             let hh = match self.variant {
                 GruVariant::Torch => {
                     let hh = self.gates.hidden_projection(&mut g, p, h)?;

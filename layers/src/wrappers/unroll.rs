@@ -48,6 +48,26 @@ pub fn split_steps<T: Float>(g: &mut Graph<T>, x: NodeId) -> Result<Vec<NodeId>>
     (0..shape[0]).map(|t| g.step(t).select(x, 0, t)).collect()
 }
 
+/// The `[T, ...]` tensor whose consecutive slices the steps are (as [`split_steps`]
+/// makes them), read off the recorded graph, so it can be used whole.
+fn sliced_from<T: Float>(g: &Graph<T>, inputs: &[NodeId]) -> Option<NodeId> {
+    use unrolled_autograd::Op;
+    let mut source = None;
+    for (t, &x) in inputs.iter().enumerate() {
+        let r = g.node(x).ok()?;
+        let Op::Reshape(_) = r.op() else { return None };
+        let n = g.node(r.inputs()[0]).ok()?;
+        let Op::Narrow(nw) = n.op() else { return None };
+        let src = n.inputs()[0];
+        if nw.axis != 0 || nw.start != t || nw.len != 1 || source.is_some_and(|s| s != src) {
+            return None;
+        }
+        source = Some(src);
+    }
+    let src = source?;
+    (g.shape(src).ok()?.first() == Some(&inputs.len())).then_some(src)
+}
+
 fn invalid<T: Float>(g: &Graph<T>, reason: String) -> Error {
     Error::InvalidInput { op: "unroll", scope: g.scope_path(), reason, shapes: Vec::new() }
 }
@@ -117,7 +137,27 @@ pub fn unroll<T: Float, C: Cell<T> + ?Sized>(
     let rank = cell.state_shapes(batch).first().map_or(2, Vec::len);
     let masks = masks(g, opts.lengths, steps, batch, rank)?;
     let order: Vec<usize> = if opts.reverse { (0..steps).rev().collect() } else { (0..steps).collect() };
-    run(cell, g, p, state, &order, |_, t, _| Ok(inputs[t]), &masks)
+    // One matrix multiply for the input projection of every step, when the cell has one.
+    let projected = {
+        let mut g = g.scope("input_projection");
+        let ranks_ok = inputs.iter().all(|&x| g.shape(x).map(|s| s.len() == 2).unwrap_or(false));
+        if ranks_ok {
+            let xs = match sliced_from(&g, inputs) {
+                Some(x) => x,
+                None => g.stack(inputs, 0)?,
+            };
+            cell.project_inputs(&mut g, p, xs)?
+        } else {
+            None
+        }
+    };
+    match projected {
+        Some(xp) => {
+            let step = |g: &mut Graph<T>, t: usize, _: Option<NodeId>| g.select(xp, 0, t);
+            run(cell, g, p, state, &order, step, &masks, true)
+        }
+        None => run(cell, g, p, state, &order, |_, t, _| Ok(inputs[t]), &masks, false),
+    }
 }
 
 /// Unrolls `cell` for `steps` steps, where `feed(g, t, prev_output)` makes the input
@@ -137,9 +177,10 @@ pub fn unroll_with<T: Float, C: Cell<T> + ?Sized>(
         return Err(invalid(g, "a sequence needs at least one step".into()));
     }
     let order: Vec<usize> = (0..steps).collect();
-    run(cell, g, p, init, &order, feed, &vec![None; steps])
+    run(cell, g, p, init, &order, feed, &vec![None; steps], false)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run<T: Float, C: Cell<T> + ?Sized>(
     cell: &C,
     g: &mut Graph<T>,
@@ -148,6 +189,7 @@ fn run<T: Float, C: Cell<T> + ?Sized>(
     order: &[usize],
     mut feed: impl FnMut(&mut Graph<T>, usize, Option<NodeId>) -> Result<NodeId>,
     masks: &[Option<NodeId>],
+    projected: bool,
 ) -> Result<Unrolled> {
     let n = order.len();
     let mut outputs = vec![None; n];
@@ -157,7 +199,8 @@ fn run<T: Float, C: Cell<T> + ?Sized>(
     for &t in order {
         let mut g = g.step(t);
         let x = feed(&mut g, t, prev)?;
-        let step = cell.step(&mut g, p, x, &state)?;
+        let step =
+            if projected { cell.step_projected(&mut g, p, x, &state)? } else { cell.step(&mut g, p, x, &state)? };
         let (out, new_state) = match masks[t] {
             None => (step.output, step.state),
             Some(m) => {

@@ -1,0 +1,343 @@
+//! The benchmark harness of `bench/SPEC.md`: W1–W6, one JSON line per measurement.
+//!
+//! ```text
+//! cargo run --release --example bench                          # everything (1 and 2 threads)
+//! cargo run --release --example bench -- --workload W1 --size M --threads 1
+//! ```
+//!
+//! Each line holds: workload, size, threads, mode, median_ms, min_ms, max_ms,
+//! gflops (the SPEC's matrix-multiply FLOPs over the median), peak_gflops (sgemm
+//! with the engine's own matrix multiply, measured in the same process), peak_fraction,
+//! grad_norm (a checksum), nodes (recorded per step: forward, loss and gradient
+//! nodes), and for W5 peak_rss_bytes and rss_above_start_bytes, each W5
+//! configuration in a fresh process. A training step replays a graph recorded
+//! once (`mode: "replay"`): everything is recomputed from the parameters and the
+//! batch; W5 and W6 also report the cost of recording (`mode: "record"`).
+
+use std::process::Command;
+use std::time::Instant;
+
+use clap::Parser;
+use unrolled::autograd::{Graph, NodeId, ParamStore, Reduction, Rng};
+use unrolled::layers::{AnyOptimizer, AnyRecurrent, CellKind, CharRnn, Optimizer, RecurrentConfig, RunOptions};
+use unrolled::ndarray::{linalg::general_mat_mul, Array2, ArrayD, IxDyn};
+
+/// Runs the benchmark workloads.
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// One workload (W1 … W6); all when absent.
+    #[arg(long)]
+    workload: Option<String>,
+    /// One size (S, M, L); all the SPEC lists when absent.
+    #[arg(long)]
+    size: Option<String>,
+    /// Threads of the matrix multiply; when absent, 2 and then 1 (each in a child process).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed steps (at least 10 per the SPEC).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Internal: run one W5 configuration (sequence length) in this process.
+    #[arg(long, hide = true)]
+    w5: Option<usize>,
+    /// Internal: with --w5, truncate every this many steps.
+    #[arg(long, hide = true)]
+    chunk: Option<usize>,
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn normal(shape: &[usize], rng: &mut Rng) -> ArrayD<f32> {
+    let n = shape.iter().product();
+    ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|_| (0.1 * rng.normal()) as f32).collect()).expect("sized")
+}
+
+fn params_of(specs: &[unrolled::layers::ParamSpec], seed: u64) -> ParamStore<f32> {
+    let mut rng = Rng::new(seed);
+    let mut p = ParamStore::new();
+    for s in specs {
+        p.insert(s.name.clone(), normal(&s.shape, &mut rng));
+    }
+    p
+}
+
+/// The sgemm rate (GFLOP/s) of the engine's matrix multiply on square `n`.
+fn sgemm(n: usize) -> f64 {
+    let a = Array2::<f32>::from_elem((n, n), 0.5);
+    let b = Array2::<f32>::from_elem((n, n), 0.25);
+    let mut c = Array2::<f32>::zeros((n, n));
+    let reps = if n >= 2048 { 3 } else { 30 };
+    general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+    let t = Instant::now();
+    for _ in 0..reps {
+        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+    }
+    2.0 * (n as f64).powi(3) * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+fn stats(mut ms: Vec<f64>) -> (f64, f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    (ms[ms.len() / 2], ms[0], ms[ms.len() - 1])
+}
+
+fn grad_norm(g: &Graph<f32>, grads: &[NodeId]) -> Res<f64> {
+    let mut s = 0.0;
+    for &d in grads {
+        s += g.value(d)?.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+    }
+    Ok(s.sqrt())
+}
+
+struct Line<'a> {
+    workload: &'a str,
+    size: &'a str,
+    threads: usize,
+    mode: &'a str,
+    times: (f64, f64, f64),
+    flops: f64,
+    peak: f64,
+    norm: f64,
+    nodes: usize,
+}
+
+fn print(l: &Line, extra: &str) {
+    let gflops = l.flops / (l.times.0 / 1e3) / 1e9;
+    println!(
+        "{{\"workload\":\"{}\",\"size\":\"{}\",\"threads\":{},\"mode\":\"{}\",\"median_ms\":{:.4},\"min_ms\":{:.4},\"max_ms\":{:.4},\"gflops\":{:.3},\"peak_gflops\":{:.2},\"peak_fraction\":{:.4},\"grad_norm\":{:.6e},\"nodes\":{}{extra}}}",
+        l.workload, l.size, l.threads, l.mode, l.times.0, l.times.1, l.times.2, gflops, l.peak, gflops / l.peak, l.norm, l.nodes
+    );
+}
+
+/// A recurrent training step (W1–W3): the graph recorded once, then replayed.
+fn rnn_step(kind: CellKind, t: usize, b: usize, h: usize) -> Res<(Graph<f32>, ParamStore<f32>, Vec<NodeId>)> {
+    let m = AnyRecurrent::new(kind, "", RecurrentConfig::new(h, h));
+    let p = params_of(&m.params::<f32>(), 1);
+    let mut rng = Rng::new(2);
+    let mut g = Graph::with_capacity(64 * t);
+    let x = g.input(normal(&[t, b, h], &mut rng));
+    let y = g.constant(normal(&[t, b, h], &mut rng));
+    let out = m.forward(&mut g, &p, x, None, RunOptions::default())?;
+    let loss = g.mse_loss(out.output, y)?;
+    let grads = g.param_grads(loss)?.into_values().collect();
+    Ok((g, p, grads))
+}
+
+fn time_replay(
+    g: &mut Graph<f32>,
+    args: &Args,
+    mut extra: impl FnMut(&mut Graph<f32>) -> Res<()>,
+) -> Res<(f64, f64, f64)> {
+    for _ in 0..args.warmup {
+        g.replay()?;
+        extra(g)?;
+    }
+    let mut ms = Vec::with_capacity(args.steps);
+    for _ in 0..args.steps.max(1) {
+        let t0 = Instant::now();
+        g.replay()?;
+        extra(g)?;
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(stats(ms))
+}
+
+fn sizes(args: &Args, all: &[&'static str]) -> Vec<&'static str> {
+    all.iter().copied().filter(|s| args.size.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(s))).collect()
+}
+
+fn w1_to_w3(args: &Args, threads: usize, peak: f64) -> Res<()> {
+    for (w, kind, scale) in [("W1", CellKind::Lstm, 1.0), ("W2", CellKind::Rnn, 0.25), ("W3", CellKind::Gru, 0.75)] {
+        if args.workload.as_deref().is_some_and(|x| !x.eq_ignore_ascii_case(w)) {
+            continue;
+        }
+        let all: &[&str] = if threads == 1 { &["S", "M"] } else { &["S", "M", "L"] };
+        for size in sizes(args, all) {
+            let (t, b, h) = match size {
+                "S" => (16, 1, 32),
+                "M" => (50, 32, 128),
+                _ => (100, 64, 512),
+            };
+            let (mut g, _p, grads) = rnn_step(kind, t, b, h)?;
+            let times = time_replay(&mut g, args, |_| Ok(()))?;
+            let flops = scale * 8.0 * (b * h * (2 * h + 3 * h) * t) as f64;
+            let norm = grad_norm(&g, &grads)?;
+            print(&Line { workload: w, size, threads, mode: "replay", times, flops, peak, norm, nodes: g.len() }, "");
+        }
+    }
+    Ok(())
+}
+
+fn w4(args: &Args, threads: usize, peak: f64) -> Res<()> {
+    if threads == 1 || args.workload.as_deref().is_some_and(|x| !x.eq_ignore_ascii_case("W4")) {
+        return Ok(());
+    }
+    let (v, e, h, t, b) = (65, 64, 256, 100, 32);
+    let m = CharRnn::new(CellKind::Lstm, v, e, h, 1);
+    let mut p = params_of(&m.params::<f32>(), 3);
+    let mut rng = Rng::new(4);
+    let toks = ArrayD::from_shape_vec(IxDyn(&[t, b]), (0..t * b).map(|_| rng.below(v) as i64).collect())?;
+    let tgts = ArrayD::from_shape_vec(IxDyn(&[t, b]), (0..t * b).map(|_| rng.below(v) as i64).collect())?;
+    let mut g = Graph::new();
+    let ti = g.index_input(toks);
+    let yi = g.index_input(tgts);
+    let out = m.forward(&mut g, &p, ti, None, RunOptions::default())?;
+    let loss = g.cross_entropy(out.logits, yi, Reduction::Mean)?;
+    let grads = g.param_grads(loss)?;
+    let ids: Vec<NodeId> = grads.values().copied().collect();
+    let mut opt = AnyOptimizer::by_name("adam", 1e-3)?;
+    let times = time_replay(&mut g, args, |g| {
+        let gv = grads.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<_>>()?;
+        opt.step(&mut p, &gv)?;
+        g.load_params(&p)?;
+        Ok(())
+    })?;
+    let flops = 8.0 * (b * h * (2 * e + 3 * h) * t) as f64 + 3.0 * 2.0 * (b * t * h * v) as f64;
+    let norm = grad_norm(&g, &ids)?;
+    print(&Line { workload: "W4", size: "-", threads, mode: "replay", times, flops, peak, norm, nodes: g.len() }, "");
+    Ok(())
+}
+
+fn rss() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = |k: &str| {
+        s.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0)
+            * 1024
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// W5 in this (fresh) process: one training step over `t` steps, or truncated every `chunk`.
+fn w5_child(t: usize, chunk: Option<usize>, threads: usize) -> Res<()> {
+    let (start_rss, _) = rss();
+    let (b, h) = (8, 128);
+    let m = AnyRecurrent::new(CellKind::Lstm, "", RecurrentConfig::new(h, h));
+    let p = params_of(&m.params::<f32>(), 5);
+    let mut rng = Rng::new(6);
+    let len = chunk.unwrap_or(t);
+    let t0 = Instant::now();
+    let mut g = Graph::with_capacity(64 * len);
+    let x = g.input(normal(&[len, b, h], &mut rng));
+    let y = g.input(normal(&[len, b, h], &mut rng));
+    let h0 = g.scope("tbptt_cut").input_named("h0", ArrayD::zeros(IxDyn(&[1, b, h])));
+    let c0 = g.scope("tbptt_cut").input_named("c0", ArrayD::zeros(IxDyn(&[1, b, h])));
+    let out = m.forward(&mut g, &p, x, Some(&[h0, c0]), RunOptions::default())?;
+    let loss = g.mse_loss(out.output, y)?;
+    let grads: Vec<NodeId> = g.param_grads(loss)?.into_values().collect();
+    for _ in 1..t / len {
+        let (hn, cn) = (g.value(out.h_n())?.clone(), g.value(out.c_n().ok_or("no c_n")?)?.clone());
+        g.set_value(h0, hn)?;
+        g.set_value(c0, cn)?;
+        g.set_value(x, normal(&[len, b, h], &mut rng))?;
+        g.set_value(y, normal(&[len, b, h], &mut rng))?;
+        g.replay()?;
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let (_, hwm) = rss();
+    let peak = sgemm(512).max(sgemm(2048)); // after the memory reading: its matrices are not the workload's
+    let flops = 8.0 * (b * h * (2 * h + 3 * h) * t) as f64;
+    let size = match chunk {
+        Some(c) => format!("T={t},chunk={c}"),
+        None => format!("T={t}"),
+    };
+    let extra = format!(",\"peak_rss_bytes\":{hwm},\"rss_above_start_bytes\":{}", hwm.saturating_sub(start_rss));
+    let norm = grad_norm(&g, &grads)?;
+    print(
+        &Line {
+            workload: "W5",
+            size: &size,
+            threads,
+            mode: "record+replay",
+            times: (ms, ms, ms),
+            flops,
+            peak,
+            norm,
+            nodes: g.len(),
+        },
+        &extra,
+    );
+    Ok(())
+}
+
+fn w5(args: &Args, threads: usize) -> Res<()> {
+    if threads == 1 || args.workload.as_deref().is_some_and(|x| !x.eq_ignore_ascii_case("W5")) {
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    for (t, chunk) in [(100, None), (1000, None), (10000, None), (10000, Some(100))] {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--threads", &threads.to_string(), "--w5", &t.to_string()]);
+        if let Some(c) = chunk {
+            cmd.args(["--chunk", &c.to_string()]);
+        }
+        let out = cmd.output()?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        if !out.status.success() {
+            eprintln!("W5 T={t}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(())
+}
+
+/// W6: the cost of one recorded op, recording (and replaying) a 1000-step tanh RNN.
+fn w6(args: &Args, threads: usize, peak: f64) -> Res<()> {
+    if threads != 1 || args.workload.as_deref().is_some_and(|x| !x.eq_ignore_ascii_case("W6")) {
+        return Ok(());
+    }
+    let mut record = Vec::new();
+    let mut last = None;
+    for i in 0..args.warmup + args.steps.max(1) {
+        let t0 = Instant::now();
+        let step = rnn_step(CellKind::Rnn, 1000, 1, 8)?;
+        if i >= args.warmup {
+            record.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        last = Some(step);
+    }
+    let (mut g, _, grads) = last.ok_or("no step")?;
+    let n = g.len();
+    let flops = 0.25 * 8.0 * (8 * (2 * 8 + 3 * 8) * 1000) as f64;
+    let norm = grad_norm(&g, &grads)?;
+    let rec = stats(record);
+    let per = |t: f64| format!(",\"us_per_node\":{:.4}", t * 1e3 / n as f64);
+    print(
+        &Line { workload: "W6", size: "-", threads, mode: "record", times: rec, flops, peak, norm, nodes: n },
+        &per(rec.0),
+    );
+    let rep = time_replay(&mut g, args, |_| Ok(()))?;
+    print(
+        &Line { workload: "W6", size: "-", threads, mode: "replay", times: rep, flops, peak, norm, nodes: n },
+        &per(rep.0),
+    );
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    let args = Args::parse();
+    let Some(threads) = args.threads else {
+        let exe = std::env::current_exe()?;
+        for threads in [2, 1] {
+            let mut cmd = Command::new(&exe);
+            cmd.args(std::env::args().skip(1)).args(["--threads", &threads.to_string()]);
+            let status = cmd.status()?;
+            if !status.success() {
+                return Err(format!("the {threads}-thread run failed").into());
+            }
+        }
+        return Ok(());
+    };
+    // The matrix multiply reads its thread count once, at its first use.
+    std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    if let Some(t) = args.w5 {
+        return w5_child(t, args.chunk, threads);
+    }
+    let peak = sgemm(512).max(sgemm(2048));
+    println!("{{\"workload\":\"sgemm\",\"threads\":{threads},\"gflops_512\":{:.2},\"gflops_2048\":{:.2},\"peak_gflops\":{peak:.2}}}", sgemm(512), sgemm(2048));
+    w1_to_w3(&args, threads, peak)?;
+    w4(&args, threads, peak)?;
+    w5(&args, threads)?;
+    w6(&args, threads, peak)?;
+    Ok(())
+}
