@@ -7,7 +7,11 @@
 //! returns its input gradients; the engine alone sums a broadcast gradient back to
 //! its input's shape and sums the contributions of fan-out, with one n-ary `add_n`
 //! node per node that has several consumers (a parameter used at T steps gets one
-//! sum of T terms, not T - 1 partial sums). Every gradient it
+//! sum of T terms, not T - 1 partial sums). Two contributions stay symbolic until
+//! the node is reached: gradients of slices of one tensor, joined by one concat;
+//! and the weight gradients of linear maps `a bᵀ`, summed as one matrix product
+//! over the stacked steps (`[G; …]ᵀ [A; …]`), so an unrolled network does not
+//! store one weight-sized matrix per step. Every gradient it
 //! records is an ordinary node, so it can be differentiated again.
 
 use std::collections::BTreeMap;
@@ -28,11 +32,13 @@ struct Pending {
     full: SmallVec<[NodeId; 2]>,
     /// Gradients of its slices: (axis, start, gradient of the slice).
     slices: Vec<(usize, usize, NodeId)>,
+    /// As the `b` of products `c = a bᵀ`: (gradient of `c`, `a`); its gradient is `Σ gᵀ a`.
+    pairs: Vec<(NodeId, NodeId)>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.full.is_empty() && self.slices.is_empty()
+        self.full.is_empty() && self.slices.is_empty() && self.pairs.is_empty()
     }
 }
 
@@ -175,6 +181,19 @@ impl<T: Float> Graph<T> {
                 pending[inputs[0].index() - lo].slices.push((nw.axis, nw.start, gi));
                 continue;
             }
+            let mut needs = needs;
+            if let crate::ops::Op::MatMul(mm) = &op {
+                let two_d = self.shape_of(inputs[0]).len() == 2 && self.shape_of(inputs[1]).len() == 2;
+                if !mm.trans_a && mm.trans_b && needs[1] && two_d {
+                    // c = a bᵀ (a linear map): d/db = gᵀ a. Kept as the pair (g, a); all the
+                    // pairs of one weight become one product over the stacked steps.
+                    pending[inputs[1].index() - lo].pairs.push((gi, inputs[0]));
+                    needs[1] = false;
+                    if !needs[0] {
+                        continue;
+                    }
+                }
+            }
             let back = Back { out: self.mk_id(i), inputs: &inputs, grad: gi, needs: &needs };
             let input_grads = op.rule::<T>().backward(self, &back)?;
             for (k, ig) in input_grads.into_iter().enumerate() {
@@ -195,6 +214,13 @@ impl<T: Float> Graph<T> {
         if !p.slices.is_empty() {
             let joined = self.join_slices(node, std::mem::take(&mut p.slices))?;
             p.full.extend(joined);
+        }
+        if !p.pairs.is_empty() {
+            let pairs = std::mem::take(&mut p.pairs);
+            let (gs, xs): (Vec<NodeId>, Vec<NodeId>) = pairs.into_iter().unzip();
+            let g = self.concat(&gs, 0)?;
+            let x = self.concat(&xs, 0)?;
+            p.full.push(self.matmul_t(g, x, true, false)?);
         }
         let t = if p.full.len() == 1 { p.full[0] } else { self.add_n(&p.full)? };
         p.full.clear();

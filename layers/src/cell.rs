@@ -67,10 +67,24 @@ pub trait Cell<T: Float> {
     /// Every parameter the cell reads: name, shape and role (for initialization).
     fn params(&self) -> Vec<ParamSpec>;
     /// Records one step: input `x` `[B, input_size]`, state in, output and state out.
+    /// A cell implements this, or [`Cell::project_inputs`] and [`Cell::step_projected`]
+    /// (then a step is its input's projection under the scope `gates`, then the
+    /// projected step).
     ///
     /// # Errors
     /// The graph's errors (shapes that do not fit, a missing parameter).
-    fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, state: &State) -> Result<Step>;
+    fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, state: &State) -> Result<Step> {
+        let projected = self.project_inputs(&mut g.scope("gates"), p, x)?;
+        match projected {
+            Some(xp) => self.step_projected(g, p, xp, state),
+            None => Err(Error::InvalidInput {
+                op: "step",
+                scope: g.scope_path(),
+                reason: "the cell implements neither step nor project_inputs".into(),
+                shapes: Vec::new(),
+            }),
+        }
+    }
 
     /// For cells whose step begins with an affine map of the input alone
     /// (`x W_ihᵀ + b_ih`): that map for every step at once, `xs [T, B, I] -> [T, B, P]`,

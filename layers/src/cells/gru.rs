@@ -59,14 +59,10 @@ impl<T: Float> Cell<T> for Gru {
     fn params(&self) -> Vec<ParamSpec> {
         self.gates.specs(None)
     }
-    /// `x [B, I]`, state `h [B, H]` → `h' [B, H]`; taps `r z n`.
-    fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, s: &State) -> Result<Step> {
-        let xp = self.gates.input_projection(&mut g.scope("gates"), p, x)?;
-        self.step_projected(g, p, xp, s)
-    }
     fn project_inputs(&self, g: &mut Graph<T>, p: &ParamStore<T>, xs: NodeId) -> Result<Option<NodeId>> {
         self.gates.input_projection(g, p, xs).map(Some)
     }
+    /// `xp [B, 3H]` (the projected input), state `h [B, H]` → `h' [B, H]`; taps `r z n`.
     fn step_projected(&self, g: &mut Graph<T>, p: &ParamStore<T>, xp: NodeId, s: &State) -> Result<Step> {
         let h = s.h();
         let hd = self.gates.hidden;

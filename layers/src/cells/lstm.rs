@@ -78,14 +78,10 @@ impl<T: Float> Cell<T> for Lstm {
         }
         v
     }
-    /// `x [B, I]`, state `(h, c)` each `[B, H]` → output `h'`, state `(h', c')`; taps `i f g o`.
-    fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, s: &State) -> Result<Step> {
-        let xp = self.gates.input_projection(&mut g.scope("gates"), p, x)?;
-        self.step_projected(g, p, xp, s)
-    }
     fn project_inputs(&self, g: &mut Graph<T>, p: &ParamStore<T>, xs: NodeId) -> Result<Option<NodeId>> {
         self.gates.input_projection(g, p, xs).map(Some)
     }
+    /// `xp [B, 4H]` (the projected input), state `(h, c)` each `[B, H]` → output `h'`, state `(h', c')`; taps `i f g o`.
     fn step_projected(&self, g: &mut Graph<T>, p: &ParamStore<T>, xp: NodeId, s: &State) -> Result<Step> {
         let (h, c) = (s.h(), s.c().unwrap_or(s.h()));
         let z = self.gates.preactivations_projected(g, p, xp, h)?;
