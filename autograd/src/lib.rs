@@ -68,7 +68,7 @@ pub use check::{gradcheck, gradgradcheck, CheckOptions, ElementCheck, GradcheckR
 pub use error::{Error, Result};
 pub use float::Float;
 pub use graph::Graph;
-pub use inspect::{GraphDef, NodeDef, NodeLabel, Summary};
+pub use inspect::{Collapse, GraphDef, NodeDef, NodeLabel, Query, Summary};
 pub use node::{DType, Node, NodeId, Shape, Value};
 pub use ops::{Cmp, Op, Reduction};
 pub use params::{ParamScope, ParamStore};

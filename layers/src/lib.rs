@@ -28,6 +28,7 @@
 
 mod cell;
 pub mod cells;
+pub mod diagnostics;
 mod gate;
 mod init;
 pub mod models;
