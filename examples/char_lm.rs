@@ -40,19 +40,19 @@ struct Args {
     #[arg(long, default_value = "lstm", value_parser = ["rnn", "lstm", "gru"])]
     cell: String,
     /// Recurrent layers.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive)]
     layers: usize,
     /// Hidden units per layer.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = positive)]
     hidden: usize,
     /// Embedding size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     embedding: usize,
     /// Characters per sequence (truncated BPTT length).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     seq_len: usize,
     /// Sequences per batch (parallel streams through the text).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = positive)]
     batch: usize,
     /// Optimizer steps.
     #[arg(long, default_value_t = 1500)]
@@ -72,14 +72,16 @@ struct Args {
     /// Seed of the initialization, the streams' offsets and the samples.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Resume training from this checkpoint.
+    /// Resume training from this checkpoint (its model, vocabulary and optimizer
+    /// state; --cell, --layers, --hidden, --embedding and --optimizer are then ignored,
+    /// and the streams start again from the beginning of the corpus).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Where to save checkpoints (`.safetensors` or `.json`).
     #[arg(long, default_value = "out/char_lm.safetensors")]
     checkpoint: PathBuf,
     /// Print a sample and save a checkpoint every this many steps.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = positive)]
     every: usize,
     /// Generate from this checkpoint instead of training.
     #[arg(long)]
@@ -102,6 +104,15 @@ struct Args {
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// A whole number of at least 1 (sizes, step counts).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
 
 /// The characters of a text and their ids.
 struct Vocab {
@@ -352,7 +363,14 @@ fn main() -> Res<()> {
         bar.set_message(format!("step {step}  loss {:.3}  {:.0} chars/s", smooth.unwrap_or(loss_value), rate));
         bar.inc(1);
         if step % args.every == 0 || step == first_step + args.steps {
-            let prime = vocab.encode(&args.prime).unwrap_or_else(|_| vocab.encode("\n").unwrap_or_default());
+            let ck = Checkpoint {
+                step: step as u64,
+                params: params.clone(),
+                optimizer: Some(opt.clone()),
+                metadata: meta.clone(),
+            };
+            ck.save(&args.checkpoint)?;
+            let prime = vocab.encode(&args.prime).unwrap_or_else(|_| vec![0]);
             let s = model.generate(&params, &prime, 200, args.temperature, args.top_k, &mut rng)?;
             let msg = format!(
                 "--- step {step}, loss {:.3}:\n{}{}\n",
@@ -365,13 +383,6 @@ fn main() -> Res<()> {
             } else {
                 bar.println(msg);
             }
-            let ck = Checkpoint {
-                step: step as u64,
-                params: params.clone(),
-                optimizer: Some(opt.clone()),
-                metadata: meta.clone(),
-            };
-            ck.save(&args.checkpoint)?;
         }
     }
     bar.finish();

@@ -168,3 +168,21 @@ fn a_failed_save_leaves_the_last_good_checkpoint() -> Result<()> {
     assert_eq!(Checkpoint::<f64>::load(&path)?.step, 8);
     Ok(())
 }
+
+#[test]
+fn non_finite_values_are_never_saved_and_clipping_keeps_nan() -> Result<()> {
+    let d = dir("nan");
+    let (_, mut p) = model();
+    let path = d.join("ck.json");
+    Checkpoint { step: 1, params: p.clone(), optimizer: None, metadata: BTreeMap::new() }.save(&path)?;
+    p.get_mut("fc.weight").unwrap()[[0, 0]] = f64::NAN;
+    let e = Checkpoint { step: 2, params: p, optimizer: None, metadata: BTreeMap::new() }.save(&path).unwrap_err();
+    assert!(e.to_string().contains("non-finite values in fc.weight"), "{e}");
+    assert_eq!(Checkpoint::<f64>::load(&path)?.step, 1, "the last good checkpoint stays");
+    let mut grads = BTreeMap::from([("w".to_string(), ndarray::arr1(&[f64::NAN, 1.0]).into_dyn())]);
+    unrolled::layers::clip_grad_value(&mut grads, 0.5)?;
+    assert!(grads["w"][0].is_nan() && grads["w"][1] == 0.5);
+    let total = unrolled::layers::clip_grad_norm(&mut grads, 1.0, 2.0)?;
+    assert!(total.is_nan() && grads["w"][1].is_nan(), "as PyTorch: a NaN norm makes the gradients NaN");
+    Ok(())
+}

@@ -175,3 +175,30 @@ fn tbptt_windows_with_k2_longer_than_k1() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn edge_cases_found_in_review() -> Result<()> {
+    // TBPTT with k2 > k1 backpropagates k2 steps at the tail too.
+    let w = Tbptt { k1: 4, k2: 6 }.windows(10);
+    assert_eq!(w.last(), Some(&Window { start: 4, loss_from: 8, end: 10 }));
+    // Non-finite logits fall back to the greedy choice.
+    let mut rng = Rng::new(0);
+    assert_eq!(sample_logits(&[0.0, f64::NAN, 1.0], 1.0, 0, &mut rng), 2);
+    assert_eq!(sample_logits(&[0.0, 3.0], f64::NAN, 0, &mut rng), 1);
+    // A state with no parts is an error, not a panic.
+    let cell = unrolled::layers::Elman::new("", 0, false, 1, 2, unrolled::layers::Nonlinearity::Tanh);
+    let mut g = Graph::<f64>::new();
+    let x = g.input(ArrayD::zeros(vec![1, 1]));
+    let e = unrolled::layers::Cell::step(
+        &cell,
+        &mut g,
+        &ParamStore::new(),
+        x,
+        &unrolled::layers::State(Default::default()),
+    );
+    assert!(e.is_err());
+    // A module with no layers is an error.
+    let none = unrolled::layers::Recurrent::lstm("", unrolled::layers::RecurrentConfig::new(1, 2).layers(0));
+    assert!(none.forward(&mut g, &ParamStore::new(), x, None, RunOptions::default()).is_err());
+    Ok(())
+}

@@ -20,6 +20,9 @@ impl State {
         State(SmallVec::from_slice(&[h, c]))
     }
     /// The first part (the hidden state `h`).
+    ///
+    /// # Panics
+    /// For a state with no parts; cells use [`State::part`], which returns an error.
     pub fn h(&self) -> NodeId {
         self.0[0]
     }
@@ -30,6 +33,18 @@ impl State {
     /// The parts.
     pub fn parts(&self) -> &[NodeId] {
         &self.0
+    }
+    /// Part `k`, or an error naming the cell's scope if the state has fewer parts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when part `k` is missing.
+    pub fn part<T: Float>(&self, g: &Graph<T>, k: usize) -> Result<NodeId> {
+        self.0.get(k).copied().ok_or_else(|| Error::InvalidInput {
+            op: "state",
+            scope: g.scope_path(),
+            reason: format!("the cell needs state part {k}; the state has {} parts", self.0.len()),
+            shapes: Vec::new(),
+        })
     }
 }
 

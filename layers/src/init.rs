@@ -160,7 +160,10 @@ pub fn init_params<T: Float>(specs: &[ParamSpec], store: &mut ParamStore<T>, ini
                 let k = 1.0 / (spec.hidden.max(1) as f64).sqrt();
                 let mut v: Vec<f64> =
                     (0..n).map(|_| if init.torch_bias { rng.uniform_in(-k, k) } else { 0.0 }).collect();
-                if let (Some(fb), Some(f), Role::Bias) = (init.forget_bias, spec.forget_gate, spec.role) {
+                let in_range = |f: usize| f < spec.gates.max(1) && n % spec.gates.max(1) == 0;
+                if let (Some(fb), Some(f), Role::Bias) =
+                    (init.forget_bias, spec.forget_gate.filter(|&f| in_range(f)), spec.role)
+                {
                     let h = n / spec.gates.max(1);
                     let value = if spec.name.contains("bias_hh") { 0.0 } else { fb };
                     v[f * h..(f + 1) * h].iter_mut().for_each(|x| *x = value);
@@ -170,12 +173,16 @@ pub fn init_params<T: Float>(specs: &[ParamSpec], store: &mut ParamStore<T>, ini
             Role::Embedding => (0..n).map(|_| rng.normal()).collect(),
             Role::InputWeight | Role::RecurrentWeight | Role::Kernel => {
                 let how = if spec.role == Role::RecurrentWeight { init.recurrent } else { init.input };
-                let cols = n / spec.shape.first().copied().unwrap_or(1).max(1);
-                let rows_per = spec.shape.first().copied().unwrap_or(1) / spec.gates.max(1);
+                let rows = spec.shape.first().copied().unwrap_or(1).max(1);
+                let cols = n / rows;
+                // A spec whose rows do not split into its gate blocks is drawn as one block.
+                let gates = if rows % spec.gates.max(1) == 0 { spec.gates.max(1) } else { 1 };
+                let rows_per = rows / gates;
                 let mut v = Vec::with_capacity(n);
-                for _ in 0..spec.gates.max(1) {
+                for _ in 0..gates {
                     v.extend(block(&mut rng, how, rows_per, cols, spec.hidden).iter().copied());
                 }
+                v.resize(n, 0.0);
                 v
             }
         };

@@ -50,12 +50,11 @@ impl<T: Float> Cell<T> for DeepTransition {
     }
     fn params(&self) -> Vec<ParamSpec> {
         let d = self.dims();
-        let h = self.sizes[1];
         (1..d.len())
             .flat_map(|k| {
                 [
-                    ParamSpec::new(&format!("{}W{k}", self.prefix), &[d[k], d[k - 1]], Role::InputWeight, 1, h),
-                    ParamSpec::new(&format!("{}b{k}", self.prefix), &[d[k]], Role::Bias, 1, h),
+                    ParamSpec::new(&format!("{}W{k}", self.prefix), &[d[k], d[k - 1]], Role::InputWeight, 1, d[k - 1]),
+                    ParamSpec::new(&format!("{}b{k}", self.prefix), &[d[k]], Role::Bias, 1, d[k - 1]),
                 ]
             })
             .collect()
@@ -63,7 +62,8 @@ impl<T: Float> Cell<T> for DeepTransition {
     /// `x [B, I]`, state `h [B, H]` → `h' [B, H]`; tap `a`, the first MLP layer's activation.
     fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, s: &State) -> Result<Step> {
         let n = self.dims().len() - 1;
-        let mut a = g.concat(&[x, s.h()], -1)?;
+        let h_prev = s.part(g, 0)?;
+        let mut a = g.concat(&[x, h_prev], -1)?;
         let mut first = None;
         for k in 1..=n {
             let mut g = g.scope(if k < n { "mlp" } else { "h" });
@@ -75,7 +75,7 @@ impl<T: Float> Cell<T> for DeepTransition {
                 first = Some(a);
             }
         }
-        let h = if self.skip { g.scope("h").add(s.h(), a)? } else { a };
+        let h = if self.skip { g.scope("h").add(h_prev, a)? } else { a };
         Ok(Step { output: h, state: State::one(h), taps: SmallVec::from_slice(&[first.unwrap_or(a)]) })
     }
 }

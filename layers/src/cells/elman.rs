@@ -56,7 +56,10 @@ impl<T: Float> Cell<T> for Elman {
     }
     /// `xp [B, H]` (the projected input), state `h [B, H]` → `h' [B, H]` (output and state).
     fn step_projected(&self, g: &mut Graph<T>, p: &ParamStore<T>, xp: NodeId, s: &State) -> Result<Step> {
-        let z = self.gates.preactivations_projected(g, p, xp, s.h())?[0];
+        let z = {
+            let h = s.part(g, 0)?;
+            self.gates.preactivations_projected(g, p, xp, h)?[0]
+        };
         let mut g = g.scope("h");
         let h = match self.nonlinearity {
             Nonlinearity::Tanh => g.tanh(z)?,

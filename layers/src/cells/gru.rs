@@ -64,7 +64,7 @@ impl<T: Float> Cell<T> for Gru {
     }
     /// `xp [B, 3H]` (the projected input), state `h [B, H]` → `h' [B, H]`; taps `r z n`.
     fn step_projected(&self, g: &mut Graph<T>, p: &ParamStore<T>, xp: NodeId, s: &State) -> Result<Step> {
-        let h = s.h();
+        let h = s.part(g, 0)?;
         let hd = self.gates.hidden;
         let (xi, hh) = {
             let mut g = g.scope("gates");

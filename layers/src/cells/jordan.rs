@@ -54,15 +54,16 @@ impl<T: Float> Cell<T> for Jordan {
             ParamSpec::new(&w[0], &[h, i], Role::InputWeight, 1, h),
             ParamSpec::new(&w[1], &[h, o], Role::RecurrentWeight, 1, h),
             ParamSpec::new(self.hidden_gate.bias.as_deref().unwrap_or("b_h"), &[h], Role::Bias, 1, h),
-            ParamSpec::new(wy, &[o, h], Role::InputWeight, 1, o),
-            ParamSpec::new(self.output_gate.bias.as_deref().unwrap_or("b_y"), &[o], Role::Bias, 1, o),
+            ParamSpec::new(wy, &[o, h], Role::InputWeight, 1, h),
+            ParamSpec::new(self.output_gate.bias.as_deref().unwrap_or("b_y"), &[o], Role::Bias, 1, h),
         ]
     }
     /// `x [B, I]`, state `y [B, O]` → `y' [B, O]`; tap `h [B, H]`.
     fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, s: &State) -> Result<Step> {
+        let y_prev = s.part(g, 0)?;
         let h = {
             let mut g = g.scope("h");
-            let z = self.hidden_gate.apply(&mut g, p, &[x, s.h()])?;
+            let z = self.hidden_gate.apply(&mut g, p, &[x, y_prev])?;
             g.tanh(z)?
         };
         let y = {

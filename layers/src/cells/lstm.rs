@@ -83,7 +83,7 @@ impl<T: Float> Cell<T> for Lstm {
     }
     /// `xp [B, 4H]` (the projected input), state `(h, c)` each `[B, H]` → output `h'`, state `(h', c')`; taps `i f g o`.
     fn step_projected(&self, g: &mut Graph<T>, p: &ParamStore<T>, xp: NodeId, s: &State) -> Result<Step> {
-        let (h, c) = (s.h(), s.c().unwrap_or(s.h()));
+        let (h, c) = (s.part(g, 0)?, s.part(g, 1)?);
         let z = self.gates.preactivations_projected(g, p, xp, h)?;
         let i = {
             let mut g = g.scope("input_gate");

@@ -53,10 +53,11 @@ impl<T: Float> Cell<T> for Residual {
     }
     /// `x [B, I]`, state `s [B, H]` → `s' [B, H]`.
     fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, s: &State) -> Result<Step> {
+        let prev = s.part(g, 0)?;
         let mut g = g.scope("s");
-        let z = self.update.apply(&mut g, p, &[x, s.h()])?;
+        let z = self.update.apply(&mut g, p, &[x, prev])?;
         let t = g.tanh(z)?;
-        let s_new = g.add(s.h(), t)?;
+        let s_new = g.add(prev, t)?;
         Ok(Step { output: s_new, state: State::one(s_new), taps: SmallVec::new() })
     }
 }
@@ -102,7 +103,7 @@ impl<T: Float> Cell<T> for GatedResidual {
     }
     /// `x [B, I]`, state `s [B, H]` → `s' [B, H]`; taps `i f`.
     fn step(&self, g: &mut Graph<T>, p: &ParamStore<T>, x: NodeId, s: &State) -> Result<Step> {
-        let prev = s.h();
+        let prev = s.part(g, 0)?;
         let i = {
             let mut g = g.scope("input_gate");
             let z = self.input_gate.apply(&mut g, p, &[x, prev])?;

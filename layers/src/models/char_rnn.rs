@@ -158,7 +158,15 @@ impl CharRnn {
         rng: &mut unrolled_autograd::Rng,
     ) -> Result<NodeId> {
         use ndarray::{ArrayD, Axis, IxDyn};
-        let (steps, batch) = (tokens.shape()[0], tokens.shape().get(1).copied().unwrap_or(1));
+        if tokens.ndim() != 2 || tokens.len() == 0 {
+            return Err(unrolled_autograd::Error::InvalidInput {
+                op: "forward_scheduled",
+                scope: g.scope_path(),
+                reason: format!("tokens must be [T, B] with T, B >= 1, got {:?}", tokens.shape()),
+                shapes: Vec::new(),
+            });
+        }
+        let (steps, batch) = (tokens.shape()[0], tokens.shape()[1]);
         let mut state: Option<Vec<NodeId>> = None;
         let mut logits = Vec::with_capacity(steps);
         let mut prev: Option<ArrayD<T>> = None;

@@ -32,9 +32,17 @@ fn parse(e: impl std::fmt::Display) -> Error {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| io("save", path, "not a file name"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = format!(
+        "{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+    );
+    let tmp = dir.join(format!(".{}.tmp-{unique}", name.to_string_lossy()));
     let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        // create_new: never reuse (or follow a link at) another writer's temporary file.
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -190,6 +198,20 @@ impl<T: Float> Checkpoint<T> {
     /// # Errors
     /// [`Error::Io`] if the file cannot be written; the previous file is untouched.
     pub fn save(&self, path: &Path) -> Result<()> {
+        // A checkpoint that could not be read back is never written over a good one.
+        let bad = self.params.iter().find(|(_, a)| a.iter().any(|x| !x.f64().is_finite())).map(|(n, _)| n.to_owned());
+        let bad_opt = match &self.optimizer {
+            Some(o) => serde_json::to_string(o).map_err(parse)?.contains("null"),
+            None => false,
+        };
+        if bad.is_some() || bad_opt {
+            return Err(Error::InvalidInput {
+                op: "save",
+                scope: path.display().to_string(),
+                reason: format!("non-finite values in {}", bad.unwrap_or_else(|| "the optimizer state".into())),
+                shapes: Vec::new(),
+            });
+        }
         if path.extension().is_some_and(|e| e == "safetensors") {
             let mut meta = self.metadata.clone();
             meta.insert("step".into(), self.step.to_string());

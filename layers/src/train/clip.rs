@@ -41,8 +41,9 @@ pub fn clip_grad_norm<T: Float>(grads: &mut BTreeMap<String, ArrayD<T>>, max_nor
         return Err(bad("clip_grad_norm", format!("max_norm {max_norm} is negative")));
     }
     let total = grad_norm(grads, p)?;
-    let coef = (max_norm / (total + 1e-6)).min(1.0);
-    if coef < 1.0 {
+    // As PyTorch: a non-finite total makes the coefficient NaN, and the gradients with it.
+    let coef = max_norm / (total + 1e-6);
+    if coef.is_nan() || coef < 1.0 {
         let c = T::of(coef);
         grads.values_mut().for_each(|g| g.mapv_inplace(|x| x * c));
     }
@@ -78,6 +79,17 @@ pub fn clip_grad_value<T: Float>(grads: &mut BTreeMap<String, ArrayD<T>>, clip: 
         return Err(bad("clip_grad_value", format!("clip value {clip} is negative")));
     }
     let c = T::of(clip);
-    grads.values_mut().for_each(|g| g.mapv_inplace(|x| x.max(-c).min(c)));
+    // NaN stays NaN, as in PyTorch's clamp.
+    grads.values_mut().for_each(|g| {
+        g.mapv_inplace(|x| {
+            if x < -c {
+                -c
+            } else if x > c {
+                c
+            } else {
+                x
+            }
+        })
+    });
     Ok(())
 }

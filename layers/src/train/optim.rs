@@ -309,7 +309,7 @@ impl<T: Float> Optimizer<T> for Adam<T> {
         for (name, p, g) in pairs(params, grads, "adam")? {
             let step = self.steps.entry(name.to_owned()).or_insert(0);
             *step += 1;
-            let n = *step as i32;
+            let n = *step as f64;
             let d = if self.decoupled {
                 let keep = T::of(1.0 - self.lr * self.weight_decay);
                 p.mapv_inplace(|x| x * keep);
@@ -322,8 +322,8 @@ impl<T: Float> Optimizer<T> for Adam<T> {
             let (w1, c2, w2) = (T::of(1.0 - b1), T::of(b2), T::of(1.0 - b2));
             Zip::from(&mut *m).and(&d).for_each(|m, &d| *m += w1 * (d - *m));
             Zip::from(&mut *v).and(&d).for_each(|v, &d| *v = *v * c2 + w2 * d * d);
-            let bc1 = 1.0 - b1.powi(n);
-            let bc2_sqrt = T::of((1.0 - b2.powi(n)).sqrt());
+            let bc1 = 1.0 - b1.powf(n);
+            let bc2_sqrt = T::of((1.0 - b2.powf(n)).sqrt());
             let step_size = T::of(self.lr / bc1);
             let second: &ArrayD<T> = if self.amsgrad {
                 let vm = self.v_max.entry(name.to_owned()).or_insert_with(|| ArrayD::zeros(p.raw_dim()));

@@ -2,8 +2,9 @@
 
 use unrolled_autograd::{Float, Graph, NodeId, Result, Rng};
 
-/// Samples an index from `logits` at `temperature` (0 means greedy), keeping only
-/// the `top_k` largest (0 keeps all). Ties in greedy choice go to the lowest index.
+/// Samples an index from `logits` at `temperature` (0 or less means greedy), keeping
+/// only the `top_k` largest (0 keeps all). Ties in greedy choice go to the lowest index;
+/// non-finite logits or temperature fall back to the greedy choice; empty logits give 0.
 pub fn sample_logits(logits: &[f64], temperature: f64, top_k: usize, rng: &mut Rng) -> usize {
     if logits.is_empty() {
         return 0;
@@ -19,6 +20,9 @@ pub fn sample_logits(logits: &[f64], temperature: f64, top_k: usize, rng: &mut R
     let m = logits[argmax];
     let weights: Vec<f64> = kept.iter().map(|&i| ((logits[i] - m) / temperature).exp()).collect();
     let total: f64 = weights.iter().sum();
+    if !total.is_finite() || total <= 0.0 {
+        return argmax; // non-finite logits or temperature: the greedy choice
+    }
     let mut u = rng.uniform() * total;
     for (&i, w) in kept.iter().zip(&weights) {
         if u < *w {
@@ -70,9 +74,10 @@ impl Tbptt {
         let k2 = self.k2.max(k1);
         (0..len.div_ceil(k1))
             .map(|n| {
-                // Measured from the nominal end, so k1 = k2 gives disjoint chunks even at the tail.
-                let nominal_end = (n + 1) * k1;
-                Window { start: nominal_end.saturating_sub(k2), loss_from: n * k1, end: nominal_end.min(len) }
+                // k1 = k2: disjoint chunks; otherwise every update backpropagates k2 steps.
+                let end = ((n + 1) * k1).min(len);
+                let start = if k1 == k2 { n * k1 } else { end.saturating_sub(k2) };
+                Window { start, loss_from: n * k1, end }
             })
             .collect()
     }

@@ -55,7 +55,12 @@ pub fn many_to_one<T: Float>(
         reason: "no outputs".into(),
         shapes: Vec::new(),
     })?;
-    let batch = g.shape(first)?[0];
+    let batch = *g.shape(first)?.first().ok_or_else(|| Error::InvalidInput {
+        op: "many_to_one",
+        scope: g.scope_path(),
+        reason: "outputs need a batch axis".into(),
+        shapes: Vec::new(),
+    })?;
     let lens = lengths_or_full(g, lengths, outputs.len(), batch)?;
     let mut g = g.scope("pool");
     let mask = |g: &mut Graph<T>, f: &dyn Fn(usize, usize) -> bool, t: usize| {

@@ -188,6 +188,14 @@ impl<C> Recurrent<C> {
         C: Cell<T>,
     {
         let mut g = g.scope(&self.scope);
+        if self.stack.layers.is_empty() || self.config.hidden_size == 0 {
+            return Err(Error::InvalidInput {
+                op: "recurrent",
+                scope: g.scope_path(),
+                reason: "a recurrent module needs at least one layer and one hidden unit".into(),
+                shapes: Vec::new(),
+            });
+        }
         let xs = g.shape(x)?.to_vec();
         if xs.len() != 3 || xs[2] != self.config.input_size {
             let mut want = xs.clone();

@@ -59,6 +59,9 @@ fn sliced_from<T: Float>(g: &Graph<T>, inputs: &[NodeId]) -> Option<NodeId> {
         let n = g.node(r.inputs()[0]).ok()?;
         let Op::Narrow(nw) = n.op() else { return None };
         let src = n.inputs()[0];
+        if r.shape() != &g.shape(src).ok()?[1..] {
+            return None;
+        }
         if nw.axis != 0 || nw.start != t || nw.len != 1 || source.is_some_and(|s| s != src) {
             return None;
         }
@@ -176,6 +179,8 @@ pub fn unroll_with<T: Float, C: Cell<T> + ?Sized>(
     if steps == 0 {
         return Err(invalid(g, "a sequence needs at least one step".into()));
     }
+    let batch = *g.shape(init.part(g, 0)?)?.first().ok_or_else(|| invalid(g, "a state needs a batch axis".into()))?;
+    cell.check_state(g, &init, batch)?;
     let order: Vec<usize> = (0..steps).collect();
     run(cell, g, p, init, &order, feed, &vec![None; steps], false)
 }
