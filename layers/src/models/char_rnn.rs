@@ -158,7 +158,7 @@ impl CharRnn {
         rng: &mut unrolled_autograd::Rng,
     ) -> Result<NodeId> {
         use ndarray::{ArrayD, Axis, IxDyn};
-        if tokens.ndim() != 2 || tokens.len() == 0 {
+        if tokens.ndim() != 2 || tokens.is_empty() {
             return Err(unrolled_autograd::Error::InvalidInput {
                 op: "forward_scheduled",
                 scope: g.scope_path(),
