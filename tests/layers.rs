@@ -4,7 +4,7 @@
 mod common;
 
 use ndarray::{s, ArrayD, Axis, IxDyn};
-use unrolled::autograd::{Error, Graph, NodeId, ParamStore, Result};
+use unrolled::autograd::{Error, Graph, ParamStore, Result};
 use unrolled::layers::{
     orthogonal, split_steps, Cell, GruVariant, Init, Lstm, Nonlinearity, Recurrent, RecurrentConfig, RunOptions, State,
     WeightInit,
@@ -250,5 +250,4 @@ fn a_given_state_is_checked() {
         unrolled::layers::unroll(&cell, &mut g, &ParamStore::new(), &xs, Some(State::two(h, c)), Default::default())
             .unwrap_err();
     assert_eq!(e.to_string(), "shape mismatch in state at <root>: lhs [1, 3], rhs [1, 4]");
-    let _: Vec<NodeId> = xs;
 }
