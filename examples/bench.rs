@@ -18,9 +18,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::Parser;
+use unrolled::autograd::gemm;
 use unrolled::autograd::{Graph, NodeId, ParamStore, Reduction, Rng};
 use unrolled::layers::{AnyOptimizer, AnyRecurrent, CellKind, CharRnn, Optimizer, RecurrentConfig, RunOptions};
-use unrolled::ndarray::{linalg::general_mat_mul, Array2, ArrayD, IxDyn};
+use unrolled::ndarray::{Array2, ArrayD, IxDyn};
 
 /// Runs the benchmark workloads.
 #[derive(Parser, Debug, Clone)]
@@ -40,6 +41,9 @@ struct Args {
     /// Warm-up steps.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Also print where a W1–W4 step's time goes, per op (one timed replay).
+    #[arg(long)]
+    profile: bool,
     /// Internal: run one W5 configuration (sequence length) in this process.
     #[arg(long, hide = true)]
     w5: Option<usize>,
@@ -70,10 +74,10 @@ fn sgemm(n: usize) -> f64 {
     let b = Array2::<f32>::from_elem((n, n), 0.25);
     let mut c = Array2::<f32>::zeros((n, n));
     let reps = if n >= 2048 { 3 } else { 30 };
-    general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+    gemm::gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
     let t = Instant::now();
     for _ in 0..reps {
-        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+        gemm::gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
     }
     2.0 * (n as f64).powi(3) * reps as f64 / t.elapsed().as_secs_f64() / 1e9
 }
@@ -144,6 +148,22 @@ fn time_replay(
     Ok(stats(ms))
 }
 
+/// One line per op kind: its share of a replayed step.
+fn profile(g: &mut Graph<f32>, workload: &str, size: &str) -> Res<()> {
+    let p = g.replay_profile()?;
+    let total: f64 = p.iter().map(|o| o.time.as_secs_f64()).sum();
+    for o in p.iter().take(12) {
+        println!(
+            "{{\"profile\":\"{workload}\",\"size\":\"{size}\",\"op\":\"{}\",\"count\":{},\"ms\":{:.3},\"share\":{:.3}}}",
+            o.op,
+            o.count,
+            o.time.as_secs_f64() * 1e3,
+            o.time.as_secs_f64() / total
+        );
+    }
+    Ok(())
+}
+
 fn sizes(args: &Args, all: &[&'static str]) -> Vec<&'static str> {
     all.iter().copied().filter(|s| args.size.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(s))).collect()
 }
@@ -162,6 +182,9 @@ fn w1_to_w3(args: &Args, threads: usize, peak: f64) -> Res<()> {
             };
             let (mut g, _p, grads) = rnn_step(kind, t, b, h)?;
             let times = time_replay(&mut g, args, |_| Ok(()))?;
+            if args.profile {
+                profile(&mut g, w, size)?;
+            }
             let flops = scale * 8.0 * (b * h * (2 * h + 3 * h) * t) as f64;
             let norm = grad_norm(&g, &grads)?;
             print(&Line { workload: w, size, threads, mode: "replay", times, flops, peak, norm, nodes: g.len() }, "");
@@ -330,11 +353,16 @@ fn main() -> Res<()> {
     };
     // The matrix multiply reads its thread count once, at its first use.
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    std::env::set_var("OPENBLAS_NUM_THREADS", threads.to_string());
     if let Some(t) = args.w5 {
         return w5_child(t, args.chunk, threads);
     }
-    let peak = sgemm(512).max(sgemm(2048));
-    println!("{{\"workload\":\"sgemm\",\"threads\":{threads},\"gflops_512\":{:.2},\"gflops_2048\":{:.2},\"peak_gflops\":{peak:.2}}}", sgemm(512), sgemm(2048));
+    let (g512, g2048) = (sgemm(512), sgemm(2048));
+    let peak = g512.max(g2048);
+    println!(
+        "{{\"workload\":\"sgemm\",\"threads\":{threads},\"backend\":\"{}\",\"gflops_512\":{g512:.2},\"gflops_2048\":{g2048:.2},\"peak_gflops\":{peak:.2}}}",
+        gemm::backend()
+    );
     w1_to_w3(&args, threads, peak)?;
     w4(&args, threads, peak)?;
     w5(&args, threads)?;

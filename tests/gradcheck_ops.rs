@@ -4,7 +4,9 @@
 mod common;
 
 use ndarray::{arr1, ArrayD, IxDyn};
-use unrolled::autograd::{gradcheck, gradgradcheck, CheckOptions, Cmp, Graph, NodeId, Reduction, Result};
+use unrolled::autograd::{
+    gradcheck, gradgradcheck, ActivationKind, CheckOptions, Cmp, Graph, NodeId, Reduction, Result,
+};
 
 type Build = fn(&mut Graph<f64>, &[NodeId]) -> Result<NodeId>;
 
@@ -359,6 +361,53 @@ const CASES: &[Case] = &[
         shapes: &[&[1, 4, 2, 1]],
         domain: Domain::Any,
         build: |g, x| g.local_response_norm(x[0], 4, 1e-1, 0.6, 2.0),
+    },
+    Case {
+        name: "lstm_cell (h, c and every gate)",
+        shapes: &[&[2, 8], &[2, 8], &[2, 2]],
+        domain: Domain::Any,
+        build: |g, x| g.lstm_cell(x[0], x[1], x[2]),
+    },
+    Case {
+        name: "lstm_cell fed back (c' through a second step)",
+        shapes: &[&[1, 12], &[1, 12], &[1, 3]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let a = g.lstm_cell(x[0], x[1], x[2])?;
+            let c = g.narrow(a, 1, 3, 3)?;
+            let h = g.narrow(a, 1, 0, 3)?;
+            let hh = g.concat(&[h, h, c, h], 1)?;
+            g.lstm_cell(x[1], hh, c)
+        },
+    },
+    Case {
+        name: "gru_cell (h and every gate)",
+        shapes: &[&[2, 6], &[2, 6], &[2, 2]],
+        domain: Domain::Any,
+        build: |g, x| g.gru_cell(x[0], x[1], x[2]),
+    },
+    Case {
+        name: "gru_cell fed back",
+        shapes: &[&[1, 9], &[1, 9], &[1, 3]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let a = g.gru_cell(x[0], x[1], x[2])?;
+            let h = g.narrow(a, 1, 0, 3)?;
+            let hp = g.concat(&[h, x[2], h], 1)?;
+            g.gru_cell(x[1], hp, h)
+        },
+    },
+    Case {
+        name: "activation_grad tanh",
+        shapes: &[&[2, 3], &[2, 3]],
+        domain: Domain::Any,
+        build: |g, x| g.activation_grad(ActivationKind::Tanh, x[0], x[1]),
+    },
+    Case {
+        name: "activation_grad sigmoid",
+        shapes: &[&[2, 3], &[2, 3]],
+        domain: Domain::Any,
+        build: |g, x| g.activation_grad(ActivationKind::Sigmoid, x[0], x[1]),
     },
 ];
 

@@ -251,3 +251,51 @@ fn a_given_state_is_checked() {
             .unwrap_err();
     assert_eq!(e.to_string(), "shape mismatch in state at <root>: lhs [1, 3], rhs [1, 4]");
 }
+
+/// One fused node per step gives the primitive ops' values, taps and gradients
+/// (second order included), for the LSTM and both GRU paths.
+#[test]
+fn fused_cells_equal_their_primitive_ops() -> Result<()> {
+    use unrolled::layers::{unroll, Gru, UnrollOptions};
+    let lstm = Lstm::new("lstm.", 0, false, 3, 4);
+    let gru = Gru::new("gru.", 0, false, 3, 4, GruVariant::Torch);
+    let cells: [(&dyn Cell<f64>, &dyn Cell<f64>); 2] = [(&lstm, &lstm.clone().unfused()), (&gru, &gru.clone().unfused())];
+    for (k, (fused, plain)) in cells.into_iter().enumerate() {
+        let mut p = ParamStore::new();
+        unrolled::layers::init_params(&fused.params(), &mut p, &Init::torch(3 + k as u64));
+        let x = common::uniform(&[4, 2, 3], 5, -1.0, 1.0);
+        let mut run = |cell: &dyn Cell<f64>| -> Result<(Vec<ArrayD<f64>>, Vec<ArrayD<f64>>)> {
+            let mut g = Graph::new();
+            let xi = g.input(x.clone());
+            let xs = split_steps(&mut g, xi)?;
+            let u = unroll(cell, &mut g, &p, &xs, None, UnrollOptions::default())?;
+            let ys = g.stack(&u.outputs, 0)?;
+            let sq = g.square(ys)?;
+            let taps: Vec<_> = u.taps.iter().flatten().copied().collect();
+            let tap_sum = g.stack(&taps, 0)?;
+            let tap_sum = g.sum_all(tap_sum)?;
+            let l = g.sum_all(sq)?;
+            let l = g.add(l, tap_sum)?;
+            let w = g.params().values().copied().collect::<Vec<_>>();
+            let dw = g.grad(l, &w)?;
+            // Second order: the gradient norm's gradient (through the fused gradient nodes).
+            let n2: Vec<_> = dw.iter().map(|&d| g.square(d)).collect::<Result<_>>()?;
+            let n2: Vec<_> = n2.into_iter().map(|d| g.sum_all(d)).collect::<Result<_>>()?;
+            let n2 = g.add_n(&n2)?;
+            let ddw = g.grad(n2, &w)?;
+            let mut vals = vec![g.value(ys)?.clone(), g.value(l)?.clone()];
+            vals.extend(taps.iter().map(|&t| g.value(t).cloned()).collect::<Result<Vec<_>>>()?);
+            let grads = dw.iter().chain(&ddw).map(|&d| g.value(d).cloned()).collect::<Result<Vec<_>>>()?;
+            Ok((vals, grads))
+        };
+        let (v1, g1) = run(fused)?;
+        let (v2, g2) = run(plain)?;
+        assert_eq!(v1.len(), v2.len());
+        for (a, b) in v1.iter().chain(&g1).zip(v2.iter().chain(&g2)) {
+            let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let err = a.iter().zip(b.iter()).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+            assert!(err <= 1e-12 * scale, "cell {k}: fused and primitive differ by {err}");
+        }
+    }
+    Ok(())
+}

@@ -85,6 +85,24 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// [`Error::ShapeMismatch`] if the seed's shape differs from the output's; as [`Graph::grad`].
     pub fn grad_with_seed(&mut self, output: NodeId, seed: NodeId, wrt: &[NodeId]) -> Result<Vec<NodeId>> {
+        self.vjp(output, seed, wrt, 0)
+    }
+
+    /// The partial derivatives of a formula recorded at `barrier..` (a fused gradient
+    /// node's primitive expansion) with respect to `wrt`, holding every node before
+    /// `barrier` fixed: the sweep stops at them rather than differentiating how they
+    /// were computed (the outer sweep does that, once).
+    pub(crate) fn partial_vjp(
+        &mut self,
+        output: NodeId,
+        seed: NodeId,
+        wrt: &[NodeId],
+        barrier: usize,
+    ) -> Result<Vec<NodeId>> {
+        self.vjp(output, seed, wrt, barrier)
+    }
+
+    fn vjp(&mut self, output: NodeId, seed: NodeId, wrt: &[NodeId], barrier: usize) -> Result<Vec<NodeId>> {
         self.check(output, "grad")?;
         self.check(seed, "grad")?;
         for &w in wrt {
@@ -125,7 +143,8 @@ impl<T: Float> Graph<T> {
                 continue;
             }
             let node = &self.nodes[i];
-            dep[i - lo] = !matches!(node.op, crate::ops::Op::Detach(_))
+            dep[i - lo] = i >= barrier
+                && !matches!(node.op, crate::ops::Op::Detach(_))
                 && node.inputs.iter().any(|j| j.index() >= lo && dep[j.index() - lo]);
         }
 
@@ -136,7 +155,7 @@ impl<T: Float> Graph<T> {
             pending[out - lo].full.push(seed);
         }
         let saved = self.current_scope();
-        let result = self.sweep(lo, out, &dep, &mut pending);
+        let result = self.sweep(lo.max(barrier), lo, out, &dep, &mut pending);
         self.set_current_scope(saved);
         result?;
         let mut result = Vec::with_capacity(wrt.len());
@@ -160,8 +179,8 @@ impl<T: Float> Graph<T> {
     }
 
     /// The reverse loop over `lo..=out`.
-    fn sweep(&mut self, lo: usize, out: usize, dep: &[bool], pending: &mut [Pending]) -> Result<()> {
-        for i in (lo..=out).rev() {
+    fn sweep(&mut self, from: usize, lo: usize, out: usize, dep: &[bool], pending: &mut [Pending]) -> Result<()> {
+        for i in (from..=out).rev() {
             if pending[i - lo].is_empty() || self.nodes[i].op.is_leaf() {
                 continue;
             }

@@ -416,7 +416,11 @@ impl<T: Float> Graph<T> {
     /// [`Graph::set_index_value`]). The nodes before the failing one then hold new
     /// values and the rest old ones: fix the input and replay again.
     pub fn replay(&mut self) -> Result<()> {
-        for i in 0..self.nodes.len() {
+        self.replay_range(0, self.nodes.len())
+    }
+
+    fn replay_range(&mut self, from: usize, to: usize) -> Result<()> {
+        for i in from..to {
             let node = &self.nodes[i];
             if node.op.is_leaf() {
                 continue;
@@ -438,6 +442,43 @@ impl<T: Float> Graph<T> {
             }
         }
         Ok(())
+    }
+
+    /// As [`Graph::replay`], timing every node: per op name, how many nodes ran and
+    /// their total time, the most expensive first (what dominates a training step).
+    ///
+    /// ```
+    /// use ndarray::arr1;
+    /// use unrolled_autograd::Graph;
+    /// # fn main() -> unrolled_autograd::Result<()> {
+    /// let mut g = Graph::<f32>::new();
+    /// let x = g.input(arr1(&[0.5, -1.0]).into_dyn());
+    /// let y = g.tanh(x)?;
+    /// let _ = g.sum_all(y)?;
+    /// let profile = g.replay_profile()?;
+    /// assert_eq!(profile.iter().map(|p| p.count).sum::<usize>(), 2);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Graph::replay`].
+    pub fn replay_profile(&mut self) -> Result<Vec<OpTime>> {
+        let mut by_op: std::collections::BTreeMap<&'static str, OpTime> = std::collections::BTreeMap::new();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].op.is_leaf() {
+                continue;
+            }
+            let t0 = std::time::Instant::now();
+            self.replay_range(i, i + 1)?;
+            let dt = t0.elapsed();
+            let name = self.nodes[i].op.name();
+            let e = by_op.entry(name).or_insert(OpTime { op: name, count: 0, time: std::time::Duration::ZERO });
+            e.count += 1;
+            e.time += dt;
+        }
+        let mut v: Vec<OpTime> = by_op.into_values().collect();
+        v.sort_by_key(|o| std::cmp::Reverse(o.time));
+        Ok(v)
     }
 
     // ----- scopes ---------------------------------------------------------------------
@@ -529,4 +570,15 @@ impl<T: Float> Graph<T> {
     pub(crate) fn grad_scope(&mut self, of: ScopeId) -> ScopeId {
         self.scopes.grad_twin(of)
     }
+}
+
+/// The time one kind of op took in [`Graph::replay_profile`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpTime {
+    /// The op's name.
+    pub op: &'static str,
+    /// How many nodes of it ran.
+    pub count: usize,
+    /// Their total time.
+    pub time: std::time::Duration,
 }

@@ -62,6 +62,40 @@ impl FusedGates {
         g.linear(x, w, Some(b))
     }
 
+    /// `x W_ihᵀ + b_ih + b_hh`: the input projection carrying both biases, so a step
+    /// adds only `h W_hhᵀ` (one bias add for the whole sequence instead of one per step).
+    ///
+    /// # Errors
+    /// As [`FusedGates::input_projection`].
+    pub fn input_projection_both_biases<T: Float>(
+        &self,
+        g: &mut Graph<T>,
+        p: &ParamStore<T>,
+        x: NodeId,
+    ) -> Result<NodeId> {
+        let xp = self.input_projection(g, p, x)?;
+        let b = g.param(p, &self.names.bias_hh)?;
+        g.add(xp, b)
+    }
+
+    /// `h W_hhᵀ` (no bias), `[B, G*H]`, under the scope `gates`.
+    ///
+    /// # Errors
+    /// As [`FusedGates::input_projection`].
+    pub fn hidden_product<T: Float>(&self, g: &mut Graph<T>, p: &ParamStore<T>, h: NodeId) -> Result<NodeId> {
+        let mut g = g.scope("gates");
+        let w = g.param(p, &self.names.weight_hh)?;
+        g.matmul_t(h, w, false, true)
+    }
+
+    /// Block `k` (of width `H`) of a fused step's `[B, n*H]` output, under the scope `name`.
+    ///
+    /// # Errors
+    /// If the output is narrower than `(k + 1) * H`.
+    pub fn block<T: Float>(&self, g: &mut Graph<T>, out: NodeId, k: usize, name: &str) -> Result<NodeId> {
+        g.scope(name).narrow(out, 1, k * self.hidden, self.hidden)
+    }
+
     /// `h W_hhᵀ + b_hh`, `[B, G*H]`.
     ///
     /// # Errors

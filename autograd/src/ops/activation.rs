@@ -22,25 +22,22 @@ pub struct Sigmoid;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Relu;
 
+#[inline(always)]
 pub(crate) fn sigmoid<T: Float>(v: T) -> T {
-    T::one() / (T::one() + (-v).exp())
+    T::one() / (T::one() + (-v).exp_fast())
 }
 
 impl<T: Float> Rule<T> for Tanh {
-    unary_map!(Tanh, |v: T| v.tanh());
+    unary_map!(Tanh, |v: T| v.tanh_fast());
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let y2 = g.square(b.out)?;
-        let d = g.rsub_scalar(y2, 1.0)?;
-        grads([Some(g.mul(b.grad, d)?)])
+        grads([Some(g.activation_grad(super::ActivationKind::Tanh, b.out, b.grad)?)])
     }
 }
 
 impl<T: Float> Rule<T> for Sigmoid {
     unary_map!(Sigmoid, sigmoid);
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let one_minus = g.rsub_scalar(b.out, 1.0)?;
-        let d = g.mul(b.out, one_minus)?;
-        grads([Some(g.mul(b.grad, d)?)])
+        grads([Some(g.activation_grad(super::ActivationKind::Sigmoid, b.out, b.grad)?)])
     }
 }
 

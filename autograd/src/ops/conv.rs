@@ -252,7 +252,7 @@ impl<T: Float> Rule<T> for Conv2dWeightGrad {
             let cols = im2col(x4.index_axis(Axis(0), n), &d);
             let gn = gy.index_axis(Axis(0), n);
             let g2 = gn.to_shape((o, d.ho * d.wo)).expect("sized");
-            ndarray::linalg::general_mat_mul(T::one(), &g2, &cols.t(), T::one(), &mut acc);
+            crate::gemm::gemm(T::one(), &g2.view(), &cols.t(), T::one(), &mut acc.view_mut());
         }
         Ok(acc.into_shape_with_order(IxDyn(shape)).expect("sized"))
     }

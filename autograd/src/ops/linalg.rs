@@ -3,13 +3,13 @@
 //! read through its strides, never copied, and every backward rule is another
 //! product with flags, so no transpose node is ever recorded.
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayD, ArrayView2, Axis, Ix2, Ix3};
 use serde::{Deserialize, Serialize};
 
 use super::{arity, fin, grads, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
+use crate::gemm::gemm;
 use crate::graph::Graph;
 use crate::node::{NodeId, Shape, Value};
 
@@ -82,13 +82,13 @@ impl<T: Float> Rule<T> for MatMul {
         match (a.ndim(), b.ndim()) {
             (2, 2) => {
                 let mut o = out.view_mut().into_dimensionality::<Ix2>().expect("rank 2");
-                general_mat_mul(T::one(), &view2(a, self.trans_a), &view2(b, self.trans_b), T::zero(), &mut o);
+                gemm(T::one(), &view2(a, self.trans_a), &view2(b, self.trans_b), T::zero(), &mut o);
             }
             (3, 2) => {
                 let (bs, m, k) = (a.shape()[0], a.shape()[1], a.shape()[2]);
                 let a2 = a.to_shape((bs * m, k)).expect("sized");
                 let mut o = out.view_mut().into_shape_with_order((bs * m, shape[2])).expect("contiguous");
-                general_mat_mul(T::one(), &a2, &view2(b, self.trans_b), T::zero(), &mut o);
+                gemm(T::one(), &a2.view(), &view2(b, self.trans_b), T::zero(), &mut o);
             }
             _ => {
                 let a3 = a.view().into_dimensionality::<Ix3>().expect("rank 3");
@@ -99,7 +99,7 @@ impl<T: Float> Rule<T> for MatMul {
                     let ai = if self.trans_a { ai.reversed_axes() } else { ai };
                     let bi = if self.trans_b { bi.reversed_axes() } else { bi };
                     let mut oi = o3.index_axis_mut(Axis(0), i);
-                    general_mat_mul(T::one(), &ai, &bi, T::zero(), &mut oi);
+                    gemm(T::one(), &ai, &bi, T::zero(), &mut oi);
                 }
             }
         }

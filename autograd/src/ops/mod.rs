@@ -22,6 +22,7 @@ use crate::node::{NodeId, Shape, Value};
 pub mod activation;
 pub mod conv;
 pub mod elementwise;
+pub mod fused;
 pub mod index;
 pub mod linalg;
 pub mod loss;
@@ -31,6 +32,7 @@ pub mod shape;
 pub use activation::*;
 pub use conv::*;
 pub use elementwise::*;
+pub use fused::*;
 pub use index::*;
 pub use linalg::*;
 pub use loss::*;
@@ -254,6 +256,12 @@ op_table! {
     Conv2dInputGrad = "conv2d_input_grad",
     Conv2dWeightGrad = "conv2d_weight_grad",
     ChannelWindowSum = "channel_window_sum",
+    // fused.rs
+    LstmCell = "lstm_cell",
+    LstmCellGrad = "lstm_cell_grad",
+    GruCell = "gru_cell",
+    GruCellGrad = "gru_cell_grad",
+    ActivationGrad = "activation_grad",
 }
 
 impl Op {

@@ -87,9 +87,20 @@ impl<T: Float> Rule<T> for Concat {
         }
         Ok(out)
     }
-    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-        let views: Vec<_> = x.iter().map(|v| v.float().view()).collect();
-        Ok(ndarray::concatenate(Axis(self.axis), &views).expect("shapes checked"))
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        // Written into a row-major result (`ndarray::concatenate` lays the result out
+        // along the joined axis, which leaves a concat on a later axis strided).
+        let mut out = ArrayD::<T>::uninit(IxDyn(shape));
+        let mut off = 0;
+        for v in x {
+            let v = v.float();
+            let len = v.shape()[self.axis];
+            v.assign_to(out.slice_axis_mut(Axis(self.axis), Slice::from(off..off + len)));
+            off += len;
+        }
+        // SAFETY: the inputs' extents along the axis sum to the output's (checked by
+        // `infer`), so every element was written above.
+        Ok(unsafe { out.assume_init() })
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let mut off = 0;

@@ -51,14 +51,17 @@ impl<T: Float> Cell<T> for Elman {
     fn params(&self) -> Vec<ParamSpec> {
         self.gates.specs(None)
     }
+    /// `x W_ihᵀ + b_ih + b_hh` (both biases, added once for the whole sequence).
     fn project_inputs(&self, g: &mut Graph<T>, p: &ParamStore<T>, xs: NodeId) -> Result<Option<NodeId>> {
-        self.gates.input_projection(g, p, xs).map(Some)
+        self.gates.input_projection_both_biases(g, p, xs).map(Some)
     }
-    /// `xp [B, H]` (the projected input), state `h [B, H]` → `h' [B, H]` (output and state).
+    /// `xp [B, H]` (the projected input with both biases), state `h [B, H]` → `h' [B, H]`
+    /// (output and state): `act(xp + h W_hhᵀ)`.
     fn step_projected(&self, g: &mut Graph<T>, p: &ParamStore<T>, xp: NodeId, s: &State) -> Result<Step> {
         let z = {
             let h = s.part(g, 0)?;
-            self.gates.preactivations_projected(g, p, xp, h)?[0]
+            let hh = self.gates.hidden_product(g, p, h)?;
+            g.scope("gates").add(xp, hh)?
         };
         let mut g = g.scope("h");
         let h = match self.nonlinearity {

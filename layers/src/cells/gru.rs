@@ -6,6 +6,11 @@
 //! original: n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)     (reset before, Cho et al. 2014)
 //! h' = (1 - z) ⊙ n + z ⊙ h
 //! ```
+//!
+//! A torch-form step is one fused node ([`Graph::gru_cell`]) whose output holds
+//! `h' | r | z | n`, the gates recorded as named slices of it; [`Gru::unfused`]
+//! records the primitive ops instead. The original form is always recorded in
+//! primitive ops.
 
 use smallvec::SmallVec;
 use unrolled_autograd::{Float, Graph, NodeId, ParamStore, Result};
@@ -31,6 +36,8 @@ pub struct Gru {
     pub gates: FusedGates,
     /// The formulation.
     pub variant: GruVariant,
+    /// Record a torch-form step as one fused node (the default).
+    pub fused: bool,
 }
 
 impl Gru {
@@ -42,7 +49,13 @@ impl Gru {
             input,
             hidden,
         };
-        Gru { gates, variant }
+        Gru { gates, variant, fused: true }
+    }
+
+    /// The same cell recording every gate's primitive ops instead of one fused node.
+    pub fn unfused(mut self) -> Self {
+        self.fused = false;
+        self
     }
 }
 
@@ -66,6 +79,21 @@ impl<T: Float> Cell<T> for Gru {
     fn step_projected(&self, g: &mut Graph<T>, p: &ParamStore<T>, xp: NodeId, s: &State) -> Result<Step> {
         let h = s.part(g, 0)?;
         let hd = self.gates.hidden;
+        if self.fused && self.variant == GruVariant::Torch {
+            let hp = {
+                let mut g = g.scope("gates");
+                self.gates.hidden_projection(&mut g, p, h)?
+            };
+            let out = g.scope("cell").gru_cell(xp, hp, h)?;
+            let gates = &self.gates;
+            let h_new = gates.block(g, out, 0, "h")?;
+            let taps = [
+                gates.block(g, out, 1, "reset_gate")?,
+                gates.block(g, out, 2, "update_gate")?,
+                gates.block(g, out, 3, "new_gate")?,
+            ];
+            return Ok(Step { output: h_new, state: State::one(h_new), taps: SmallVec::from_slice(&taps) });
+        }
         let (xi, hh) = {
             let mut g = g.scope("gates");
             let xi = self.gates.split(&mut g, xp)?;

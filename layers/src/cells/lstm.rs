@@ -9,6 +9,11 @@
 //! (without peepholes the `p` terms are absent). The peephole weights are one
 //! tensor `weight_ch_l{k}` `[3H]`, blocks `p_i, p_f, p_o`; the output gate's
 //! peephole sees the new cell state.
+//!
+//! Without peepholes a step is one fused node ([`Graph::lstm_cell`]) whose output
+//! holds `h' | c' | i | f | g | o`; `h'`, `c'` and the four gates (the taps) are
+//! recorded as named slices of it. [`Lstm::unfused`] records every gate's
+//! primitive ops instead (the same values and gradients, many more nodes).
 
 use smallvec::SmallVec;
 use unrolled_autograd::{Float, Graph, NodeId, ParamStore, Result};
@@ -24,6 +29,8 @@ pub struct Lstm {
     pub gates: FusedGates,
     /// The peephole tensor's name, if the cell has peepholes.
     pub peephole: Option<String>,
+    /// Record a step as one fused node (the default; peephole cells are never fused).
+    pub fused: bool,
 }
 
 impl Lstm {
@@ -35,7 +42,17 @@ impl Lstm {
             input,
             hidden,
         };
-        Lstm { gates, peephole: None }
+        Lstm { gates, peephole: None, fused: true }
+    }
+
+    /// The same cell recording every gate's primitive ops instead of one fused node.
+    pub fn unfused(mut self) -> Self {
+        self.fused = false;
+        self
+    }
+
+    fn is_fused(&self) -> bool {
+        self.fused && self.peephole.is_none()
     }
 
     /// The same cell with peephole connections (`{prefix}weight_ch_l{k}[_reverse]`, `[3H]`).
@@ -79,11 +96,28 @@ impl<T: Float> Cell<T> for Lstm {
         v
     }
     fn project_inputs(&self, g: &mut Graph<T>, p: &ParamStore<T>, xs: NodeId) -> Result<Option<NodeId>> {
+        if self.is_fused() {
+            return self.gates.input_projection_both_biases(g, p, xs).map(Some);
+        }
         self.gates.input_projection(g, p, xs).map(Some)
     }
     /// `xp [B, 4H]` (the projected input), state `(h, c)` each `[B, H]` → output `h'`, state `(h', c')`; taps `i f g o`.
     fn step_projected(&self, g: &mut Graph<T>, p: &ParamStore<T>, xp: NodeId, s: &State) -> Result<Step> {
         let (h, c) = (s.part(g, 0)?, s.part(g, 1)?);
+        if self.is_fused() {
+            let hh = self.gates.hidden_product(g, p, h)?;
+            let out = g.scope("cell").lstm_cell(xp, hh, c)?;
+            let gates = &self.gates;
+            let h_new = gates.block(g, out, 0, "h")?;
+            let c_new = gates.block(g, out, 1, "c")?;
+            let taps = [
+                gates.block(g, out, 2, "input_gate")?,
+                gates.block(g, out, 3, "forget_gate")?,
+                gates.block(g, out, 4, "cell_gate")?,
+                gates.block(g, out, 5, "output_gate")?,
+            ];
+            return Ok(Step { output: h_new, state: State::two(h_new, c_new), taps: SmallVec::from_slice(&taps) });
+        }
         let z = self.gates.preactivations_projected(g, p, xp, h)?;
         let i = {
             let mut g = g.scope("input_gate");

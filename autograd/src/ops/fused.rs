@@ -1,0 +1,538 @@
+//! Fused recurrent cell steps: one node computes every gate of an LSTM or GRU step
+//! (or an Elman step's activation), and one node per input computes its gradient.
+//!
+//! An unrolled network records a handful of nodes per step instead of dozens, and
+//! each step reads its `[B, G*H]` pre-activations once. The per-gate structure stays
+//! visible: the output holds every gate's activation beside the new state, and the
+//! layers record each gate as a named slice of it (the cell's taps).
+//!
+//! The gradient nodes ([`LstmCellGrad`], [`GruCellGrad`], [`ActivationGrad`]) are
+//! differentiable too. Their own backward rules expand the gradient formula into
+//! primitive ops and differentiate that, so second and higher orders work as for any
+//! other op; only first-order gradients take the fused path.
+
+use std::borrow::Cow;
+
+use ndarray::{ArrayD, IxDyn};
+use serde::{Deserialize, Serialize};
+
+use super::{arity, fin, grads, Back, FResult, Fail, Grads, Op, Rule};
+use crate::error::Result;
+use crate::float::Float;
+use crate::graph::Graph;
+use crate::node::{NodeId, Shape, Value};
+use crate::ops::activation::sigmoid;
+
+/// The elements of `a` in row-major order, borrowed when `a` is contiguous.
+fn flat<T: Float>(a: &ArrayD<T>) -> Cow<'_, [T]> {
+    match a.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(a.iter().copied().collect()),
+    }
+}
+
+fn out_array<T>(rows: usize, cols: usize, v: Vec<T>) -> ArrayD<T> {
+    ArrayD::from_shape_vec(IxDyn(&[rows, cols]), v).expect("sized by the caller")
+}
+
+/// Checks that `s[k]` is `[B, width]` for the batch `B` of `s[0]`.
+fn check_2d(s: &[&[usize]], k: usize, batch: usize, width: usize) -> FResult<()> {
+    if s[k].len() != 2 || s[k][0] != batch || s[k][1] != width {
+        return Err(Fail::Mismatch(s[0].iter().copied().collect(), s[k].iter().copied().collect()));
+    }
+    Ok(())
+}
+
+/// `[B, W]` of input 0 with `W` divisible by `parts`: `(B, W / parts)`.
+fn rows_and_hidden(s: &[&[usize]], parts: usize, what: &str) -> FResult<(usize, usize)> {
+    if s[0].len() != 2 || s[0][1] % parts != 0 || s[0][1] == 0 {
+        return Err(Fail::Invalid(format!("{what} must be [B, {parts}H] with H > 0, got {:?}", s[0])));
+    }
+    Ok((s[0][0], s[0][1] / parts))
+}
+
+// Elementwise passes over equal-length slices. As separate (inlined) functions their
+// slices are known not to alias, so the loops vectorize without run-time checks.
+#[inline(always)]
+fn map1<T: Float>(out: &mut [T], a: &[T], f: impl Fn(T) -> T) {
+    for (o, &a) in out.iter_mut().zip(a) {
+        *o = f(a);
+    }
+}
+
+#[inline(always)]
+fn map2<T: Float>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+    for (o, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = f(a, b);
+    }
+}
+
+#[inline(always)]
+fn map4<T: Float>(out: &mut [T], a: &[T], b: &[T], c: &[T], d: &[T], f: impl Fn(T, T, T, T) -> T) {
+    let n = out.len();
+    let (a, b, c, d) = (&a[..n], &b[..n], &c[..n], &d[..n]);
+    for j in 0..n {
+        out[j] = f(a[j], b[j], c[j], d[j]);
+    }
+}
+
+// ----- LSTM ----------------------------------------------------------------------------
+
+/// One LSTM step (PyTorch's gate order i, f, g, o), inputs `xp [B, 4H]` (projected
+/// input with both biases), `hh [B, 4H]` (`h W_hhᵀ`) and `c [B, H]`. The output is
+/// `[B, 6H]`: blocks `h' | c' | i | f | g | o` where
+/// `i, f, o = σ(·)`, `g = tanh(·)` of `xp + hh`, `c' = f c + i g`, `h' = o tanh(c')`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LstmCell;
+
+/// Which input an [`LstmCellGrad`] node is the gradient of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LstmGradOf {
+    /// The pre-activations `xp + hh` (`[B, 4H]`; the same for `xp` and `hh`).
+    Gates,
+    /// The previous cell state `c` (`[B, H]`).
+    Cell,
+}
+
+/// The gradient of an [`LstmCell`] step: inputs `out [B, 6H]` (the step's output),
+/// `c [B, H]` (its previous cell state) and `g [B, 6H]` (the gradient of `out`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LstmCellGrad {
+    /// Which input's gradient.
+    pub of: LstmGradOf,
+}
+
+impl<T: Float> Rule<T> for LstmCell {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        arity(s, 3)?;
+        let (b, h) = rows_and_hidden(s, 4, "the gates")?;
+        check_2d(s, 1, b, 4 * h)?;
+        check_2d(s, 2, b, h)?;
+        Ok(Shape::from_slice(&[b, 6 * h]))
+    }
+
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        let (rows, h) = (shape[0], shape[1] / 6);
+        let (xp, hh, c) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
+        let mut out = vec![T::zero(); rows * 6 * h];
+        for ((o, (z, zh)), cp) in
+            out.chunks_exact_mut(6 * h).zip(xp.chunks_exact(4 * h).zip(hh.chunks_exact(4 * h))).zip(c.chunks_exact(h))
+        {
+            let (oh, rest) = o.split_at_mut(h);
+            let (oc, gates) = rest.split_at_mut(h);
+            // Each pass reads and writes few enough slices to vectorize.
+            for (k, og) in gates.chunks_exact_mut(h).enumerate() {
+                let (a, b) = (&z[k * h..(k + 1) * h], &zh[k * h..(k + 1) * h]);
+                if k == 2 {
+                    map2(og, a, b, |a, b| (a + b).tanh_fast());
+                } else {
+                    map2(og, a, b, |a, b| sigmoid(a + b));
+                }
+            }
+            let (i, f, g, o_) = (&gates[..h], &gates[h..2 * h], &gates[2 * h..3 * h], &gates[3 * h..]);
+            map4(oc, f, cp, i, g, |f, c, i, g| f * c + i * g);
+            map2(oh, o_, oc, |o, c| o * c.tanh_fast());
+        }
+        Ok(out_array(rows, 6 * h, out))
+    }
+
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let (out, c) = (b.out, b.inputs[2]);
+        let gates = if b.needs[0] || b.needs[1] {
+            Some(g.push(Op::LstmCellGrad(LstmCellGrad { of: LstmGradOf::Gates }), &[out, c, b.grad])?)
+        } else {
+            None
+        };
+        let dc = if b.needs[2] {
+            Some(g.push(Op::LstmCellGrad(LstmCellGrad { of: LstmGradOf::Cell }), &[out, c, b.grad])?)
+        } else {
+            None
+        };
+        grads([gates, gates, dc])
+    }
+}
+
+impl<T: Float> Rule<T> for LstmCellGrad {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        arity(s, 3)?;
+        let (b, h) = rows_and_hidden(s, 6, "an LSTM step's output")?;
+        check_2d(s, 1, b, h)?;
+        check_2d(s, 2, b, 6 * h)?;
+        Ok(Shape::from_slice(&[b, if self.of == LstmGradOf::Gates { 4 * h } else { h }]))
+    }
+
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        let rows = shape[0];
+        let h = fin(x, 1).shape()[1];
+        let (out, c, gr) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
+        let one = T::one();
+        let w = shape[1];
+        let mut res = vec![T::zero(); rows * w];
+        let (mut dc, mut tc) = (vec![T::zero(); h], vec![T::zero(); h]);
+        for ((r, o), (cp, g)) in
+            res.chunks_exact_mut(w).zip(out.chunks_exact(6 * h)).zip(c.chunks_exact(h).zip(gr.chunks_exact(6 * h)))
+        {
+            let (cn, ig, fg, gg, og) =
+                (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..4 * h], &o[4 * h..5 * h], &o[5 * h..]);
+            let (g_h, g_c, g_i, g_f, g_g, g_o) =
+                (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..4 * h], &g[4 * h..5 * h], &g[5 * h..]);
+            // dc = g_c + g_h o (1 - tanh²c'), the gradient reaching c' (passes that vectorize).
+            map1(&mut tc, cn, |c| c.tanh_fast());
+            map4(&mut dc, g_c, g_h, og, &tc, |gc, gh, o, t| gc + gh * o * (one - t * t));
+            if self.of == LstmGradOf::Cell {
+                map2(r, &dc, fg, |d, f| d * f);
+                continue;
+            }
+            let (ri, rest) = r.split_at_mut(h);
+            let (rf, rest) = rest.split_at_mut(h);
+            let (rg, ro) = rest.split_at_mut(h);
+            map4(ri, &dc, gg, g_i, ig, |d, g, t, i| (d * g + t) * i * (one - i));
+            map4(rf, &dc, cp, g_f, fg, |d, c, t, f| (d * c + t) * f * (one - f));
+            map4(rg, &dc, ig, g_g, gg, |d, i, t, g| (d * i + t) * (one - g * g));
+            map4(ro, g_h, &tc, g_o, og, |gh, t, go, o| (gh * t + go) * o * (one - o));
+        }
+        Ok(out_array(rows, w, res))
+    }
+
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let of = self.of;
+        expanded_vjp(g, b, |g, x| lstm_grad_primitive(g, of, x[0], x[1], x[2]))
+    }
+}
+
+/// [`LstmCellGrad`] in primitive ops (what its own gradient differentiates).
+fn lstm_grad_primitive<T: Float>(
+    g: &mut Graph<T>,
+    of: LstmGradOf,
+    out: NodeId,
+    c: NodeId,
+    gr: NodeId,
+) -> Result<NodeId> {
+    let h = g.shape(c)?[1];
+    let blk = |g: &mut Graph<T>, x: NodeId, k: usize| g.narrow(x, 1, k * h, h);
+    let (cn, ig, fg, gg, og) = (blk(g, out, 1)?, blk(g, out, 2)?, blk(g, out, 3)?, blk(g, out, 4)?, blk(g, out, 5)?);
+    let (g_h, g_c) = (blk(g, gr, 0)?, blk(g, gr, 1)?);
+    let tc = g.tanh(cn)?;
+    let dtanh = |g: &mut Graph<T>, y: NodeId| -> Result<NodeId> {
+        let y2 = g.square(y)?;
+        g.rsub_scalar(y2, 1.0)
+    };
+    let dsig = |g: &mut Graph<T>, y: NodeId| -> Result<NodeId> {
+        let m = g.rsub_scalar(y, 1.0)?;
+        g.mul(y, m)
+    };
+    let dc = {
+        let t = dtanh(g, tc)?;
+        let t = g.mul(t, og)?;
+        let t = g.mul(t, g_h)?;
+        g.add(g_c, t)?
+    };
+    if of == LstmGradOf::Cell {
+        return g.mul(dc, fg);
+    }
+    let term = |g: &mut Graph<T>, a: NodeId, b: NodeId, k: usize, act: NodeId, sig: bool| -> Result<NodeId> {
+        let t = g.mul(a, b)?;
+        let tap = blk(g, gr, k)?;
+        let t = g.add(t, tap)?;
+        let d = if sig { dsig(g, act)? } else { dtanh(g, act)? };
+        g.mul(t, d)
+    };
+    let di = term(g, dc, gg, 2, ig, true)?;
+    let df = term(g, dc, c, 3, fg, true)?;
+    let dg = term(g, dc, ig, 4, gg, false)?;
+    let d_o = term(g, g_h, tc, 5, og, true)?;
+    g.concat(&[di, df, dg, d_o], 1)
+}
+
+// ----- GRU -----------------------------------------------------------------------------
+
+/// One GRU step in PyTorch's formulation (gate order r, z, n), inputs `xp [B, 3H]`
+/// (`x W_ihᵀ + b_ih`), `hp [B, 3H]` (`h W_hhᵀ + b_hh`) and `h [B, H]`. The output is
+/// `[B, 4H]`: blocks `h' | r | z | n` where `r, z = σ(xp + hp)`,
+/// `n = tanh(xp_n + r hp_n)`, `h' = (1 - z) n + z h`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GruCell;
+
+/// Which input a [`GruCellGrad`] node is the gradient of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GruGradOf {
+    /// The projected input `xp` (`[B, 3H]`).
+    Input,
+    /// The projected state `hp` (`[B, 3H]`).
+    Hidden,
+    /// The previous state `h` (`[B, H]`), through the interpolation only.
+    State,
+}
+
+/// The gradient of a [`GruCell`] step: inputs `out [B, 4H]`, `hp [B, 3H]`, `h [B, H]`
+/// (the step's output, projected state and previous state) and `g [B, 4H]` (the
+/// gradient of `out`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GruCellGrad {
+    /// Which input's gradient.
+    pub of: GruGradOf,
+}
+
+impl<T: Float> Rule<T> for GruCell {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        arity(s, 3)?;
+        let (b, h) = rows_and_hidden(s, 3, "the gates")?;
+        check_2d(s, 1, b, 3 * h)?;
+        check_2d(s, 2, b, h)?;
+        Ok(Shape::from_slice(&[b, 4 * h]))
+    }
+
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        let (rows, h) = (shape[0], shape[1] / 4);
+        let (xp, hp, hs) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
+        let mut out = vec![T::zero(); rows * 4 * h];
+        for b in 0..rows {
+            let (zx, zh, hv) = (&xp[b * 3 * h..][..3 * h], &hp[b * 3 * h..][..3 * h], &hs[b * h..][..h]);
+            let o = &mut out[b * 4 * h..][..4 * h];
+            for j in 0..h {
+                let r = sigmoid(zx[j] + zh[j]);
+                let z = sigmoid(zx[h + j] + zh[h + j]);
+                let n = (zx[2 * h + j] + r * zh[2 * h + j]).tanh_fast();
+                o[j] = (T::one() - z) * n + z * hv[j];
+                o[h + j] = r;
+                o[2 * h + j] = z;
+                o[3 * h + j] = n;
+            }
+        }
+        Ok(out_array(rows, 4 * h, out))
+    }
+
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let ins = [b.out, b.inputs[1], b.inputs[2], b.grad];
+        let one = |g: &mut Graph<T>, k: usize, of: GruGradOf| -> Result<Option<NodeId>> {
+            if b.needs[k] {
+                Ok(Some(g.push(Op::GruCellGrad(GruCellGrad { of }), &ins)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let dx = one(g, 0, GruGradOf::Input)?;
+        let dhp = one(g, 1, GruGradOf::Hidden)?;
+        let dh = one(g, 2, GruGradOf::State)?;
+        grads([dx, dhp, dh])
+    }
+}
+
+impl<T: Float> Rule<T> for GruCellGrad {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        arity(s, 4)?;
+        let (b, h) = rows_and_hidden(s, 4, "a GRU step's output")?;
+        check_2d(s, 1, b, 3 * h)?;
+        check_2d(s, 2, b, h)?;
+        check_2d(s, 3, b, 4 * h)?;
+        Ok(Shape::from_slice(&[b, if self.of == GruGradOf::State { h } else { 3 * h }]))
+    }
+
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        let rows = shape[0];
+        let h = fin(x, 2).shape()[1];
+        let (out, hp, hs, gr) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)), flat(fin(x, 3)));
+        let one = T::one();
+        let w = shape[1];
+        let mut res = vec![T::zero(); rows * w];
+        for b in 0..rows {
+            let o = &out[b * 4 * h..][..4 * h];
+            let (zh, hv, g) = (&hp[b * 3 * h..][..3 * h], &hs[b * h..][..h], &gr[b * 4 * h..][..4 * h]);
+            let res = &mut res[b * w..][..w];
+            for j in 0..h {
+                let (r, z, n) = (o[h + j], o[2 * h + j], o[3 * h + j]);
+                if self.of == GruGradOf::State {
+                    res[j] = g[j] * z;
+                    continue;
+                }
+                let dz = (g[j] * (hv[j] - n) + g[2 * h + j]) * z * (one - z);
+                let dn = (g[j] * (one - z) + g[3 * h + j]) * (one - n * n);
+                let dr = (dn * zh[2 * h + j] + g[h + j]) * r * (one - r);
+                res[j] = dr;
+                res[h + j] = dz;
+                res[2 * h + j] = if self.of == GruGradOf::Hidden { dn * r } else { dn };
+            }
+        }
+        Ok(out_array(rows, w, res))
+    }
+
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let of = self.of;
+        expanded_vjp(g, b, |g, x| gru_grad_primitive(g, of, x[0], x[1], x[2], x[3]))
+    }
+}
+
+/// [`GruCellGrad`] in primitive ops.
+fn gru_grad_primitive<T: Float>(
+    g: &mut Graph<T>,
+    of: GruGradOf,
+    out: NodeId,
+    hp: NodeId,
+    hs: NodeId,
+    gr: NodeId,
+) -> Result<NodeId> {
+    let h = g.shape(hs)?[1];
+    let blk = |g: &mut Graph<T>, x: NodeId, k: usize| g.narrow(x, 1, k * h, h);
+    let g_h = blk(g, gr, 0)?;
+    let (r, z, n) = (blk(g, out, 1)?, blk(g, out, 2)?, blk(g, out, 3)?);
+    if of == GruGradOf::State {
+        return g.mul(g_h, z);
+    }
+    let dsig = |g: &mut Graph<T>, y: NodeId| -> Result<NodeId> {
+        let m = g.rsub_scalar(y, 1.0)?;
+        g.mul(y, m)
+    };
+    let dz = {
+        let d = g.sub(hs, n)?;
+        let d = g.mul(g_h, d)?;
+        let tap = blk(g, gr, 2)?;
+        let d = g.add(d, tap)?;
+        let s = dsig(g, z)?;
+        g.mul(d, s)?
+    };
+    let dn = {
+        let one_z = g.rsub_scalar(z, 1.0)?;
+        let d = g.mul(g_h, one_z)?;
+        let tap = blk(g, gr, 3)?;
+        let d = g.add(d, tap)?;
+        let n2 = g.square(n)?;
+        let t = g.rsub_scalar(n2, 1.0)?;
+        g.mul(d, t)?
+    };
+    let dr = {
+        let hn = blk(g, hp, 2)?;
+        let d = g.mul(dn, hn)?;
+        let tap = blk(g, gr, 1)?;
+        let d = g.add(d, tap)?;
+        let s = dsig(g, r)?;
+        g.mul(d, s)?
+    };
+    let last = if of == GruGradOf::Hidden { g.mul(dn, r)? } else { dn };
+    g.concat(&[dr, dz, last], 1)
+}
+
+// ----- activations ---------------------------------------------------------------------
+
+/// An activation whose derivative is written in terms of its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationKind {
+    /// `y = tanh(x)`: `dy/dx = 1 - y²`.
+    Tanh,
+    /// `y = σ(x)`: `dy/dx = y (1 - y)`.
+    Sigmoid,
+}
+
+/// The gradient through an activation from its output: inputs `y` (the activation's
+/// output) and `g` (the gradient of `y`), output `g ⊙ dy/dx` in one pass.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivationGrad {
+    /// Which activation.
+    pub kind: ActivationKind,
+}
+
+impl<T: Float> Rule<T> for ActivationGrad {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        arity(s, 2)?;
+        if s[0] != s[1] {
+            return Err(Fail::Mismatch(s[0].iter().copied().collect(), s[1].iter().copied().collect()));
+        }
+        Ok(s[0].iter().copied().collect())
+    }
+
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        let (y, g) = (flat(fin(x, 0)), flat(fin(x, 1)));
+        let one = T::one();
+        let v: Vec<T> = match self.kind {
+            ActivationKind::Tanh => y.iter().zip(g.iter()).map(|(&y, &g)| g * (one - y * y)).collect(),
+            ActivationKind::Sigmoid => y.iter().zip(g.iter()).map(|(&y, &g)| g * y * (one - y)).collect(),
+        };
+        Ok(ArrayD::from_shape_vec(IxDyn(shape), v).expect("sized"))
+    }
+
+    /// With `u` the gradient of the output: d/dg = `u ⊙ dy/dx` (this op again), and
+    /// d/dy = `-2 u g y` (tanh) or `u g (1 - 2y)` (sigmoid).
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let (y, gy, u) = (b.inputs[0], b.inputs[1], b.grad);
+        let dy = if b.needs[0] {
+            let ug = g.mul(u, gy)?;
+            Some(match self.kind {
+                ActivationKind::Tanh => {
+                    let t = g.mul(ug, y)?;
+                    g.affine(t, -2.0, 0.0)?
+                }
+                ActivationKind::Sigmoid => {
+                    let t = g.affine(y, -2.0, 1.0)?;
+                    g.mul(ug, t)?
+                }
+            })
+        } else {
+            None
+        };
+        let dg = if b.needs[1] { Some(g.activation_grad(self.kind, y, u)?) } else { None };
+        grads([dy, dg])
+    }
+}
+
+// ----- second order by expansion -------------------------------------------------------
+
+/// The backward rule of a fused gradient node: the node's formula re-recorded in
+/// primitive ops over the same inputs, then differentiated with the incoming gradient.
+fn expanded_vjp<T: Float>(
+    g: &mut Graph<T>,
+    b: &Back,
+    primitive: impl FnOnce(&mut Graph<T>, &[NodeId]) -> Result<NodeId>,
+) -> Result<Grads> {
+    let barrier = g.len();
+    let expanded = {
+        let mut g = g.scope("expanded");
+        primitive(&mut *g, b.inputs)?
+    };
+    let wanted: Vec<NodeId> = b.inputs.iter().zip(b.needs).filter(|(_, &n)| n).map(|(&i, _)| i).collect();
+    let mut got = g.partial_vjp(expanded, b.grad, &wanted, barrier)?.into_iter();
+    Ok(b.needs.iter().map(|&n| if n { got.next() } else { None }).collect())
+}
+
+impl<T: Float> Graph<T> {
+    /// One fused LSTM step (see [`LstmCell`]): `xp`, `hh` `[B, 4H]`, `c` `[B, H]` →
+    /// `[B, 6H]` holding `h' | c' | i | f | g | o`.
+    ///
+    /// ```
+    /// use ndarray::Array2;
+    /// use unrolled_autograd::Graph;
+    /// # fn main() -> unrolled_autograd::Result<()> {
+    /// let mut g = Graph::<f64>::new();
+    /// let xp = g.input(Array2::zeros((2, 12)).into_dyn());
+    /// let hh = g.input(Array2::zeros((2, 12)).into_dyn());
+    /// let c = g.input(Array2::ones((2, 3)).into_dyn());
+    /// let out = g.lstm_cell(xp, hh, c)?;
+    /// assert_eq!(g.shape(out)?, &[2, 18]);
+    /// assert_eq!(g.value(out)?[[0, 3]], 0.5); // c' = σ(0)·1 + σ(0)·tanh(0)
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidInput`] or [`crate::Error::ShapeMismatch`] for shapes that do not fit.
+    pub fn lstm_cell(&mut self, xp: NodeId, hh: NodeId, c: NodeId) -> Result<NodeId> {
+        self.push(Op::LstmCell(LstmCell), &[xp, hh, c])
+    }
+
+    /// One fused GRU step (see [`GruCell`]): `xp`, `hp` `[B, 3H]`, `h` `[B, H]` →
+    /// `[B, 4H]` holding `h' | r | z | n`.
+    ///
+    /// # Errors
+    /// As [`Graph::lstm_cell`].
+    pub fn gru_cell(&mut self, xp: NodeId, hp: NodeId, h: NodeId) -> Result<NodeId> {
+        self.push(Op::GruCell(GruCell), &[xp, hp, h])
+    }
+
+    /// `g ⊙ dy/dx` for the activation `kind` with output `y` (see [`ActivationGrad`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::ShapeMismatch`] if `y` and `g` differ in shape.
+    pub fn activation_grad(&mut self, kind: ActivationKind, y: NodeId, g: NodeId) -> Result<NodeId> {
+        self.push(Op::ActivationGrad(ActivationGrad { kind }), &[y, g])
+    }
+}
