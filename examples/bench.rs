@@ -20,7 +20,9 @@ use std::time::Instant;
 use clap::Parser;
 use unrolled::autograd::gemm;
 use unrolled::autograd::{Graph, NodeId, ParamStore, Reduction, Rng};
-use unrolled::layers::{AnyOptimizer, AnyRecurrent, CellKind, CharRnn, Optimizer, RecurrentConfig, RunOptions};
+use unrolled::layers::{
+    recomputed_bptt, AnyOptimizer, AnyRecurrent, CellKind, CharRnn, Optimizer, RecurrentConfig, RunOptions,
+};
 use unrolled::ndarray::{Array2, ArrayD, IxDyn};
 
 /// Runs the benchmark workloads.
@@ -50,6 +52,9 @@ struct Args {
     /// Internal: with --w5, truncate every this many steps.
     #[arg(long, hide = true)]
     chunk: Option<usize>,
+    /// Internal: with --w5, full BPTT recomputing segments of this many steps.
+    #[arg(long, hide = true)]
+    recompute: Option<usize>,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -284,16 +289,62 @@ fn w5_child(t: usize, chunk: Option<usize>, threads: usize) -> Res<()> {
     Ok(())
 }
 
+/// W5 at full BPTT with recomputed segments ([`recomputed_bptt`]): O(√T) memory.
+fn w5_recompute(t: usize, segment: usize, threads: usize) -> Res<()> {
+    let (start_rss, _) = rss();
+    let (b, h) = (8, 128);
+    let m = AnyRecurrent::new(CellKind::Lstm, "", RecurrentConfig::new(h, h));
+    let p = params_of(&m.params::<f32>(), 5);
+    let mut rng = Rng::new(6);
+    let x = normal(&[t, b, h], &mut rng);
+    let y = normal(&[t, b, h], &mut rng);
+    let n = (t * b * h) as f64;
+    let t0 = Instant::now();
+    let step = recomputed_bptt(&m, &p, &x, Some(&y), None, segment, |g, out, y| {
+        let d = g.sub(out, y.expect("targets"))?;
+        let d = g.square(d)?;
+        let s = g.sum_all(d)?;
+        g.affine(s, 1.0 / n, 0.0)
+    })?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let (_, hwm) = rss();
+    let peak = sgemm(512).max(sgemm(2048));
+    let flops = 8.0 * (b * h * (2 * h + 3 * h) * t) as f64;
+    let norm = step.grads.values().flat_map(|g| g.iter()).map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+    let size = format!("T={t},recompute={segment}");
+    let extra = format!(",\"peak_rss_bytes\":{hwm},\"rss_above_start_bytes\":{}", hwm.saturating_sub(start_rss));
+    print(
+        &Line {
+            workload: "W5",
+            size: &size,
+            threads,
+            mode: "recompute",
+            times: (ms, ms, ms),
+            flops,
+            peak,
+            norm,
+            nodes: 0,
+        },
+        &extra,
+    );
+    Ok(())
+}
+
 fn w5(args: &Args, threads: usize) -> Res<()> {
     if threads == 1 || args.workload.as_deref().is_some_and(|x| !x.eq_ignore_ascii_case("W5")) {
         return Ok(());
     }
     let exe = std::env::current_exe()?;
-    for (t, chunk) in [(100, None), (1000, None), (10000, None), (10000, Some(100))] {
+    for (t, chunk, segment) in
+        [(100, None, None), (1000, None, None), (10000, None, None), (10000, Some(100), None), (10000, None, Some(100))]
+    {
         let mut cmd = Command::new(&exe);
         cmd.args(["--threads", &threads.to_string(), "--w5", &t.to_string()]);
         if let Some(c) = chunk {
             cmd.args(["--chunk", &c.to_string()]);
+        }
+        if let Some(s) = segment {
+            cmd.args(["--recompute", &s.to_string()]);
         }
         let out = cmd.output()?;
         print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -355,6 +406,9 @@ fn main() -> Res<()> {
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
     std::env::set_var("OPENBLAS_NUM_THREADS", threads.to_string());
     if let Some(t) = args.w5 {
+        if let Some(s) = args.recompute {
+            return w5_recompute(t, s, threads);
+        }
         return w5_child(t, args.chunk, threads);
     }
     let (g512, g2048) = (sgemm(512), sgemm(2048));

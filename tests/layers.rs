@@ -252,6 +252,8 @@ fn a_given_state_is_checked() {
     assert_eq!(e.to_string(), "shape mismatch in state at <root>: lhs [1, 3], rhs [1, 4]");
 }
 
+type ValuesAndGrads = (Vec<ArrayD<f64>>, Vec<ArrayD<f64>>);
+
 /// One fused node per step gives the primitive ops' values, taps and gradients
 /// (second order included), for the LSTM and both GRU paths.
 #[test]
@@ -259,12 +261,13 @@ fn fused_cells_equal_their_primitive_ops() -> Result<()> {
     use unrolled::layers::{unroll, Gru, UnrollOptions};
     let lstm = Lstm::new("lstm.", 0, false, 3, 4);
     let gru = Gru::new("gru.", 0, false, 3, 4, GruVariant::Torch);
-    let cells: [(&dyn Cell<f64>, &dyn Cell<f64>); 2] = [(&lstm, &lstm.clone().unfused()), (&gru, &gru.clone().unfused())];
+    let cells: [(&dyn Cell<f64>, &dyn Cell<f64>); 2] =
+        [(&lstm, &lstm.clone().unfused()), (&gru, &gru.clone().unfused())];
     for (k, (fused, plain)) in cells.into_iter().enumerate() {
         let mut p = ParamStore::new();
         unrolled::layers::init_params(&fused.params(), &mut p, &Init::torch(3 + k as u64));
         let x = common::uniform(&[4, 2, 3], 5, -1.0, 1.0);
-        let mut run = |cell: &dyn Cell<f64>| -> Result<(Vec<ArrayD<f64>>, Vec<ArrayD<f64>>)> {
+        let run = |cell: &dyn Cell<f64>| -> Result<ValuesAndGrads> {
             let mut g = Graph::new();
             let xi = g.input(x.clone());
             let xs = split_steps(&mut g, xi)?;

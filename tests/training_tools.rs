@@ -202,3 +202,51 @@ fn edge_cases_found_in_review() -> Result<()> {
     assert!(none.forward(&mut g, &ParamStore::new(), x, None, RunOptions::default()).is_err());
     Ok(())
 }
+
+/// Recomputed (checkpointed) BPTT gives full BPTT's loss, gradients and final state,
+/// whatever the segment length (including one that does not divide T).
+#[test]
+fn recomputed_bptt_equals_full_bptt() -> unrolled::autograd::Result<()> {
+    use unrolled::layers::{recomputed_bptt, AnyRecurrent, CellKind, Init, RecurrentConfig, RunOptions};
+    for kind in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn] {
+        let m = AnyRecurrent::new(kind, "m.", RecurrentConfig::new(3, 4).layers(2));
+        let mut p = unrolled::autograd::ParamStore::<f64>::new();
+        unrolled::layers::init_params(&m.params::<f64>(), &mut p, &Init::torch(7));
+        let x = common::uniform(&[7, 2, 3], 8, -1.0, 1.0);
+        let y = common::uniform(&[7, 2, 4], 9, -1.0, 1.0);
+        let parts = if kind == CellKind::Lstm { 2 } else { 1 };
+        let init: Vec<_> = (0..parts).map(|k| common::uniform(&[2, 2, 4], 10 + k, -0.5, 0.5)).collect();
+        let n = (7 * 2 * 4) as f64;
+        let mse = |g: &mut unrolled::autograd::Graph<f64>, out, y: Option<_>| {
+            let d = g.sub(out, y.expect("targets given"))?;
+            let d = g.square(d)?;
+            let s = g.sum_all(d)?;
+            g.affine(s, 1.0 / n, 0.0)
+        };
+        // Full BPTT on one graph.
+        let mut g = unrolled::autograd::Graph::new();
+        let xi = g.input(x.clone());
+        let yi = g.input(y.clone());
+        let st: Vec<_> = init.iter().map(|s| g.input(s.clone())).collect();
+        let out = m.forward(&mut g, &p, xi, Some(&st), RunOptions::default())?;
+        let l = mse(&mut g, out.output, Some(yi))?;
+        let want = g.param_grad_values(l)?;
+        let want_loss = g.value(l)?.iter().sum::<f64>();
+        for segment in [1, 3, 7, 10] {
+            let step = recomputed_bptt(&m, &p, &x, Some(&y), Some(&init), segment, mse)?;
+            assert!((step.loss - want_loss).abs() <= 1e-14 * want_loss.abs(), "{kind:?} segment {segment}: loss");
+            assert_eq!(step.grads.len(), want.len());
+            for (name, w) in &want {
+                let got = &step.grads[name];
+                let scale = w.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+                let err = got.iter().zip(w.iter()).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+                assert!(err <= 1e-12 * scale, "{kind:?} segment {segment} {name}: {err:e} of {scale:e}");
+            }
+            for (k, &f) in out.final_state.iter().enumerate() {
+                assert_eq!(&step.final_state[k], g.value(f)?, "{kind:?} segment {segment}: final state");
+            }
+        }
+        assert!(recomputed_bptt(&m, &p, &x, Some(&y), None, 0, mse).is_err(), "segment 0 is refused");
+    }
+    Ok(())
+}

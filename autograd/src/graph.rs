@@ -419,6 +419,15 @@ impl<T: Float> Graph<T> {
         self.replay_range(0, self.nodes.len())
     }
 
+    /// Replays only the first `len` nodes (for example the forward pass recorded before
+    /// any gradient node), leaving the later nodes' values as they were.
+    ///
+    /// # Errors
+    /// As [`Graph::replay`].
+    pub fn replay_prefix(&mut self, len: usize) -> Result<()> {
+        self.replay_range(0, len.min(self.nodes.len()))
+    }
+
     fn replay_range(&mut self, from: usize, to: usize) -> Result<()> {
         for i in from..to {
             let node = &self.nodes[i];
