@@ -26,42 +26,27 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use crate::float::Float;
 
-type Sgemm = unsafe extern "C" fn(
+/// CBLAS `?gemm` for the element type `F`.
+type Gemm<F> = unsafe extern "C" fn(
     c_int,
     c_int,
     c_int,
     c_int,
     c_int,
     c_int,
-    f32,
-    *const f32,
+    F,
+    *const F,
     c_int,
-    *const f32,
+    *const F,
     c_int,
-    f32,
-    *mut f32,
-    c_int,
-);
-type Dgemm = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    f64,
-    *const f64,
-    c_int,
-    *const f64,
-    c_int,
-    f64,
-    *mut f64,
+    F,
+    *mut F,
     c_int,
 );
 
 struct Blas {
-    sgemm: Sgemm,
-    dgemm: Dgemm,
+    sgemm: Gemm<f32>,
+    dgemm: Gemm<f64>,
     _lib: libloading::Library,
 }
 
@@ -89,8 +74,8 @@ fn load() -> Option<Blas> {
         // have the standard CBLAS signatures declared above.
         unsafe {
             let lib = libloading::Library::new(name).ok()?;
-            let sgemm = *lib.get::<Sgemm>(b"cblas_sgemm\0").ok()?;
-            let dgemm = *lib.get::<Dgemm>(b"cblas_dgemm\0").ok()?;
+            let sgemm = *lib.get::<Gemm<f32>>(b"cblas_sgemm\0").ok()?;
+            let dgemm = *lib.get::<Gemm<f64>>(b"cblas_dgemm\0").ok()?;
             Some(Blas { sgemm, dgemm, _lib: lib })
         }
     })

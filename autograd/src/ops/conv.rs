@@ -159,8 +159,9 @@ impl<T: Float> Rule<T> for Conv2d {
         let mut out = ArrayD::zeros(shape);
         for n in 0..shape[0] {
             let cols = im2col(x4.index_axis(Axis(0), n), &d);
-            let y = w2.dot(&cols);
-            out.index_axis_mut(Axis(0), n).assign(&y.into_shape_with_order(IxDyn(&shape[1..])).expect("sized"));
+            let mut y =
+                out.index_axis_mut(Axis(0), n).into_shape_with_order((w2.nrows(), cols.ncols())).expect("contiguous");
+            crate::gemm::gemm(T::one(), &w2.view(), &cols.view(), T::zero(), &mut y);
         }
         Ok(out)
     }
@@ -204,10 +205,11 @@ impl<T: Float> Rule<T> for Conv2dInputGrad {
         let w2t = weight2(w, &d).reversed_axes();
         let o = w.shape()[0];
         let mut out = ArrayD::zeros(shape);
+        let mut cols = Array2::zeros((w2t.nrows(), d.ho * d.wo));
         for n in 0..shape[0] {
             let gn = gy.index_axis(Axis(0), n);
             let g2 = gn.to_shape((o, d.ho * d.wo)).expect("sized");
-            let cols = w2t.dot(&g2);
+            crate::gemm::gemm(T::one(), &w2t.view(), &g2.view(), T::zero(), &mut cols.view_mut());
             let out3 = out.index_axis_mut(Axis(0), n).into_dimensionality().expect("rank 3");
             col2im(&cols, &d, out3);
         }

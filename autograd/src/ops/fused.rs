@@ -214,34 +214,25 @@ fn lstm_grad_primitive<T: Float>(
     let (cn, ig, fg, gg, og) = (blk(g, out, 1)?, blk(g, out, 2)?, blk(g, out, 3)?, blk(g, out, 4)?, blk(g, out, 5)?);
     let (g_h, g_c) = (blk(g, gr, 0)?, blk(g, gr, 1)?);
     let tc = g.tanh(cn)?;
-    let dtanh = |g: &mut Graph<T>, y: NodeId| -> Result<NodeId> {
-        let y2 = g.square(y)?;
-        g.rsub_scalar(y2, 1.0)
-    };
-    let dsig = |g: &mut Graph<T>, y: NodeId| -> Result<NodeId> {
-        let m = g.rsub_scalar(y, 1.0)?;
-        g.mul(y, m)
-    };
     let dc = {
-        let t = dtanh(g, tc)?;
-        let t = g.mul(t, og)?;
-        let t = g.mul(t, g_h)?;
+        let t = g.mul(g_h, og)?;
+        let t = g.activation_grad(ActivationKind::Tanh, tc, t)?;
         g.add(g_c, t)?
     };
     if of == LstmGradOf::Cell {
         return g.mul(dc, fg);
     }
-    let term = |g: &mut Graph<T>, a: NodeId, b: NodeId, k: usize, act: NodeId, sig: bool| -> Result<NodeId> {
+    // (a b + the tap's own gradient) through the gate's activation.
+    let term = |g: &mut Graph<T>, a: NodeId, b: NodeId, k: usize, act: NodeId, kind| -> Result<NodeId> {
         let t = g.mul(a, b)?;
         let tap = blk(g, gr, k)?;
         let t = g.add(t, tap)?;
-        let d = if sig { dsig(g, act)? } else { dtanh(g, act)? };
-        g.mul(t, d)
+        g.activation_grad(kind, act, t)
     };
-    let di = term(g, dc, gg, 2, ig, true)?;
-    let df = term(g, dc, c, 3, fg, true)?;
-    let dg = term(g, dc, ig, 4, gg, false)?;
-    let d_o = term(g, g_h, tc, 5, og, true)?;
+    let di = term(g, dc, gg, 2, ig, ActivationKind::Sigmoid)?;
+    let df = term(g, dc, c, 3, fg, ActivationKind::Sigmoid)?;
+    let dg = term(g, dc, ig, 4, gg, ActivationKind::Tanh)?;
+    let d_o = term(g, g_h, tc, 5, og, ActivationKind::Sigmoid)?;
     g.concat(&[di, df, dg, d_o], 1)
 }
 
@@ -380,34 +371,26 @@ fn gru_grad_primitive<T: Float>(
     if of == GruGradOf::State {
         return g.mul(g_h, z);
     }
-    let dsig = |g: &mut Graph<T>, y: NodeId| -> Result<NodeId> {
-        let m = g.rsub_scalar(y, 1.0)?;
-        g.mul(y, m)
-    };
     let dz = {
         let d = g.sub(hs, n)?;
         let d = g.mul(g_h, d)?;
         let tap = blk(g, gr, 2)?;
         let d = g.add(d, tap)?;
-        let s = dsig(g, z)?;
-        g.mul(d, s)?
+        g.activation_grad(ActivationKind::Sigmoid, z, d)?
     };
     let dn = {
         let one_z = g.rsub_scalar(z, 1.0)?;
         let d = g.mul(g_h, one_z)?;
         let tap = blk(g, gr, 3)?;
         let d = g.add(d, tap)?;
-        let n2 = g.square(n)?;
-        let t = g.rsub_scalar(n2, 1.0)?;
-        g.mul(d, t)?
+        g.activation_grad(ActivationKind::Tanh, n, d)?
     };
     let dr = {
         let hn = blk(g, hp, 2)?;
         let d = g.mul(dn, hn)?;
         let tap = blk(g, gr, 1)?;
         let d = g.add(d, tap)?;
-        let s = dsig(g, r)?;
-        g.mul(d, s)?
+        g.activation_grad(ActivationKind::Sigmoid, r, d)?
     };
     let last = if of == GruGradOf::Hidden { g.mul(dn, r)? } else { dn };
     g.concat(&[dr, dz, last], 1)

@@ -53,8 +53,7 @@ struct Segment<T: Float> {
 fn state_shapes(model: &AnyRecurrent, batch: usize) -> Vec<Vec<usize>> {
     let c = model.config();
     let shape = vec![c.num_layers * c.directions(), batch, c.hidden_size];
-    let parts = if matches!(model, AnyRecurrent::Lstm(_)) { 2 } else { 1 };
-    vec![shape; parts]
+    vec![shape; model.state_parts()]
 }
 
 impl<T: Float> Segment<T> {
