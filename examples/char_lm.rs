@@ -18,7 +18,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+#[path = "common/text.rs"]
+mod text;
 use std::time::Instant;
+use text::{read_corpus, Vocab};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -111,49 +115,6 @@ fn positive(s: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(v) => Ok(v),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-/// The characters of a text and their ids.
-struct Vocab {
-    chars: Vec<char>,
-}
-
-impl Vocab {
-    fn of(text: &str) -> Self {
-        let mut chars: Vec<char> = text.chars().collect();
-        chars.sort_unstable();
-        chars.dedup();
-        Vocab { chars }
-    }
-    fn id(&self, c: char) -> Option<i64> {
-        self.chars.binary_search(&c).ok().map(|i| i as i64)
-    }
-    fn encode(&self, s: &str) -> Res<Vec<i64>> {
-        s.chars()
-            .map(|c| self.id(c).ok_or_else(|| format!("the character {c:?} is not in the model's vocabulary").into()))
-            .collect()
-    }
-    fn decode(&self, ids: &[i64]) -> String {
-        ids.iter().map(|&i| self.chars.get(i as usize).copied().unwrap_or('?')).collect()
-    }
-}
-
-fn read_corpus(path: &Path) -> Res<String> {
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
-        let mut text = String::new();
-        for f in files {
-            if f.is_dir() {
-                text.push_str(&read_corpus(&f)?);
-            } else if let Ok(t) = std::fs::read_to_string(&f) {
-                text.push_str(&t);
-            }
-        }
-        Ok(text)
-    } else {
-        Ok(std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
     }
 }
 

@@ -128,7 +128,9 @@ fn where_truncated_bptt_cut_the_graph() -> Result<()> {
 fn collapsed_views() -> Result<()> {
     let (g, _, _) = bi_stack()?;
     insta::assert_snapshot!("collapsed_by_layer", g.to_dot_collapsed(Collapse::Layer));
+    insta::assert_snapshot!("collapsed_by_step", g.to_dot_collapsed(Collapse::Step));
     let by_cell = g.to_dot_collapsed(Collapse::Cell);
+    insta::assert_snapshot!("collapsed_by_cell", by_cell);
     // Per layer: 2 directions × 4 steps of cells, 4 merges (l{l}_t{t}), 2 input projections
     // (l{l}_fwd, l{l}_bwd); then the input's 4 per-step slices (t0..t3) and `outside`.
     let boxes = by_cell.lines().filter(|l| l.contains("nodes\\n")).count();

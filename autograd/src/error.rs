@@ -109,6 +109,26 @@ pub enum Error {
         /// The operating system's reason.
         reason: String,
     },
+    /// An external program the call needs is not installed (Graphviz's `dot`).
+    #[error("{op}: the program `{program}` was not found; {hint}")]
+    ToolMissing {
+        /// What was being done (`render_dot`).
+        op: &'static str,
+        /// The program looked for.
+        program: String,
+        /// How to install it.
+        hint: String,
+    },
+    /// An external program ran and failed.
+    #[error("{op}: `{program}` failed: {reason}")]
+    ToolFailed {
+        /// What was being done (`render_dot`).
+        op: &'static str,
+        /// The program.
+        program: String,
+        /// Its exit status and error output.
+        reason: String,
+    },
     /// Text that could not be parsed as what it should be (a serialized graph, …).
     #[error("cannot parse {what}: {reason}")]
     Parse {

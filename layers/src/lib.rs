@@ -29,9 +29,12 @@
 mod cell;
 pub mod cells;
 pub mod diagnostics;
+pub mod dynamics;
 mod gate;
 mod init;
+pub mod interpret;
 pub mod models;
+pub mod plot;
 pub mod train;
 mod wrappers;
 

@@ -22,13 +22,15 @@ pub enum Collapse {
 type Key = (Option<u32>, Option<u32>, Option<u8>);
 
 impl<T: Float> Graph<T> {
-    /// The forward graph collapsed into boxes (gradient nodes left out), in DOT.
-    /// Nodes outside any step or layer (parameters, inputs, the loss) form one box,
-    /// `outside`. Boxes and edges come in a fixed order.
+    /// The forward graph collapsed into boxes, in DOT. Gradient nodes and leaves
+    /// (parameters, inputs, constants) are left out, so a box's edges are the
+    /// recurrence and the data flow between layers. Computed nodes outside any step
+    /// or layer (the loss) form one box, `outside`. Boxes and edges come in a fixed
+    /// order.
     pub fn to_dot_collapsed(&self, by: Collapse) -> String {
         let key = |i: usize| -> Option<Key> {
             let s = self.scope_info(self.nodes[i].scope);
-            if s.gradient {
+            if s.gradient || self.nodes[i].op.is_leaf() {
                 return None;
             }
             let d = s.direction.map(|d| d as u8);

@@ -27,7 +27,7 @@ impl<T: Float> Graph<T> {
             groups.entry((s.layer, s.direction)).or_default().entry(s.step).or_default().push(i);
         }
         let mut out = String::from(
-            "digraph unrolled {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n",
+            "digraph unrolled {\n  rankdir=TB;\n  newrank=true;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n",
         );
         for ((layer, dir), steps) in &groups {
             let outer = layer.is_some() || dir.is_some();

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use unrolled_autograd::{Error, Float, Graph, NodeId, ParamStore, Result};
 
+use crate::cell::Cell;
 use crate::cells::{Elman, Gru, GruVariant, Lstm, Nonlinearity};
 use crate::init::ParamSpec;
 use crate::wrappers::{Recurrent, RecurrentConfig, RecurrentOutput, RunOptions};
@@ -89,6 +90,16 @@ impl AnyRecurrent {
     /// The number of state parts: 2 for an LSTM (`h`, `c`), else 1.
     pub fn state_parts(&self) -> usize {
         1 + matches!(self, AnyRecurrent::Lstm(_)) as usize
+    }
+
+    /// The names of each step's taps ([`Cell::tap_names`]): `i f g o` for an LSTM,
+    /// `r z n` for a GRU, none for an RNN.
+    pub fn tap_names(&self) -> &'static [&'static str] {
+        match self {
+            AnyRecurrent::Rnn(_) => &[],
+            AnyRecurrent::Lstm(m) => m.stack.layers.first().map_or(&[], |l| <Lstm as Cell<f64>>::tap_names(&l.fwd)),
+            AnyRecurrent::Gru(m) => m.stack.layers.first().map_or(&[], |l| <Gru as Cell<f64>>::tap_names(&l.fwd)),
+        }
     }
 
     /// Every parameter's spec.
