@@ -11,7 +11,8 @@
 //! cargo run --release --example gradient_flow -- [--steps 30] [--hidden 16] [--out out/gradient_flow]
 //! ```
 //!
-//! Writes `gradient_flow.json` (every measurement, serde) and `gradient_flow.svg`.
+//! Writes `gradient_flow.json` (every measurement, serde) and `gradient_flow.svg`
+//! (the norms per step, and the SGD loss curves with and without clipping).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,8 +22,8 @@ use unrolled::autograd::{Graph, NodeId, ParamStore, Rng};
 use unrolled::layers::diagnostics::{final_state_jacobian_norms, gradient_flow, singular_values, GradientFlow};
 use unrolled::layers::plot::{plot_panels, Panel, Series};
 use unrolled::layers::{
-    clip_grad_norm, init_params, orthogonal, split_steps, unroll, Cell, Elman, Init, Lstm, Nonlinearity, State,
-    UnrollOptions,
+    clip_grad_norm, grad_norm, init_params, orthogonal, split_steps, unroll, AnyOptimizer, Cell, Elman, Init, Lstm,
+    Nonlinearity, Optimizer, State, UnrollOptions,
 };
 use unrolled::ndarray::{Array2, ArrayD, IxDyn};
 
@@ -75,6 +76,38 @@ fn run(
     Ok((g, states, loss))
 }
 
+/// `steps` SGD steps (lr 0.05) from `p0` on [`run`]'s loss, optionally clipping the
+/// gradient norm: the loss and the (unclipped) gradient norm at every step.
+fn train_sgd(
+    cell: &dyn Cell<f64>,
+    p0: &ParamStore<f64>,
+    steps: usize,
+    seed: u64,
+    clip: Option<f64>,
+    iters: usize,
+) -> Res<(Vec<f64>, Vec<f64>)> {
+    let mut p = p0.clone();
+    let (mut g, _, loss) = run(cell, &p, steps, seed)?;
+    let grad_nodes = g.param_grads(loss)?;
+    let mut opt = AnyOptimizer::by_name("sgd", 0.05)?;
+    let (mut losses, mut norms) = (Vec::new(), Vec::new());
+    for i in 0..iters {
+        if i > 0 {
+            g.load_params(&p)?;
+            g.replay()?;
+        }
+        losses.push(g.scalar_value(loss)?);
+        let mut grads =
+            grad_nodes.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<BTreeMap<_, _>>>()?;
+        norms.push(match clip {
+            Some(c) => clip_grad_norm(&mut grads, c, 2.0)?,
+            None => grad_norm(&grads, 2.0)?,
+        });
+        opt.step(&mut p, &grads)?;
+    }
+    Ok((losses, norms))
+}
+
 fn fmt_every(v: &[f64], every: usize) -> String {
     v.iter()
         .enumerate()
@@ -105,7 +138,7 @@ fn main() -> Res<()> {
         p.insert("rnn.weight_hh_l0", (&q * gamma).into_dyn());
         p.insert("rnn.bias_ih_l0", ArrayD::zeros(IxDyn(&[h])));
         p.insert("rnn.bias_hh_l0", ArrayD::zeros(IxDyn(&[h])));
-        let w_sv = singular_values(&(&q * gamma));
+        let w_sv = singular_values(&(&q * gamma))?;
         let (mut g, states, loss) = run(&cell, &p, t, args.seed + 1)?;
         let flow = gradient_flow(&mut g, loss, &states[0])?;
         let step_max = flow.step_singular_values.iter().map(|s| s[0]).fold(0.0, f64::max);
@@ -149,19 +182,25 @@ fn main() -> Res<()> {
         report.insert(format!("lstm forget bias {forget_bias}, c path"), flow);
     }
 
-    // 3. Clipping: the exploding RNN's gradient, clipped to norm 1 (PyTorch's clip_grad_norm_).
-    println!("\ngradient clipping on exploding RNNs:");
-    for gamma in [1.2, 1.5] {
-        let mut p = ParamStore::<f64>::new();
-        p.insert("rnn.weight_ih_l0", w_ih.clone().into_dyn());
-        p.insert("rnn.weight_hh_l0", (&q * gamma).into_dyn());
-        p.insert("rnn.bias_ih_l0", ArrayD::zeros(IxDyn(&[h])));
-        p.insert("rnn.bias_hh_l0", ArrayD::zeros(IxDyn(&[h])));
-        let (mut g, _, loss) = run(&cell, &p, t, args.seed + 1)?;
-        let mut grads = g.param_grad_values(loss)?;
-        let before = clip_grad_norm(&mut grads, 1.0, 2.0)?;
-        let after = unrolled::layers::grad_norm(&grads, 2.0)?;
-        println!("  gamma {gamma}: total gradient norm {before:.3e} -> {after:.6} after clip_grad_norm(max_norm = 1)");
+    // 3. Clipping: SGD on the exploding RNN, with and without clip_grad_norm (PyTorch's clip_grad_norm_).
+    println!("\nSGD (lr 0.05) on the exploding RNN (gamma 1.5), loss at steps 0, 1, 2, 5, 10, 30:");
+    let mut p = ParamStore::<f64>::new();
+    p.insert("rnn.weight_ih_l0", w_ih.clone().into_dyn());
+    p.insert("rnn.weight_hh_l0", (&q * 1.5).into_dyn());
+    p.insert("rnn.bias_ih_l0", ArrayD::zeros(IxDyn(&[h])));
+    p.insert("rnn.bias_hh_l0", ArrayD::zeros(IxDyn(&[h])));
+    let mut curves = Vec::new();
+    for clip in [None, Some(1.0)] {
+        let (losses, norms) = train_sgd(&cell, &p, t, args.seed + 1, clip, 31)?;
+        let at: Vec<String> = [0, 1, 2, 5, 10, 30].iter().map(|&i| format!("{:.4}", losses[i])).collect();
+        let label = clip.map_or("no clipping".to_string(), |c| format!("clip_grad_norm({c})"));
+        println!(
+            "  {label:22} loss {}   (first gradient norm {:.3e}, largest step {:.3e})",
+            at.join(" "),
+            norms[0],
+            norms.iter().map(|n| clip.map_or(*n, |c| n.min(c))).fold(0.0, f64::max) * 0.05
+        );
+        curves.push((label, losses));
     }
 
     std::fs::create_dir_all(&args.out)?;
@@ -185,6 +224,13 @@ fn main() -> Res<()> {
                 y_label: "norm".into(),
                 log_y: true,
                 series: series(&|f| &f.loss_grad_norms),
+            },
+            Panel {
+                title: "SGD on the exploding RNN".into(),
+                x_label: "SGD step".into(),
+                y_label: "loss".into(),
+                log_y: false,
+                series: curves.iter().map(|(n, l)| Series::indexed(n, 0.0, l)).collect(),
             },
         ],
     )?;

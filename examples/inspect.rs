@@ -12,7 +12,7 @@
 //! SVG of each when Graphviz's `dot` is installed, `graph.json` (the structure as
 //! serde data), `step0.txt` (the text of layer 0's first step),
 //! `gradient_flow.json` and `gradient_flow.svg` (per layer and direction),
-//! and `gate_saturation.json` for gated cells.
+//! and `gate_saturation.json` and `.svg` for gated cells.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +20,7 @@ use clap::Parser;
 use unrolled::autograd::inspect::render_dot;
 use unrolled::autograd::{Collapse, Direction, Error, Graph, ParamStore, Rng};
 use unrolled::layers::diagnostics::{gate_saturation, gradient_flow, GateSaturation, GradientFlow};
-use unrolled::layers::plot::plot_gradient_flow;
+use unrolled::layers::plot::{plot_gate_saturation, plot_gradient_flow};
 use unrolled::layers::{AnyRecurrent, CellKind, Init, RecurrentConfig, RunOptions};
 use unrolled::ndarray::{ArrayD, IxDyn};
 
@@ -122,6 +122,7 @@ fn main() -> Res<()> {
     let dir = args.out.as_path();
     let mut files = Vec::new();
     let mut warned = false;
+    eprintln!("rendering the drawings with Graphviz (the full graph of {} nodes takes a while) …", g.len());
     files.extend(write_dot(dir, "graph", &g.to_dot(), &mut warned)?);
     for (name, by) in [("cells", Collapse::Cell), ("steps", Collapse::Step), ("layers", Collapse::Layer)] {
         files.extend(write_dot(dir, name, &g.to_dot_collapsed(by), &mut warned)?);
@@ -159,17 +160,20 @@ fn main() -> Res<()> {
         plot_gradient_flow(dir.join("gradient_flow.svg"), &runs)?;
         files.extend(["gradient_flow.json".into(), "gradient_flow.svg".into()]);
         println!("\ngradient flow (from each run's first state; t counts the run's steps):");
+        let c_fixed = if kind == CellKind::Lstm { " (c held fixed)" } else { "" };
         for (name, f) in &flows {
             let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.3e}")).collect::<Vec<_>>().join(" ");
             println!("  {name}  |dL/dh_t| {}", fmt(&f.loss_grad_norms));
             println!("  {name}  |dh_T/dh_t| {}", fmt(&f.final_state_jacobian_norms));
             let top: Vec<f64> = f.step_singular_values.iter().map(|s| s.first().copied().unwrap_or(0.0)).collect();
-            println!("  {name}  largest singular value of dh_t/dh_(t-1): {}", fmt(&top));
+            println!("  {name}  largest singular value of dh_t/dh_(t-1){}: {}", c_fixed, fmt(&top));
         }
     }
     if !saturation.is_empty() {
         std::fs::write(dir.join("gate_saturation.json"), serde_json::to_string_pretty(&saturation)?)?;
-        files.push("gate_saturation.json".into());
+        let runs: Vec<(&str, &[GateSaturation])> = saturation.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
+        plot_gate_saturation(dir.join("gate_saturation.svg"), &runs)?;
+        files.extend(["gate_saturation.json".into(), "gate_saturation.svg".into()]);
         println!("\ngate saturation (fraction of units below 0.05 / above 0.95):");
         for (name, gates) in &saturation {
             let s: Vec<String> =

@@ -194,12 +194,12 @@ fn main() -> Res<()> {
     let ids = vocab.encode(&test_text)?;
     let acts = record_activations(&model, &params, &ids, 256)?;
     let props = text_properties(&test_text);
-    let last = acts.h.len() - 1;
+    let last = acts.h.len().checked_sub(1).ok_or("the model has no recurrent layer")?;
     let mut reports: Vec<PropertyReport> = Vec::new();
     if let Some(c) = acts.c.get(last) {
-        reports.extend(report(&format!("l{last} c"), c, &props, args.top));
+        reports.extend(report(&format!("l{last} c"), c, &props, args.top)?);
     }
-    reports.extend(report(&format!("l{last} h"), &acts.h[last], &props, args.top));
+    reports.extend(report(&format!("l{last} h"), &acts.h[last], &props, args.top)?);
     println!("\ncells most correlated with properties of {} held-out characters:", ids.len());
     let mut sections: Vec<(String, Vec<f64>)> = Vec::new();
     for p in &props {

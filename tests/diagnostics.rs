@@ -76,7 +76,12 @@ fn eigenvalues_singular_values_and_solve() -> Result<()> {
     let tri = arr2(&[[0.5, 3.0, 1.0], [0.0, -0.9, 2.0], [0.0, 0.0, 0.2]]);
     let ev: Vec<f64> = eigenvalues(&tri)?.iter().map(|e| e.re).collect();
     assert!(ev.iter().zip([-0.9, 0.5, 0.2]).all(|(a, b)| close(*a, b, 1e-12)), "{ev:?}");
-    assert_eq!(singular_values(&arr2(&[[3.0, 0.0], [0.0, -4.0]])), vec![4.0, 3.0]);
+    assert_eq!(singular_values(&arr2(&[[3.0, 0.0], [0.0, -4.0]]))?, vec![4.0, 3.0]);
+    // Non-finite entries are a typed error, not an endless iteration.
+    let bad = arr2(&[[1.0, f64::NAN, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, f64::INFINITY]]);
+    assert!(matches!(singular_values(&bad), Err(Error::InvalidInput { op: "singular_values", .. })));
+    assert!(matches!(eigenvalues(&bad), Err(Error::InvalidInput { op: "eigenvalues", .. })));
+    assert!(matches!(solve(&bad, &[1.0, 1.0, 1.0]), Err(Error::InvalidInput { .. })));
     let x = solve(&arr2(&[[2.0, 1.0], [1.0, 3.0]]), &[3.0, 5.0])?;
     assert!(close(x[0], 0.8, 1e-14) && close(x[1], 1.4, 1e-14), "{x:?}");
     assert!(matches!(solve(&arr2(&[[1.0, 2.0], [2.0, 4.0]]), &[1.0, 1.0]), Err(Error::InvalidInput { .. })));
@@ -103,6 +108,13 @@ fn lstm_gate_saturation_from_the_taps() -> Result<()> {
     let by: Vec<(&str, f64, f64)> = sat.iter().map(|s| (s.gate.as_str(), s.total.low, s.total.high)).collect();
     assert_eq!(by, vec![("i", 1.0, 0.0), ("f", 0.0, 1.0), ("o", 0.0, 0.0)]);
     assert!(sat.iter().all(|s| s.per_step.len() == 4));
+    assert!(sat.iter().all(|s| s.per_step.iter().all(|p| *p == s.total)));
+    for eps in [0.0, 0.5, f64::NAN] {
+        assert!(matches!(
+            gate_saturation(&g, &run, <Lstm as Cell<f64>>::tap_names(&cell), eps),
+            Err(Error::InvalidInput { op: "gate_saturation", .. })
+        ));
+    }
     Ok(())
 }
 
@@ -195,6 +207,15 @@ fn fixed_points_of_tanh_2h() -> Result<()> {
     // A map that changes the size is a typed error.
     let mut bad = |g: &mut Graph<f64>, h: NodeId| -> Result<NodeId> { g.concat(&[h, h], 1) };
     assert!(matches!(find_fixed_point(&mut bad, &[0.0], NewtonOptions::default()), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(find_fixed_point(&mut map, &[], NewtonOptions::default()), Err(Error::InvalidInput { .. })));
+    assert!(matches!(
+        find_fixed_point(&mut map, &[f64::NAN], NewtonOptions::default()),
+        Err(Error::InvalidInput { .. })
+    ));
+    // h = h + 1 has no fixed point: J - I is singular, the result says so and is not "stable".
+    let mut shift = |g: &mut Graph<f64>, h: NodeId| -> Result<NodeId> { g.affine(h, 1.0, 1.0) };
+    let fp = find_fixed_point(&mut shift, &[0.0], NewtonOptions::default())?;
+    assert!(!fp.converged && !fp.stable && fp.iterations == 0);
     Ok(())
 }
 
@@ -210,6 +231,8 @@ fn plots_are_svg_files() -> Result<()> {
     let flow = gradient_flow(&mut g, loss, &hs)?;
     let path = temp("flow.svg");
     plot_gradient_flow(&path, &[("gamma 0.7", &flow)])?;
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(svg.matches("gamma 0.7").count(), 3, "one legend entry per panel");
     let svg = std::fs::read_to_string(&path).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("gamma 0.7") && svg.contains("<polyline"), "{svg}");
     let path = temp("loss.svg");

@@ -30,7 +30,7 @@ fn step_jacobian_singular_values_of_a_linear_rnn_are_those_of_w() -> Result<()> 
     let (mut g, hs, _) = linear_rnn(w.clone(), 4, 2)?;
     let j = jacobian(&mut g, hs[3], hs[2], 1)?;
     assert!(j.iter().zip(w.iter()).all(|(a, b)| (a - b).abs() < 1e-14), "∂h_t/∂h_(t-1) = W");
-    let sv = singular_values(&j);
+    let sv = singular_values(&j)?;
     for (a, b) in sv.iter().zip([2.0, 0.5, 0.1]) {
         assert!((a - b).abs() < 1e-12, "{sv:?}");
     }
@@ -145,5 +145,11 @@ fn collapsed_views() -> Result<()> {
     rnn.forward(&mut g2, &p, x, None, RunOptions::default())?;
     let dot = g2.to_dot_collapsed(Collapse::Step);
     assert_eq!(dot.lines().filter(|l| l.contains("nodes\\n")).count(), 1001);
+    // In blocks of 100 steps: 10 boxes in a chain, and the box outside the steps.
+    let blocks = g2.to_dot_collapsed(Collapse::Steps(100));
+    assert_eq!(blocks.lines().filter(|l| l.contains("nodes\\n")).count(), 11, "{blocks}");
+    assert!(blocks.contains("t0_99 -> t100_199 [label=\"1\"]"), "{blocks}");
+    assert!(blocks.contains("t900_999 [label=\"t900_999\\n"), "{blocks}");
+    insta::assert_snapshot!("collapsed_t1000_blocks_of_100", blocks);
     Ok(())
 }

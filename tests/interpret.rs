@@ -33,10 +33,17 @@ fn properties_of_a_line_of_code() {
     assert_eq!(*depth.last().unwrap(), 1.0);
     assert_eq!(depth[text.find(" //").unwrap()], 0.0);
     assert!(text_properties("").iter().all(|p| p.values.is_empty()));
+    // A character literal holding a quote opens no string; `/*/` does not close its comment.
+    let text = "if c == '\"' || d == '\\\"' { x } /*/ y */ z";
+    let chars: Vec<char> = text.chars().collect();
+    let ones = |v: &[f64]| -> String { chars.iter().zip(v).filter(|(_, &x)| x == 1.0).map(|(c, _)| *c).collect() };
+    assert_eq!(ones(&prop(text, "inside quotes")), "");
+    assert_eq!(ones(&prop(text, "inside a comment")), "/*/ y */");
+    assert_eq!(prop(text, "nesting depth")[text.find('x').unwrap()], 1.0);
 }
 
 #[test]
-fn correlation_and_ranking() {
+fn correlation_and_ranking() -> Result<()> {
     assert!((correlation(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]) - 1.0).abs() < 1e-15);
     assert!((correlation(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-15);
     assert_eq!(correlation(&[1.0, 1.0], &[1.0, 2.0]), 0.0);
@@ -48,14 +55,30 @@ fn correlation_and_ranking() {
         1 => 0.3,
         _ => [0.0, 1.0, 1.0, 1.0, 0.0, 0.0][t],
     });
-    let top = rank_cells(&acts, &p, 3);
+    let top = rank_cells(&acts, &p, 3)?;
     assert_eq!(top.iter().map(|s| s.cell).collect::<Vec<_>>(), vec![0, 2, 1]);
     assert!((top[0].correlation + 1.0).abs() < 1e-15);
     assert_eq!(top[2].correlation, 0.0);
+    // "ab\"c\"": only `c` is inside quotes, and cell 2 is high exactly there.
     let props = text_properties("ab\"c\"");
-    let r = report("l0 c", &acts.slice(ndarray::s![..5, ..]).to_owned(), &props, 2);
-    assert_eq!(r.len(), 4);
-    assert!(r.iter().all(|x| x.activations == "l0 c" && x.top.len() == 2));
+    let acts5 = Array2::from_shape_fn((5, 3), |(t, k)| match k {
+        0 => t as f64,
+        1 => 0.3,
+        _ => (t == 3) as u8 as f64,
+    });
+    let r = report("l0 c", &acts5, &props, 2)?;
+    assert_eq!(
+        r.iter().map(|x| x.property.as_str()).collect::<Vec<_>>(),
+        props.iter().map(|p| p.name.as_str()).collect::<Vec<_>>()
+    );
+    assert_eq!((r[0].top[0].cell, r[0].top[0].correlation), (2, 1.0));
+    assert_eq!(r[2].top[0].cell, 0, "cell 0 is the position in the line");
+    assert!((r[2].top[0].correlation - 1.0).abs() < 1e-15);
+    assert!(matches!(rank_cells(&acts5, &[1.0], 1), Err(unrolled::autograd::Error::ShapeMismatch { .. })));
+    // A diverged cell correlates with nothing.
+    assert_eq!(correlation(&[1.0, f64::NAN, 3.0], &[1.0, 2.0, 3.0]), 0.0);
+    assert_eq!(correlation(&[1.0, f64::INFINITY, 3.0], &[1.0, 2.0, 3.0]), 0.0);
+    Ok(())
 }
 
 #[test]

@@ -34,25 +34,38 @@ impl Vocab {
     }
 }
 
-/// A UTF-8 file, or every readable UTF-8 file under a directory (recursively, in
-/// path order) concatenated; files that are not UTF-8 are skipped.
+/// Files larger than this are skipped when reading a directory.
+const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// A UTF-8 file, or every UTF-8 file under a directory (recursively, in path
+/// order) concatenated. In a directory, files that are not UTF-8 or larger than
+/// 16 MiB are skipped, and so are symbolic links, hidden entries (`.git`) and
+/// `target` directories.
 pub fn read_corpus(path: &Path) -> Result<String, String> {
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        files.sort();
-        let mut text = String::new();
-        for f in files {
-            if f.is_dir() {
+    if !path.is_dir() {
+        return std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let mut text = String::new();
+    for f in files {
+        let Ok(meta) = std::fs::symlink_metadata(&f) else { continue };
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if meta.file_type().is_symlink() || name.starts_with('.') {
+            continue;
+        }
+        if meta.is_dir() {
+            if name != "target" {
                 text.push_str(&read_corpus(&f)?);
-            } else if let Ok(t) = std::fs::read_to_string(&f) {
+            }
+        } else if meta.len() <= MAX_FILE_BYTES {
+            if let Ok(t) = std::fs::read_to_string(&f) {
                 text.push_str(&t);
             }
         }
-        Ok(text)
-    } else {
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     }
+    Ok(text)
 }

@@ -60,16 +60,17 @@ pub struct FixedPoint {
     pub iterations: usize,
     /// Whether the residual reached the tolerance.
     pub converged: bool,
-    /// The eigenvalues of the Jacobian `∂f/∂h` at `h`, largest modulus first.
+    /// The eigenvalues of the Jacobian `∂f/∂h` at `h`, largest modulus first (empty
+    /// when the Jacobian there is not finite).
     pub eigenvalues: Vec<Eigenvalue>,
-    /// The largest `|λ|`.
+    /// The largest `|λ|` (NaN when the Jacobian is not finite).
     pub spectral_radius: f64,
-    /// Stable (attracting) when the spectral radius is below 1.
+    /// A converged fixed point that is stable (attracting): spectral radius below 1.
     pub stable: bool,
 }
 
-/// `f(h)` and `∂f/∂h` at `h`, in a fresh graph.
-fn evaluate<T: Float>(map: &mut RecurrentMap<'_, T>, h: &[f64]) -> Result<(Vec<f64>, Array2<f64>)> {
+/// Records `f(h)` into a fresh graph: the graph, the input node and the output node.
+fn record<T: Float>(map: &mut RecurrentMap<'_, T>, h: &[f64]) -> Result<(Graph<T>, NodeId, NodeId)> {
     let mut g = Graph::<T>::new();
     let x =
         g.input(ArrayD::from_shape_vec(IxDyn(&[1, h.len()]), h.iter().map(|&v| T::of(v)).collect()).map_err(|e| {
@@ -80,6 +81,18 @@ fn evaluate<T: Float>(map: &mut RecurrentMap<'_, T>, h: &[f64]) -> Result<(Vec<f
     if ys != [1, h.len()] {
         return Err(Error::ShapeMismatch { op: "fixed_point", scope: g.scope_path(), lhs: vec![1, h.len()], rhs: ys });
     }
+    Ok((g, x, y))
+}
+
+/// `f(h)`.
+fn value<T: Float>(map: &mut RecurrentMap<'_, T>, h: &[f64]) -> Result<Vec<f64>> {
+    let (g, _, y) = record(map, h)?;
+    Ok(g.value(y)?.iter().map(|v| v.f64()).collect())
+}
+
+/// `f(h)` and `∂f/∂h` at `h`.
+fn value_and_jacobian<T: Float>(map: &mut RecurrentMap<'_, T>, h: &[f64]) -> Result<(Vec<f64>, Array2<f64>)> {
+    let (mut g, x, y) = record(map, h)?;
     let fy: Vec<f64> = g.value(y)?.iter().map(|v| v.f64()).collect();
     let j = jacobian(&mut g, y, x, 0)?;
     Ok((fy, j))
@@ -91,62 +104,97 @@ fn norm(v: &[f64]) -> f64 {
 
 /// Newton's method for `f(h) = h` from `start`: each iteration solves
 /// `(J - I) δ = h - f(h)` with `J = ∂f/∂h` from the graph (one reverse sweep per
-/// unit), and halves the step while it does not reduce the residual.
+/// unit), and halves the step while it does not reduce the residual. A singular
+/// `J - I`, a step that cannot reduce the residual or a non-finite Jacobian ends
+/// the iteration: the result then says `converged: false`.
+///
+/// For a cell, `map` records one step with the input held fixed, e.g.
+/// `|g, h| Ok(cell.step(g, &params, zero_input_node, &State::one(h))?.output)`
+/// (a single-part state; an LSTM's state has two parts).
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] when `map` does not return a `[1, n]` node for a `[1, n]`
-/// input; the map's own errors. A singular `J - I` ends the iteration (not converged).
+/// [`Error::InvalidInput`] for an empty or non-finite start; [`Error::ShapeMismatch`]
+/// when `map` does not return a `[1, n]` node for a `[1, n]` input; the map's own errors.
 pub fn find_fixed_point<T: Float>(
     map: &mut RecurrentMap<'_, T>,
     start: &[f64],
     opts: NewtonOptions,
 ) -> Result<FixedPoint> {
+    if start.is_empty() || start.iter().any(|v| !v.is_finite()) {
+        return Err(Error::InvalidInput {
+            op: "fixed_point",
+            scope: String::new(),
+            reason: "the start must be a non-empty point with finite coordinates".into(),
+            shapes: vec![vec![start.len()]],
+        });
+    }
     let n = start.len();
     let mut h = start.to_vec();
-    let (fh, mut j) = evaluate(map, &h)?;
+    let (fh, mut j) = value_and_jacobian(map, &h)?;
     let mut r: Vec<f64> = fh.iter().zip(&h).map(|(f, x)| f - x).collect();
     let mut iterations = 0;
-    while norm(&r) > opts.tol && iterations < opts.max_iter {
-        iterations += 1;
+    while norm(&r) > opts.tol && iterations < opts.max_iter && j.iter().all(|v| v.is_finite()) {
         let mut a = j.clone();
         for i in 0..n {
             a[[i, i]] -= 1.0;
         }
         let rhs: Vec<f64> = r.iter().map(|v| -v).collect();
         let Ok(delta) = solve(&a, &rhs) else { break };
+        // Halve the step until the residual shrinks; the Jacobian only at the accepted point.
         let mut step = 1.0;
-        let mut improved = false;
+        let mut accepted = None;
         for _ in 0..30 {
             let cand: Vec<f64> = h.iter().zip(&delta).map(|(x, d)| x + step * d).collect();
-            let (fc, jc) = evaluate(map, &cand)?;
-            let rc: Vec<f64> = fc.iter().zip(&cand).map(|(f, x)| f - x).collect();
-            if norm(&rc) < norm(&r) || norm(&rc) <= opts.tol {
-                (h, j, r, improved) = (cand, jc, rc, true);
+            let rc: Vec<f64> = value(map, &cand)?.iter().zip(&cand).map(|(f, x)| f - x).collect();
+            if norm(&rc) < norm(&r) {
+                accepted = Some((cand, rc));
                 break;
             }
             step *= 0.5;
         }
-        if !improved {
-            break;
-        }
+        let Some((cand, rc)) = accepted else { break };
+        iterations += 1;
+        j = value_and_jacobian(map, &cand)?.1;
+        (h, r) = (cand, rc);
     }
     let residual = norm(&r);
-    let eigenvalues = eigenvalues(&j)?;
-    let spectral_radius = eigenvalues.first().map_or(0.0, |e| e.modulus());
+    let converged = residual <= opts.tol;
+    let (eigenvalues, spectral_radius) = if j.iter().all(|v| v.is_finite()) {
+        let ev = eigenvalues(&j)?;
+        let rho = ev.first().map_or(0.0, |e| e.modulus());
+        (ev, rho)
+    } else {
+        (Vec::new(), f64::NAN)
+    };
     Ok(FixedPoint {
         h,
         residual,
         iterations,
-        converged: residual <= opts.tol,
+        converged,
         eigenvalues,
         spectral_radius,
-        stable: spectral_radius < 1.0,
+        stable: converged && spectral_radius < 1.0,
     })
 }
 
 /// The distinct fixed points Newton's method reaches from `starts`: converged
 /// points closer than `min_distance` to one already found are dropped. Ordered
 /// as first found.
+///
+/// ```
+/// use unrolled_layers::dynamics::{fixed_points, NewtonOptions};
+/// # fn main() -> unrolled_autograd::Result<()> {
+/// // h = tanh(2h) has three fixed points: -0.9575, 0 (unstable) and 0.9575.
+/// let mut map = |g: &mut unrolled_autograd::Graph<f64>, h| {
+///     let two = g.scalar(2.0);
+///     let z = g.mul(h, two)?;
+///     g.tanh(z)
+/// };
+/// let starts = [vec![-2.0], vec![0.1], vec![2.0]];
+/// let found = fixed_points(&mut map, &starts, NewtonOptions::default(), 1e-8)?;
+/// assert_eq!(found.iter().map(|f| f.stable).collect::<Vec<_>>(), [true, false, true]);
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 /// As [`find_fixed_point`].
@@ -170,18 +218,26 @@ pub fn fixed_points<T: Float>(
 
 /// Iterates the map `steps` times from `start`: the trajectory `h(0) … h(steps)`.
 ///
+/// ```
+/// use unrolled_layers::dynamics::iterate;
+/// # fn main() -> unrolled_autograd::Result<()> {
+/// let mut map = |g: &mut unrolled_autograd::Graph<f64>, h| {
+///     let (a, b) = (g.scalar(0.8), g.scalar(1.0));
+///     let ah = g.mul(h, a)?;
+///     g.add(ah, b)
+/// };
+/// let path = iterate(&mut map, &[0.0], 2)?;
+/// assert_eq!(path, vec![vec![0.0], vec![1.0], vec![1.8]]);
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 /// As [`find_fixed_point`].
 pub fn iterate<T: Float>(map: &mut RecurrentMap<'_, T>, start: &[f64], steps: usize) -> Result<Vec<Vec<f64>>> {
     let mut out = vec![start.to_vec()];
     for _ in 0..steps {
-        let h = out.last().map(Vec::as_slice).unwrap_or(start);
-        let mut g = Graph::<T>::new();
-        let x = g.input(ArrayD::from_shape_vec(IxDyn(&[1, h.len()]), h.iter().map(|&v| T::of(v)).collect()).map_err(
-            |e| Error::InvalidInput { op: "iterate", scope: String::new(), reason: e.to_string(), shapes: vec![] },
-        )?);
-        let y = map(&mut g, x)?;
-        out.push(g.value(y)?.iter().map(|v| v.f64()).collect());
+        let next = value(map, out.last().map(Vec::as_slice).unwrap_or(start))?;
+        out.push(next);
     }
     Ok(out)
 }

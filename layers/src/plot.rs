@@ -1,5 +1,5 @@
-//! SVG plots (drawn with `plotters`): training loss curves and gradient flow per
-//! time step.
+//! SVG plots (drawn with `plotters`): training loss curves, gradient flow per
+//! time step, and gate saturation.
 //!
 //! ```
 //! use unrolled_layers::plot::{plot_loss_curve};
@@ -18,7 +18,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use unrolled_autograd::{Error, Result};
 
-use crate::diagnostics::GradientFlow;
+use crate::diagnostics::{GateSaturation, GradientFlow};
 
 /// One line of a plot.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,31 +163,78 @@ pub fn plot_loss_curve(path: impl AsRef<Path>, title: &str, losses: &[f64]) -> R
     plot_panels(path, &[panel])
 }
 
-/// Gradient flow per time step, for one or several runs (name, flow): `‖∂L/∂h_t‖`
-/// and `‖∂h_T/∂h_t‖` against `t`, on log axes.
+/// Gradient flow per time step, for one or several runs (name, flow): `‖∂L/∂h_t‖`,
+/// `‖∂h_T/∂h_t‖` and the largest singular value of `∂h_t/∂h_{t-1}` against `t`, on
+/// log axes.
+///
+/// ```
+/// use unrolled_layers::diagnostics::GradientFlow;
+/// use unrolled_layers::plot::plot_gradient_flow;
+/// # fn main() -> unrolled_autograd::Result<()> {
+/// let flow = GradientFlow {
+///     loss_grad_norms: vec![0.1, 0.3, 0.9],
+///     final_state_jacobian_norms: vec![0.25, 0.5, 1.0],
+///     step_singular_values: vec![vec![0.5]; 3],
+/// };
+/// let path = std::env::temp_dir().join("unrolled-doc-flow.svg");
+/// plot_gradient_flow(&path, &[("W = I/2", &flow)])?;
+/// assert!(std::fs::read_to_string(&path).unwrap().contains("W = I/2"));
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be written.
 pub fn plot_gradient_flow(path: impl AsRef<Path>, runs: &[(&str, &GradientFlow)]) -> Result<()> {
     let loss = runs.iter().map(|(n, f)| Series::indexed(n, 1.0, &f.loss_grad_norms)).collect();
     let jac = runs.iter().map(|(n, f)| Series::indexed(n, 1.0, &f.final_state_jacobian_norms)).collect();
+    let sv = runs
+        .iter()
+        .map(|(n, f)| {
+            let top: Vec<f64> = f.step_singular_values.iter().map(|s| s.first().copied().unwrap_or(0.0)).collect();
+            Series::indexed(n, 1.0, &top)
+        })
+        .collect();
+    let panel = |title: &str, series| Panel {
+        title: title.into(),
+        x_label: "time step t".into(),
+        y_label: "norm".into(),
+        log_y: true,
+        series,
+    };
     plot_panels(
         path,
         &[
-            Panel {
-                title: "gradient reaching h_t: |dL/dh_t|".into(),
-                x_label: "time step t".into(),
-                y_label: "norm".into(),
-                log_y: true,
-                series: loss,
-            },
-            Panel {
-                title: "|dh_T/dh_t| (spectral norm)".into(),
-                x_label: "time step t".into(),
-                y_label: "norm".into(),
-                log_y: true,
-                series: jac,
-            },
+            panel("gradient reaching h_t: |dL/dh_t|", loss),
+            panel("|dh_T/dh_t| (spectral norm)", jac),
+            panel("largest singular value of dh_t/dh_(t-1)", sv),
         ],
+    )
+}
+
+/// Gate saturation per time step, one line per run and gate: the fraction of the
+/// gate's units below `eps` and above `1 - eps` together (from
+/// [`gate_saturation`](crate::diagnostics::gate_saturation)).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written.
+pub fn plot_gate_saturation(path: impl AsRef<Path>, runs: &[(&str, &[GateSaturation])]) -> Result<()> {
+    let series = runs
+        .iter()
+        .flat_map(|(n, gates)| {
+            gates.iter().map(move |gs| {
+                let ys: Vec<f64> = gs.per_step.iter().map(|s| s.low + s.high).collect();
+                Series::indexed(&format!("{n} {}", gs.gate), 0.0, &ys)
+            })
+        })
+        .collect();
+    plot_panels(
+        path,
+        &[Panel {
+            title: "gate saturation: fraction of units near 0 or 1".into(),
+            x_label: "time step t".into(),
+            y_label: "fraction".into(),
+            log_y: false,
+            series,
+        }],
     )
 }

@@ -17,6 +17,9 @@ pub enum Collapse {
     Step,
     /// One box per (layer, direction) (all time steps together).
     Layer,
+    /// One box per block of this many consecutive time steps (all layers
+    /// together): a 10 000-step unroll in blocks of 500 is 20 boxes.
+    Steps(u32),
 }
 
 type Key = (Option<u32>, Option<u32>, Option<u8>);
@@ -37,6 +40,7 @@ impl<T: Float> Graph<T> {
             Some(match by {
                 Collapse::Cell => (s.layer, s.step, d),
                 Collapse::Step => (None, s.step, None),
+                Collapse::Steps(n) => (None, s.step.map(|t| t / n.max(1)), None),
                 Collapse::Layer => (s.layer, None, d),
             })
         };
@@ -64,7 +68,10 @@ impl<T: Float> Graph<T> {
                 parts.push(if d == 0 { "fwd".into() } else { "bwd".into() });
             }
             if let Some(t) = k.1 {
-                parts.push(format!("t{t}"));
+                parts.push(match by {
+                    Collapse::Steps(n) if n > 1 => format!("t{}_{}", t * n, t * n + n - 1),
+                    _ => format!("t{t}"),
+                });
             }
             if parts.is_empty() {
                 "outside".into()

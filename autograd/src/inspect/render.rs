@@ -96,7 +96,12 @@ pub fn render_dot_with(program: &str, dot: &str, path: impl AsRef<Path>) -> Resu
             },
             _ => Error::ToolFailed { op: "render_dot", program: program.clone(), reason: e.to_string() },
         })?;
-    let written = child.stdin.take().map(|mut stdin| stdin.write_all(dot.as_bytes()));
+    // Write the input from another thread, so that dot's error output cannot fill
+    // its pipe and stall both sides.
+    let writer = child.stdin.take().map(|mut stdin| {
+        let text = dot.to_owned();
+        std::thread::spawn(move || stdin.write_all(text.as_bytes()))
+    });
     let out = child.wait_with_output().map_err(|e| Error::ToolFailed {
         op: "render_dot",
         program: program.clone(),
@@ -109,7 +114,7 @@ pub fn render_dot_with(program: &str, dot: &str, path: impl AsRef<Path>) -> Resu
             reason: format!("{}: {}", out.status, first_lines(&String::from_utf8_lossy(&out.stderr), 4)),
         });
     }
-    if let Some(Err(e)) = written {
+    if let Some(Ok(Err(e))) = writer.map(std::thread::JoinHandle::join) {
         return Err(Error::ToolFailed { op: "render_dot", program, reason: e.to_string() });
     }
     if !path.exists() {

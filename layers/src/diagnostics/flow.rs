@@ -21,9 +21,12 @@ pub fn loss_grad_norms<T: Float>(g: &mut Graph<T>, loss: NodeId, states: &[NodeI
 /// state, for batch entry `b`. One reverse sweep per unit of `h_T` gives a row of
 /// every Jacobian at once. States are `[B, H]`; the entry for `h_T` itself is 1.
 ///
+/// The states can be any chain of `[B, n]` nodes: an LSTM's `c` states give the
+/// cell path's `‖∂c_T/∂c_t‖`.
+///
 /// # Errors
-/// [`Error::InvalidInput`] for no states, states of rank other than 2, or `b` out
-/// of range; as [`Graph::grad_with_seed`].
+/// [`Error::InvalidInput`] for no states, states of rank other than 2, `b` out of
+/// range, or a Jacobian with non-finite entries; as [`Graph::grad_with_seed`].
 pub fn final_state_jacobian_norms<T: Float>(g: &mut Graph<T>, states: &[NodeId], b: usize) -> Result<Vec<f64>> {
     let Some(&last) = states.last() else {
         return Err(Error::InvalidInput {
@@ -53,10 +56,11 @@ pub fn final_state_jacobian_norms<T: Float>(g: &mut Graph<T>, states: &[NodeId],
             j.row_mut(k).assign(&g.value(d)?.index_axis(Axis(0), b).mapv(|v| v.f64()));
         }
     }
-    Ok(jac.iter().map(|j| singular_values(j).first().copied().unwrap_or(0.0)).collect())
+    jac.iter().map(|j| Ok(singular_values(j)?.first().copied().unwrap_or(0.0))).collect()
 }
 
-/// Gradient flow through an unrolled run, as data.
+/// Gradient flow through an unrolled run, as data. JSON writes a non-finite norm
+/// (an overflowed run) as `null`; such a flow serializes but does not read back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GradientFlow {
     /// `‖∂L/∂h_t‖` for every step `t = 1 … T`.
@@ -64,6 +68,9 @@ pub struct GradientFlow {
     /// `‖∂h_T/∂h_t‖` (spectral norm, batch entry 0) for every step `t = 1 … T`.
     pub final_state_jacobian_norms: Vec<f64>,
     /// The singular values of `∂h_t/∂h_{t-1}` (batch entry 0) for every step `t = 1 … T`.
+    /// For a cell with several state parts (an LSTM) this is the partial derivative
+    /// through the given parts only (`c_{t-1}` held fixed); `final_state_jacobian_norms`
+    /// follows every path.
     pub step_singular_values: Vec<Vec<f64>>,
 }
 
@@ -79,8 +86,29 @@ impl GradientFlow {
 /// the two Jacobian diagnostics per step, all recorded into `g`: meant for the small
 /// networks one inspects.
 ///
+/// ```
+/// use ndarray::{array, ArrayD};
+/// use unrolled_autograd::Graph;
+/// use unrolled_layers::diagnostics::gradient_flow;
+/// # fn main() -> unrolled_autograd::Result<()> {
+/// // h_t = h_{t-1} Wᵀ with W = 0.5 I, loss Σ h_3: every step halves the gradient.
+/// let mut g = Graph::<f64>::new();
+/// let w = g.constant(array![[0.5, 0.0], [0.0, 0.5]].into_dyn());
+/// let mut hs = vec![g.input(ArrayD::ones(vec![1, 2]))];
+/// for _ in 0..3 {
+///     let h = g.matmul_t(*hs.last().unwrap(), w, false, true)?;
+///     hs.push(h);
+/// }
+/// let loss = g.sum_all(hs[3])?;
+/// let flow = gradient_flow(&mut g, loss, &hs)?;
+/// assert_eq!(flow.final_state_jacobian_norms, vec![0.25, 0.5, 1.0]);
+/// assert_eq!(flow.step_singular_values, vec![vec![0.5, 0.5]; 3]);
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
-/// [`Error::InvalidInput`] for fewer than two states; as [`Graph::grad`] and [`jacobian`].
+/// [`Error::InvalidInput`] for fewer than two states or non-finite Jacobians; as
+/// [`Graph::grad`] and [`jacobian`].
 pub fn gradient_flow<T: Float>(g: &mut Graph<T>, loss: NodeId, states: &[NodeId]) -> Result<GradientFlow> {
     if states.len() < 2 {
         return Err(Error::InvalidInput {
@@ -94,7 +122,7 @@ pub fn gradient_flow<T: Float>(g: &mut Graph<T>, loss: NodeId, states: &[NodeId]
     let final_state_jacobian_norms = final_state_jacobian_norms(g, &states[1..], 0)?;
     let mut step_singular_values = Vec::with_capacity(states.len() - 1);
     for w in states.windows(2) {
-        step_singular_values.push(singular_values(&jacobian(g, w[1], w[0], 0)?));
+        step_singular_values.push(singular_values(&jacobian(g, w[1], w[0], 0)?)?);
     }
     Ok(GradientFlow { loss_grad_norms, final_state_jacobian_norms, step_singular_values })
 }

@@ -34,18 +34,38 @@ pub fn jacobian<T: Float>(g: &mut Graph<T>, y: NodeId, x: NodeId, b: usize) -> R
     Ok(j)
 }
 
-fn to_na(a: &Array2<f64>) -> DMatrix<f64> {
-    DMatrix::from_fn(a.nrows(), a.ncols(), |i, j| a[[i, j]])
+/// The matrix in `nalgebra`'s form, or an error for a non-finite entry (the
+/// iterative decompositions would not terminate on one).
+fn to_na(a: &Array2<f64>, op: &'static str) -> Result<DMatrix<f64>> {
+    if a.iter().any(|v| !v.is_finite()) {
+        return Err(Error::InvalidInput {
+            op,
+            scope: String::new(),
+            reason: "the matrix has non-finite entries (did the run overflow?)".into(),
+            shapes: vec![a.shape().to_vec()],
+        });
+    }
+    Ok(DMatrix::from_fn(a.nrows(), a.ncols(), |i, j| a[[i, j]]))
 }
 
 /// The singular values of `a`, largest first.
-pub fn singular_values(a: &Array2<f64>) -> Vec<f64> {
+///
+/// ```
+/// use ndarray::array;
+/// let sv = unrolled_layers::diagnostics::singular_values(&array![[3.0, 0.0], [0.0, -4.0]])?;
+/// assert_eq!(sv, vec![4.0, 3.0]);
+/// # Ok::<(), unrolled_autograd::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a matrix with a NaN or infinite entry.
+pub fn singular_values(a: &Array2<f64>) -> Result<Vec<f64>> {
     if a.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let mut sv: Vec<f64> = to_na(a).singular_values().iter().copied().collect();
+    let mut sv: Vec<f64> = to_na(a, "singular_values")?.singular_values().iter().copied().collect();
     sv.sort_by(|x, y| y.total_cmp(x));
-    sv
+    Ok(sv)
 }
 
 /// A complex eigenvalue `re + i·im`.
@@ -67,8 +87,17 @@ impl Eigenvalue {
 /// The eigenvalues of a square matrix, largest modulus first (ties: larger real
 /// part, then larger imaginary part first).
 ///
+/// ```
+/// use ndarray::array;
+/// // A rotation by 90° scaled by 2: eigenvalues ±2i.
+/// let ev = unrolled_layers::diagnostics::eigenvalues(&array![[0.0, -2.0], [2.0, 0.0]])?;
+/// assert!((ev[0].im - 2.0).abs() < 1e-14 && (ev[1].im + 2.0).abs() < 1e-14);
+/// assert!((ev[0].modulus() - 2.0).abs() < 1e-14);
+/// # Ok::<(), unrolled_autograd::Error>(())
+/// ```
+///
 /// # Errors
-/// [`Error::InvalidInput`] for a matrix that is not square.
+/// [`Error::InvalidInput`] for a matrix that is not square or has a non-finite entry.
 pub fn eigenvalues(a: &Array2<f64>) -> Result<Vec<Eigenvalue>> {
     if a.nrows() != a.ncols() {
         return Err(Error::InvalidInput {
@@ -82,15 +111,22 @@ pub fn eigenvalues(a: &Array2<f64>) -> Result<Vec<Eigenvalue>> {
         return Ok(Vec::new());
     }
     let mut ev: Vec<Eigenvalue> =
-        to_na(a).complex_eigenvalues().iter().map(|c| Eigenvalue { re: c.re, im: c.im }).collect();
+        to_na(a, "eigenvalues")?.complex_eigenvalues().iter().map(|c| Eigenvalue { re: c.re, im: c.im }).collect();
     ev.sort_by(|x, y| y.modulus().total_cmp(&x.modulus()).then(y.re.total_cmp(&x.re)).then(y.im.total_cmp(&x.im)));
     Ok(ev)
 }
 
 /// Solves `a x = b` (LU with partial pivoting).
 ///
+/// ```
+/// use ndarray::array;
+/// let x = unrolled_layers::diagnostics::solve(&array![[2.0, 0.0], [0.0, 4.0]], &[1.0, 1.0])?;
+/// assert_eq!(x, vec![0.5, 0.25]);
+/// # Ok::<(), unrolled_autograd::Error>(())
+/// ```
+///
 /// # Errors
-/// [`Error::InvalidInput`] for shapes that do not fit or a singular `a`.
+/// [`Error::InvalidInput`] for shapes that do not fit, a non-finite entry or a singular `a`.
 pub fn solve(a: &Array2<f64>, b: &[f64]) -> Result<Vec<f64>> {
     let bad = |reason: &str| Error::InvalidInput {
         op: "solve",
@@ -101,8 +137,11 @@ pub fn solve(a: &Array2<f64>, b: &[f64]) -> Result<Vec<f64>> {
     if a.nrows() != a.ncols() || a.nrows() != b.len() {
         return Err(bad("needs a square matrix and a right-hand side of its size"));
     }
-    let x =
-        to_na(a).lu().solve(&nalgebra::DVector::from_column_slice(b)).ok_or_else(|| bad("the matrix is singular"))?;
+    if b.iter().any(|v| !v.is_finite()) {
+        return Err(bad("the right-hand side has non-finite entries"));
+    }
+    let lu = to_na(a, "solve")?.lu();
+    let x = lu.solve(&nalgebra::DVector::from_column_slice(b)).ok_or_else(|| bad("the matrix is singular"))?;
     if x.iter().any(|v| !v.is_finite()) {
         return Err(bad("the matrix is singular"));
     }

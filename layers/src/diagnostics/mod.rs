@@ -16,7 +16,7 @@
 //! let w = g.constant(array![[2.0, 0.0], [0.0, 0.5]].into_dyn());
 //! let h1 = g.matmul_t(h, w, false, true)?;
 //! let j = jacobian(&mut g, h1, h, 0)?;
-//! assert_eq!(singular_values(&j), vec![2.0, 0.5]);
+//! assert_eq!(singular_values(&j)?, vec![2.0, 0.5]);
 //! # Ok(()) }
 //! ```
 

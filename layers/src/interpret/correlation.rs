@@ -2,11 +2,13 @@
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
+use unrolled_autograd::{Error, Result};
 
 use super::properties::TextProperty;
 
-/// Pearson's correlation of two equally long series; 0 when either is constant
-/// (or the lengths differ, or either is empty).
+/// Pearson's correlation of two equally long series; 0 when either is constant or
+/// holds a non-finite value (a diverged cell correlates with nothing), or when the
+/// lengths differ or are 0.
 pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
     if a.len() != b.len() || a.is_empty() {
         return 0.0;
@@ -20,10 +22,11 @@ pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
         saa += dx * dx;
         sbb += dy * dy;
     }
-    if saa <= 0.0 || sbb <= 0.0 {
-        0.0
+    let r = sab / (saa * sbb).sqrt();
+    if saa > 0.0 && sbb > 0.0 && r.is_finite() {
+        r.clamp(-1.0, 1.0)
     } else {
-        sab / (saa * sbb).sqrt()
+        0.0
     }
 }
 
@@ -38,7 +41,18 @@ pub struct CellScore {
 
 /// The `top` cells of `activations` `[T, H]` (one row per character) by absolute
 /// correlation with `property` (one value per character); ties by cell index.
-pub fn rank_cells(activations: &Array2<f64>, property: &[f64], top: usize) -> Vec<CellScore> {
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when `property` does not have one value per row.
+pub fn rank_cells(activations: &Array2<f64>, property: &[f64], top: usize) -> Result<Vec<CellScore>> {
+    if property.len() != activations.nrows() {
+        return Err(Error::ShapeMismatch {
+            op: "rank_cells",
+            scope: String::new(),
+            lhs: activations.shape().to_vec(),
+            rhs: vec![property.len()],
+        });
+    }
     let mut scores: Vec<CellScore> = (0..activations.ncols())
         .map(|k| {
             let col: Vec<f64> = activations.column(k).to_vec();
@@ -47,7 +61,7 @@ pub fn rank_cells(activations: &Array2<f64>, property: &[f64], top: usize) -> Ve
         .collect();
     scores.sort_by(|a, b| b.correlation.abs().total_cmp(&a.correlation.abs()).then(a.cell.cmp(&b.cell)));
     scores.truncate(top);
-    scores
+    Ok(scores)
 }
 
 /// The top cells for one property.
@@ -62,13 +76,23 @@ pub struct PropertyReport {
 }
 
 /// [`rank_cells`] for every property, on activations named `name` (`"l0 c"`).
-pub fn report(name: &str, activations: &Array2<f64>, properties: &[TextProperty], top: usize) -> Vec<PropertyReport> {
+///
+/// # Errors
+/// As [`rank_cells`].
+pub fn report(
+    name: &str,
+    activations: &Array2<f64>,
+    properties: &[TextProperty],
+    top: usize,
+) -> Result<Vec<PropertyReport>> {
     properties
         .iter()
-        .map(|p| PropertyReport {
-            property: p.name.clone(),
-            activations: name.to_string(),
-            top: rank_cells(activations, &p.values, top),
+        .map(|p| {
+            Ok(PropertyReport {
+                property: p.name.clone(),
+                activations: name.to_string(),
+                top: rank_cells(activations, &p.values, top)?,
+            })
         })
         .collect()
 }

@@ -13,9 +13,10 @@
 //! assert_eq!(quotes.values, vec![0., 0., 0., 1., 1., 0., 0., 0.]);
 //! // Cell 1 is the quote detector, cell 0 noise.
 //! let acts = Array2::from_shape_fn((8, 2), |(t, k)| if k == 1 { quotes.values[t] } else { (t % 3) as f64 });
-//! let top = rank_cells(&acts, &quotes.values, 1);
+//! let top = rank_cells(&acts, &quotes.values, 1)?;
 //! assert_eq!(top[0].cell, 1);
 //! assert!((top[0].correlation - 1.0).abs() < 1e-12);
+//! # Ok::<(), unrolled_autograd::Error>(())
 //! ```
 
 mod activations;

@@ -12,7 +12,8 @@ pub struct TextProperty {
 }
 
 /// The properties [`rank_cells`](super::rank_cells) is usually asked about, per character:
-/// - `inside quotes`: 1 strictly between a `"` and the next unescaped `"` (outside comments);
+/// - `inside quotes`: 1 strictly between a `"` and the next unescaped `"` (outside
+///   comments; a character literal `'"'` opens no string);
 /// - `inside a comment`: 1 from a `//` to the end of its line, or from `/*` to `*/`
 ///   (both included), outside quotes;
 /// - `position in line`: characters since the last newline (0 for the first);
@@ -55,6 +56,26 @@ pub fn text_properties(text: &str) -> Vec<TextProperty> {
                 continue;
             }
         } else {
+            // A character literal holding a quote (`'"'`, `'\"'`) opens no string.
+            let literal = match (c, next, chars.get(i + 2).copied(), chars.get(i + 3).copied()) {
+                ('\'', Some('"'), Some('\''), _) => 3,
+                ('\'', Some('\\'), Some('"'), Some('\'')) => 4,
+                _ => 0,
+            };
+            // `/*` opens a block comment; both characters are consumed, so `/*/` does not close it.
+            let opener = if (c, next) == ('/', Some('*')) { 2 } else { 0 };
+            if literal + opener > 0 {
+                let n = literal + opener;
+                for k in i..i + n {
+                    column[k] = (col + k - i) as f64;
+                    depth[k] = d as f64;
+                    comment[k] = if opener > 0 { 1.0 } else { 0.0 };
+                }
+                block_c |= opener > 0;
+                i += n;
+                col += n;
+                continue;
+            }
             match (c, next) {
                 ('"', _) => {
                     in_q = true;
@@ -62,10 +83,6 @@ pub fn text_properties(text: &str) -> Vec<TextProperty> {
                 }
                 ('/', Some('/')) => {
                     line_c = true;
-                    comment[i] = 1.0;
-                }
-                ('/', Some('*')) => {
-                    block_c = true;
                     comment[i] = 1.0;
                 }
                 ('(' | '[' | '{', _) => d += 1,
