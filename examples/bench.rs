@@ -122,10 +122,22 @@ fn print(l: &Line, extra: &str) {
 
 /// A recurrent training step (W1–W3): the graph recorded once, then replayed.
 fn rnn_step(kind: CellKind, t: usize, b: usize, h: usize) -> Res<(Graph<f32>, ParamStore<f32>, Vec<NodeId>)> {
+    rnn_step_with(kind, t, b, h, false)
+}
+
+/// [`rnn_step`], recorded deferred when `deferred` (bookkeeping only, nothing computed).
+fn rnn_step_with(
+    kind: CellKind,
+    t: usize,
+    b: usize,
+    h: usize,
+    deferred: bool,
+) -> Res<(Graph<f32>, ParamStore<f32>, Vec<NodeId>)> {
     let m = AnyRecurrent::new(kind, "", RecurrentConfig::new(h, h));
     let p = params_of(&m.params::<f32>(), 1);
     let mut rng = Rng::new(2);
     let mut g = Graph::with_capacity(64 * t);
+    g.set_deferred(deferred);
     let x = g.input(normal(&[t, b, h], &mut rng));
     let y = g.constant(normal(&[t, b, h], &mut rng));
     let out = m.forward(&mut g, &p, x, None, RunOptions::default())?;
@@ -134,20 +146,28 @@ fn rnn_step(kind: CellKind, t: usize, b: usize, h: usize) -> Res<(Graph<f32>, Pa
     Ok((g, p, grads))
 }
 
+/// Times replays of `g` (each followed by `extra`): plain replays, or with `keep`,
+/// [`Graph::replay_keeping`] of those nodes.
 fn time_replay(
     g: &mut Graph<f32>,
     args: &Args,
+    keep: Option<&[NodeId]>,
     mut extra: impl FnMut(&mut Graph<f32>) -> Res<()>,
 ) -> Res<(f64, f64, f64)> {
+    let mut run = |g: &mut Graph<f32>| -> Res<()> {
+        match keep {
+            Some(k) => g.replay_keeping(k)?,
+            None => g.replay()?,
+        }
+        extra(g)
+    };
     for _ in 0..args.warmup {
-        g.replay()?;
-        extra(g)?;
+        run(g)?;
     }
     let mut ms = Vec::with_capacity(args.steps);
     for _ in 0..args.steps.max(1) {
         let t0 = Instant::now();
-        g.replay()?;
-        extra(g)?;
+        run(g)?;
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     Ok(stats(ms))
@@ -186,13 +206,30 @@ fn w1_to_w3(args: &Args, threads: usize, peak: f64) -> Res<()> {
                 _ => (100, 64, 512),
             };
             let (mut g, _p, grads) = rnn_step(kind, t, b, h)?;
-            let times = time_replay(&mut g, args, |_| Ok(()))?;
+            let times = time_replay(&mut g, args, None, |_| Ok(()))?;
             if args.profile {
                 profile(&mut g, w, size)?;
             }
             let flops = scale * 8.0 * (b * h * (2 * h + 3 * h) * t) as f64;
             let norm = grad_norm(&g, &grads)?;
             print(&Line { workload: w, size, threads, mode: "replay", times, flops, peak, norm, nodes: g.len() }, "");
+            // The same step keeping only the gradients: unread nodes skipped, values released.
+            let lean = time_replay(&mut g, args, Some(&grads), |_| Ok(()))?;
+            let norm = grad_norm(&g, &grads)?;
+            print(
+                &Line {
+                    workload: w,
+                    size,
+                    threads,
+                    mode: "lean-replay",
+                    times: lean,
+                    flops,
+                    peak,
+                    norm,
+                    nodes: g.len(),
+                },
+                "",
+            );
         }
     }
     Ok(())
@@ -215,16 +252,21 @@ fn w4(args: &Args, threads: usize, peak: f64) -> Res<()> {
     let loss = g.cross_entropy(out.logits, yi, Reduction::Mean)?;
     let grads = g.param_grads(loss)?;
     let ids: Vec<NodeId> = grads.values().copied().collect();
-    let mut opt = AnyOptimizer::by_name("adam", 1e-3)?;
-    let times = time_replay(&mut g, args, |g| {
-        let gv = grads.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<_>>()?;
-        opt.step(&mut p, &gv)?;
-        g.load_params(&p)?;
-        Ok(())
-    })?;
     let flops = 8.0 * (b * h * (2 * e + 3 * h) * t) as f64 + 3.0 * 2.0 * (b * t * h * v) as f64;
-    let norm = grad_norm(&g, &ids)?;
-    print(&Line { workload: "W4", size: "-", threads, mode: "replay", times, flops, peak, norm, nodes: g.len() }, "");
+    let p0 = p.clone();
+    for (mode, keep) in [("replay", None), ("lean-replay", Some(&ids[..]))] {
+        p = p0.clone();
+        g.load_params(&p)?;
+        let mut opt = AnyOptimizer::by_name("adam", 1e-3)?;
+        let times = time_replay(&mut g, args, keep, |g| {
+            let gv = grads.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<_>>()?;
+            opt.step(&mut p, &gv)?;
+            g.load_params(&p)?;
+            Ok(())
+        })?;
+        let norm = grad_norm(&g, &ids)?;
+        print(&Line { workload: "W4", size: "-", threads, mode, times, flops, peak, norm, nodes: g.len() }, "");
+    }
     Ok(())
 }
 
@@ -239,28 +281,43 @@ fn rss() -> (u64, u64) {
 
 /// W5 in this (fresh) process: one training step over `t` steps, or truncated every `chunk`.
 fn w5_child(t: usize, chunk: Option<usize>, threads: usize) -> Res<()> {
-    let (start_rss, _) = rss();
     let (b, h) = (8, 128);
     let m = AnyRecurrent::new(CellKind::Lstm, "", RecurrentConfig::new(h, h));
     let p = params_of(&m.params::<f32>(), 5);
     let mut rng = Rng::new(6);
     let len = chunk.unwrap_or(t);
+    // The data counts in the memory (it is resident during the step) but is drawn
+    // before the clock starts: it is the input, not the training step.
+    let (start_rss, _) = rss();
+    let data: Vec<(ArrayD<f32>, ArrayD<f32>)> =
+        (0..t / len).map(|_| (normal(&[len, b, h], &mut rng), normal(&[len, b, h], &mut rng))).collect();
     let t0 = Instant::now();
-    let mut g = Graph::with_capacity(64 * len);
-    let x = g.input(normal(&[len, b, h], &mut rng));
-    let y = g.input(normal(&[len, b, h], &mut rng));
+    // Recorded deferred (bookkeeping only), then run keeping only the gradients, the loss
+    // and the carried state: every other value is released after its last use.
+    let mut g = Graph::with_capacity(32 * len);
+    g.set_deferred(true);
+    let x = g.input(ArrayD::zeros(IxDyn(&[len, b, h])));
+    let y = g.input(ArrayD::zeros(IxDyn(&[len, b, h])));
     let h0 = g.scope("tbptt_cut").input_named("h0", ArrayD::zeros(IxDyn(&[1, b, h])));
     let c0 = g.scope("tbptt_cut").input_named("c0", ArrayD::zeros(IxDyn(&[1, b, h])));
     let out = m.forward(&mut g, &p, x, Some(&[h0, c0]), RunOptions::default())?;
     let loss = g.mse_loss(out.output, y)?;
     let grads: Vec<NodeId> = g.param_grads(loss)?.into_values().collect();
-    for _ in 1..t / len {
-        let (hn, cn) = (g.value(out.h_n())?.clone(), g.value(out.c_n().ok_or("no c_n")?)?.clone());
-        g.set_value(h0, hn)?;
-        g.set_value(c0, cn)?;
-        g.set_value(x, normal(&[len, b, h], &mut rng))?;
-        g.set_value(y, normal(&[len, b, h], &mut rng))?;
-        g.replay()?;
+    let c_n = out.c_n().ok_or("no c_n")?;
+    let mut keep = grads.clone();
+    keep.extend([loss, out.h_n(), c_n]);
+    if std::env::var_os("UNROLLED_BENCH_DEBUG").is_some() {
+        eprintln!("after recording: rss {} MB above start", (rss().0 - start_rss) / 1_000_000);
+    }
+    for (k, (xv, yv)) in data.into_iter().enumerate() {
+        if k > 0 {
+            let (hn, cn) = (g.value(out.h_n())?.clone(), g.value(c_n)?.clone());
+            g.set_value(h0, hn)?;
+            g.set_value(c0, cn)?;
+        }
+        g.set_value(x, xv)?;
+        g.set_value(y, yv)?;
+        g.replay_keeping(&keep)?;
     }
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     let (_, hwm) = rss();
@@ -380,10 +437,58 @@ fn w6(args: &Args, threads: usize, peak: f64) -> Res<()> {
         &Line { workload: "W6", size: "-", threads, mode: "record", times: rec, flops, peak, norm, nodes: n },
         &per(rec.0),
     );
-    let rep = time_replay(&mut g, args, |_| Ok(()))?;
+    // Bookkeeping alone: recorded deferred, nothing computed.
+    let mut deferred = Vec::new();
+    let mut lean = Vec::new();
+    let mut lean_norm = 0.0;
+    for i in 0..args.warmup + args.steps.max(1) {
+        let t0 = Instant::now();
+        let (mut gd, _, gd_grads) = rnn_step_with(CellKind::Rnn, 1000, 1, 8, true)?;
+        let recorded = t0.elapsed().as_secs_f64() * 1e3;
+        gd.replay_keeping(&gd_grads)?;
+        if i >= args.warmup {
+            deferred.push(recorded);
+            lean.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        lean_norm = grad_norm(&gd, &gd_grads)?;
+    }
+    let d = stats(deferred);
+    print(
+        &Line { workload: "W6", size: "-", threads, mode: "record-deferred", times: d, flops, peak, norm, nodes: n },
+        &per(d.0),
+    );
+    let l = stats(lean);
+    print(
+        &Line {
+            workload: "W6",
+            size: "-",
+            threads,
+            mode: "deferred+lean-run",
+            times: l,
+            flops,
+            peak,
+            norm: lean_norm,
+            nodes: n,
+        },
+        &per(l.0),
+    );
+    let rep = time_replay(&mut g, args, None, |_| Ok(()))?;
     print(
         &Line { workload: "W6", size: "-", threads, mode: "replay", times: rep, flops, peak, norm, nodes: n },
         &per(rep.0),
+    );
+    let mut lean_replay = Vec::new();
+    for i in 0..args.warmup + args.steps.max(1) {
+        let t0 = Instant::now();
+        g.replay_keeping(&grads)?;
+        if i >= args.warmup {
+            lean_replay.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let lr = stats(lean_replay);
+    print(
+        &Line { workload: "W6", size: "-", threads, mode: "lean-replay", times: lr, flops, peak, norm, nodes: n },
+        &per(lr.0),
     );
     Ok(())
 }

@@ -265,6 +265,9 @@ fn main() -> Res<()> {
     let out = model.forward(&mut g, &params, tokens, Some(&state), RunOptions::default())?;
     let loss = g.cross_entropy(out.logits, targets, Reduction::Mean)?;
     let grad_nodes = g.param_grads(loss)?;
+    // A step computes only what these need, releasing every other value after its last use.
+    let keep: Vec<NodeId> =
+        grad_nodes.values().copied().chain([loss]).chain(out.rnn.final_state.iter().copied()).collect();
 
     let mut rng = Rng::new(args.seed);
     let mut pos = 0usize;
@@ -299,7 +302,7 @@ fn main() -> Res<()> {
             g.set_index_value(tokens, x)?;
             g.set_index_value(targets, y)?;
             g.load_params(&params)?;
-            g.replay()?;
+            g.replay_keeping(&keep)?;
             let gv = grad_nodes
                 .iter()
                 .map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone())))

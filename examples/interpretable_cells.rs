@@ -96,6 +96,8 @@ fn train(args: &Args, data: &[i64], vocab: usize) -> Res<(CharRnn, ParamStore<f3
     let out = model.forward(&mut g, &params, tokens, Some(&state), RunOptions::default())?;
     let loss = g.cross_entropy(out.logits, targets, Reduction::Mean)?;
     let grad_nodes = g.param_grads(loss)?;
+    let keep: Vec<NodeId> =
+        grad_nodes.values().copied().chain([loss]).chain(out.rnn.final_state.iter().copied()).collect();
     let mut opt = AnyOptimizer::by_name("adam", 3e-3)?;
     let mut losses = Vec::with_capacity(args.steps);
     let mut pos = 0;
@@ -114,7 +116,7 @@ fn train(args: &Args, data: &[i64], vocab: usize) -> Res<(CharRnn, ParamStore<f3
         g.set_index_value(tokens, window(0)?)?;
         g.set_index_value(targets, window(1)?)?;
         g.load_params(&params)?;
-        g.replay()?;
+        g.replay_keeping(&keep)?;
         let mut grads =
             grad_nodes.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<BTreeMap<_, _>>>()?;
         let carried: Vec<ArrayD<f32>> =

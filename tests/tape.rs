@@ -214,3 +214,61 @@ fn petgraph_view_matches_the_arena() -> Result<()> {
     assert_eq!(pg[petgraph::graph::NodeIndex::new(loss.index())].op, "sum");
     Ok(())
 }
+
+/// A 2-layer LSTM (fused steps, the engine's special cases for narrow and linear
+/// matmul), its loss and every parameter gradient.
+fn lstm_step(g: &mut Graph<f64>, seed: u64) -> Result<(NodeId, Vec<NodeId>, NodeId)> {
+    use unrolled::layers::{Init, Recurrent, RecurrentConfig, RunOptions};
+    let lstm = Recurrent::lstm("lstm.", RecurrentConfig::new(3, 4).layers(2));
+    let mut p = ParamStore::<f64>::new();
+    lstm.init_params(&mut p, &Init::torch(seed));
+    let x = g.input(common::uniform(&[6, 2, 3], seed + 1, -1.0, 1.0));
+    let y = g.input(common::uniform(&[6, 2, 4], seed + 2, -1.0, 1.0));
+    let out = lstm.forward(g, &p, x, None, RunOptions::default())?;
+    let loss = g.mse_loss(out.output, y)?;
+    let grads: Vec<NodeId> = g.param_grads(loss)?.into_values().collect();
+    Ok((loss, grads, out.output))
+}
+
+#[test]
+fn deferred_recording_and_lean_replay_give_the_same_values() -> Result<()> {
+    let mut eager = Graph::<f64>::new();
+    let (loss_e, grads_e, _) = lstm_step(&mut eager, 5)?;
+    let mut g = Graph::<f64>::new();
+    g.set_deferred(true);
+    let (loss, grads, output) = lstm_step(&mut g, 5)?;
+    assert_eq!(g.len(), eager.len(), "the same nodes are recorded");
+    assert!(matches!(g.value(loss), Err(unrolled::autograd::Error::NotComputed { .. })));
+    assert!(!g.has_value(output)?);
+    let mut keep = grads.clone();
+    keep.push(loss);
+    g.replay_keeping(&keep)?;
+    assert_eq!(g.value(loss)?, eager.value(loss_e)?);
+    for (a, b) in grads.iter().zip(&grads_e) {
+        assert_eq!(g.value(*a)?, eager.value(*b)?, "lean values are the eager values, bit for bit");
+    }
+    // Everything not kept was released; reading it, or building on it, is a typed error.
+    let released = g.ids().filter(|&id| !g.has_value(id).unwrap()).count();
+    assert!(released > g.len() / 2, "{released} of {} released", g.len());
+    assert!(matches!(g.value(output), Err(unrolled::autograd::Error::NotComputed { op: "value", .. })));
+    g.set_deferred(false);
+    assert!(matches!(g.tanh(output), Err(unrolled::autograd::Error::NotComputed { op: "tanh", .. })));
+    // A plain replay computes every value again.
+    g.replay()?;
+    assert_eq!(g.value(output)?, eager.value(output_of(&eager, output))?);
+    // Shape errors are still reported while recording deferred.
+    g.set_deferred(true);
+    let a = g.input(ArrayD::zeros(IxDyn(&[2, 3])));
+    let b = g.input(ArrayD::zeros(IxDyn(&[4, 5])));
+    assert!(matches!(g.matmul(a, b), Err(unrolled::autograd::Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        g.replay_keeping(&[Graph::<f64>::new().scalar(1.0)]),
+        Err(unrolled::autograd::Error::ForeignNode { .. })
+    ));
+    Ok(())
+}
+
+/// The same node in another recording of the same program (ids are dense per graph).
+fn output_of(g: &Graph<f64>, id: NodeId) -> NodeId {
+    g.id(id.index()).expect("same recording")
+}

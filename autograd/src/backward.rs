@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::graph::Graph;
 use crate::node::{DType, NodeId};
-use crate::ops::Back;
+use crate::ops::{Back, Op};
 
 /// What a node has received so far in a reverse sweep.
 #[derive(Clone, Default)]
@@ -268,21 +268,50 @@ impl<T: Float> Graph<T> {
                 })
                 .collect();
         }
+        // Slices of axis 0 that cover it and are each a gradient reshaped from `[rest]` to
+        // `[1, rest]` (the steps of an unrolled sequence): one concat of the unreshaped
+        // gradients, reshaped once. The per-step reshapes are then read by nothing (a
+        // lean replay skips them), and a lean replay reshapes the concat in place.
+        if axis == 0 && end == shape[0] && slices.len() == shape[0] {
+            let inner: Option<Vec<NodeId>> = slices
+                .iter()
+                .enumerate()
+                .map(|(t, &(_, s, g))| {
+                    let n = &self.nodes[g.index()];
+                    match (&n.op, &n.inputs[..]) {
+                        (Op::Reshape(_), [x]) if s == t && self.shape_of(*x) == &n.shape[1..] => Some(*x),
+                        _ => None,
+                    }
+                })
+                .collect();
+            if let Some(inner) = inner.filter(|v| !v.is_empty()) {
+                let joined = self.concat(&inner, 0)?;
+                return Ok(SmallVec::from_elem(self.reshape(joined, &shape)?, 1));
+            }
+        }
+        // Gaps are zeros broadcast from one scalar: computed nodes, not constants, so a
+        // lean replay releases them after the concat instead of holding them for good.
         let mut parts = Vec::with_capacity(2 * slices.len() + 1);
+        let mut zero = None;
         let mut at = 0;
+        let mut gaps = Vec::new();
         for (_, s, g) in slices {
             if s > at {
-                let mut gap = shape.clone();
-                gap[axis] = s - at;
-                parts.push(self.zeros(&gap));
+                gaps.push((parts.len(), s - at));
+                parts.push(g);
             }
             at = s + self.shape_of(g)[axis];
             parts.push(g);
         }
         if at < shape[axis] {
+            gaps.push((parts.len(), shape[axis] - at));
+            parts.push(node);
+        }
+        for (k, width) in gaps {
             let mut gap = shape.clone();
-            gap[axis] = shape[axis] - at;
-            parts.push(self.zeros(&gap));
+            gap[axis] = width;
+            let z = *zero.get_or_insert_with(|| self.scalar(0.0));
+            parts[k] = self.broadcast_to(z, &gap)?;
         }
         Ok(SmallVec::from_elem(self.concat(&parts, axis as isize)?, 1))
     }

@@ -76,6 +76,20 @@ pub enum Error {
         /// The id's index.
         node: usize,
     },
+    /// A node whose value is not there: recorded in deferred mode and not run yet,
+    /// or released by [`Graph::replay_keeping`](crate::Graph::replay_keeping).
+    #[error(
+        "node %{node} given to {op} at {scope} has no value: it was recorded deferred and not run yet, \
+         or a lean replay released it (keep it with replay_keeping, or call replay)"
+    )]
+    NotComputed {
+        /// The op or method that needed the value.
+        op: &'static str,
+        /// The current scope path.
+        scope: String,
+        /// The node's index.
+        node: usize,
+    },
     /// Reverse mode from a non-scalar output without a seed gradient.
     #[error("{op} at {scope} needs a scalar output or an explicit seed; node %{node} has shape {shape:?}")]
     NotScalar {

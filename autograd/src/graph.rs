@@ -45,6 +45,9 @@ pub struct Graph<T: Float> {
     pub(crate) scopes: Scopes,
     current: ScopeId,
     params: BTreeMap<String, NodeId>,
+    deferred: bool,
+    /// The value of a node without one, cloned (cheaper than building it each time).
+    empty: ArrayD<T>,
 }
 
 impl<T: Float> Default for Graph<T> {
@@ -63,6 +66,8 @@ impl<T: Float> Graph<T> {
             scopes: Scopes::default(),
             current: ScopeId::ROOT,
             params: BTreeMap::new(),
+            deferred: false,
+            empty: empty(),
         }
     }
 
@@ -133,12 +138,35 @@ impl<T: Float> Graph<T> {
         &self.nodes[id.index()].shape
     }
 
+    /// Whether node `i`'s value is there (not deferred, not released).
+    pub(crate) fn computed(&self, i: usize) -> bool {
+        self.values[i].shape() == &self.nodes[i].shape[..]
+    }
+
+    fn not_computed(&self, op: &'static str, i: usize) -> Error {
+        Error::NotComputed { op, scope: self.scope_path(), node: i }
+    }
+
+    /// Whether `id` has a value now: false for a node recorded in deferred mode
+    /// before any run, or released by [`Graph::replay_keeping`].
+    ///
+    /// # Errors
+    /// [`Error::ForeignNode`] for another graph's id.
+    pub fn has_value(&self, id: NodeId) -> Result<bool> {
+        self.check(id, "has_value")?;
+        Ok(self.computed(id.index()))
+    }
+
     /// The float value of `id`.
     ///
     /// # Errors
-    /// [`Error::ForeignNode`] for another graph's id, [`Error::DTypeMismatch`] for an index node.
+    /// [`Error::ForeignNode`] for another graph's id, [`Error::DTypeMismatch`] for an index node,
+    /// [`Error::NotComputed`] for a node without a value (deferred, or released by a lean replay).
     pub fn value(&self, id: NodeId) -> Result<&ArrayD<T>> {
         self.check(id, "value")?;
+        if !self.computed(id.index()) {
+            return Err(self.not_computed("value", id.index()));
+        }
         match &self.values[id.index()] {
             Value::Float(a) => Ok(a),
             Value::Index(_) => Err(self.dtype_err("value", 0, T::DTYPE, DType::I64)),
@@ -305,6 +333,12 @@ impl<T: Float> Graph<T> {
         let shapes: SmallVec<[&[usize]; 4]> = inputs.iter().map(|i| &self.nodes[i.index()].shape[..]).collect();
         let shape = rule.infer(&shapes).map_err(|f| self.fail(name, f, inputs))?;
         drop(shapes);
+        if self.deferred {
+            return Ok(self.append(op, inputs, shape, T::DTYPE, self.placeholder()));
+        }
+        if let Some(j) = inputs.iter().find(|j| !self.computed(j.index())) {
+            return Err(self.not_computed(name, j.index()));
+        }
         let vals: SmallVec<[&Value<T>; 4]> = inputs.iter().map(|i| &self.values[i.index()]).collect();
         let out = rule.forward(&vals, &shape).map_err(|f| self.fail(name, f, inputs))?;
         drop(vals);
@@ -419,6 +453,101 @@ impl<T: Float> Graph<T> {
         self.replay_range(0, self.nodes.len())
     }
 
+    /// Deferred recording: while on, builder methods check ids, dtypes and shapes
+    /// and record nodes (forward and gradient alike) but compute nothing; the first
+    /// [`Graph::replay`] or [`Graph::replay_keeping`] computes them. Recording then
+    /// costs only bookkeeping, and a lean replay never holds every value at once.
+    /// Errors that depend on values (an index out of range) surface at the run.
+    ///
+    /// ```
+    /// use ndarray::arr1;
+    /// use unrolled_autograd::{Error, Graph};
+    /// # fn main() -> unrolled_autograd::Result<()> {
+    /// let mut g = Graph::<f64>::new();
+    /// g.set_deferred(true);
+    /// let x = g.input(arr1(&[0.5, -1.0]).into_dyn());
+    /// let y = g.tanh(x)?;
+    /// let loss = g.sum_all(y)?;
+    /// let dx = g.grad(loss, &[x])?[0];
+    /// assert!(matches!(g.value(dx), Err(Error::NotComputed { .. })));
+    /// g.replay_keeping(&[loss, dx])?;             // computes, keeping only what is asked for
+    /// assert!((g.value(dx)?[0] - (1.0 - 0.5f64.tanh().powi(2))).abs() < 1e-15);
+    /// assert!(!g.has_value(y)?);                  // released after its last use
+    /// # Ok(()) }
+    /// ```
+    pub fn set_deferred(&mut self, on: bool) {
+        self.deferred = on;
+    }
+
+    /// Whether builder methods defer computing ([`Graph::set_deferred`]).
+    pub fn is_deferred(&self) -> bool {
+        self.deferred
+    }
+
+    /// As [`Graph::replay`], but computes only what `keep` depends on and keeps only
+    /// the values of `keep` and of the leaves: every other value is released as soon
+    /// as the last node reading it has been computed, and nodes `keep` does not
+    /// depend on (an unread tap, a slice nobody uses) are not computed at all. The
+    /// peak memory is the largest set of values alive at one point of the run: for
+    /// backpropagation through time, the activations the reverse sweep still needs,
+    /// not every node of the graph. Released or skipped values read as
+    /// [`Error::NotComputed`]; a plain [`Graph::replay`] computes them all again.
+    ///
+    /// # Errors
+    /// [`Error::ForeignNode`] for a `keep` id of another graph; as [`Graph::replay`].
+    pub fn replay_keeping(&mut self, keep: &[NodeId]) -> Result<()> {
+        let n = self.nodes.len();
+        let mut pinned = vec![false; n];
+        for &k in keep {
+            self.check(k, "replay_keeping")?;
+            pinned[k.index()] = true;
+        }
+        // Only the nodes `keep` depends on run; the last reader of each value among them
+        // decides when it is released.
+        let mut needed = pinned.clone();
+        for i in (0..n).rev() {
+            if needed[i] {
+                for j in &self.nodes[i].inputs {
+                    needed[j.index()] = true;
+                }
+            }
+        }
+        const NONE: usize = usize::MAX;
+        let mut last = vec![NONE; n];
+        for (i, node) in self.nodes.iter().enumerate() {
+            pinned[i] |= node.op.is_leaf();
+            if needed[i] {
+                for j in &node.inputs {
+                    last[j.index()] = i;
+                }
+            }
+        }
+        for i in 0..n {
+            if self.nodes[i].op.is_leaf() {
+                continue;
+            }
+            if !needed[i] {
+                if self.computed(i) {
+                    self.values[i] = self.placeholder();
+                }
+                continue;
+            }
+            if !self.reshape_in_place(i, |j| last[j] == i && !pinned[j]) {
+                self.compute(i)?;
+            }
+            if last[i] == NONE && !pinned[i] {
+                self.values[i] = self.placeholder();
+            }
+            for k in 0..self.nodes[i].inputs.len() {
+                let j = self.nodes[i].inputs[k].index();
+                if last[j] == i && !pinned[j] {
+                    self.values[j] = self.placeholder();
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Replays only the first `len` nodes (for example the forward pass recorded before
     /// any gradient node), leaving the later nodes' values as they were.
     ///
@@ -430,27 +559,67 @@ impl<T: Float> Graph<T> {
 
     fn replay_range(&mut self, from: usize, to: usize) -> Result<()> {
         for i in from..to {
-            let node = &self.nodes[i];
-            if node.op.is_leaf() {
-                continue;
-            }
-            let rule = node.op.rule::<T>();
-            let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
-            let result = rule.forward(&vals, &node.shape);
-            drop(vals);
-            match result {
-                Ok(out) => self.values[i] = Value::Float(out),
-                Err(f) => {
-                    let (name, inputs, scope) = (node.op.name(), node.inputs.clone(), node.scope);
-                    let saved = self.current;
-                    self.current = scope;
-                    let e = self.fail(name, f, &inputs);
-                    self.current = saved;
-                    return Err(e);
-                }
+            if !self.nodes[i].op.is_leaf() {
+                self.compute(i)?;
             }
         }
         Ok(())
+    }
+
+    /// A reshape whose input is read for the last time takes over the input's buffer
+    /// instead of copying it (when the buffer is laid out row-major). Returns whether
+    /// it did.
+    fn reshape_in_place(&mut self, i: usize, dying: impl Fn(usize) -> bool) -> bool {
+        let node = &self.nodes[i];
+        let (Op::Reshape(_), [j]) = (&node.op, &node.inputs[..]) else { return false };
+        let j = j.index();
+        if !dying(j) || !self.computed(j) {
+            return false;
+        }
+        let Value::Float(a) = &self.values[j] else { return false };
+        if !a.is_standard_layout() || a.len() != node.shape.iter().product::<usize>() {
+            return false;
+        }
+        let shape = IxDyn(&node.shape);
+        let empty = self.placeholder();
+        let Value::Float(a) = std::mem::replace(&mut self.values[j], empty) else {
+            return false;
+        };
+        // Row-major with the same number of elements: the reshape cannot fail.
+        let b = a.into_shape_with_order(shape).expect("a row-major buffer of the right size reshapes");
+        self.values[i] = Value::Float(b);
+        true
+    }
+
+    /// The value of a node that has none (deferred, released or skipped).
+    fn placeholder(&self) -> Value<T> {
+        Value::Float(self.empty.clone())
+    }
+
+    /// Computes node `i` from its inputs' values.
+    fn compute(&mut self, i: usize) -> Result<()> {
+        let node = &self.nodes[i];
+        if let Some(j) = node.inputs.iter().find(|j| !self.computed(j.index())) {
+            return Err(self.not_computed(node.op.name(), j.index()));
+        }
+        let rule = node.op.rule::<T>();
+        let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
+        let result = rule.forward(&vals, &node.shape);
+        drop(vals);
+        match result {
+            Ok(out) => {
+                self.values[i] = Value::Float(out);
+                Ok(())
+            }
+            Err(f) => {
+                let (name, inputs, scope) = (node.op.name(), node.inputs.clone(), node.scope);
+                let saved = self.current;
+                self.current = scope;
+                let e = self.fail(name, f, &inputs);
+                self.current = saved;
+                Err(e)
+            }
+        }
     }
 
     /// As [`Graph::replay`], timing every node: per op name, how many nodes ran and
@@ -590,4 +759,9 @@ pub struct OpTime {
     pub count: usize,
     /// Their total time.
     pub time: std::time::Duration,
+}
+
+/// The value of a node that has none (deferred or released): an empty array, no allocation.
+fn empty<T: Float>() -> ArrayD<T> {
+    ArrayD::from_shape_vec(IxDyn(&[0]), Vec::new()).expect("an empty array has shape [0]")
 }

@@ -222,7 +222,12 @@ pub fn recomputed_bptt<T: Float>(
         for (&id, v) in s.seed_in.iter().zip(&seed) {
             s.g.set_value(id, v.clone())?;
         }
-        s.g.replay()?;
+        // Only what is read below is kept; every other value is released after its last use.
+        let keep: Vec<NodeId> = std::iter::once(s.loss)
+            .chain(s.param_grads.iter().map(|(_, id)| *id))
+            .chain(s.state_grads.iter().copied())
+            .collect();
+        s.g.replay_keeping(&keep)?;
         total += s.g.value(s.loss)?.iter().map(|v| v.f64()).sum::<f64>();
         for (name, id) in &s.param_grads {
             let v = s.g.value(*id)?;
