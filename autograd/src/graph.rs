@@ -42,12 +42,60 @@ pub struct Graph<T: Float> {
     tag: u32,
     pub(crate) nodes: Vec<Node>,
     pub(crate) values: Vec<Value<T>>,
+    /// Whether each node's value is there (not deferred, released or skipped).
+    has: Vec<bool>,
     pub(crate) scopes: Scopes,
     current: ScopeId,
     params: BTreeMap<String, NodeId>,
     deferred: bool,
     /// The value of a node without one, cloned (cheaper than building it each time).
     empty: ArrayD<T>,
+    /// The last lean replay's plan ([`Graph::replay_keeping`]).
+    plan: Option<LeanPlan>,
+}
+
+/// What a lean replay computes and when it releases each value.
+#[derive(Clone, Debug)]
+struct LeanPlan {
+    /// The graph's length and the kept nodes the plan was made for.
+    len: usize,
+    keep: Vec<NodeId>,
+    /// Whether a kept node depends on the node.
+    needed: Vec<bool>,
+    /// Kept nodes and leaves: never released.
+    pinned: Vec<bool>,
+    /// The last needed node that reads each node ([`LeanPlan::NONE`] if none).
+    last: Vec<u32>,
+}
+
+impl LeanPlan {
+    const NONE: u32 = u32::MAX;
+
+    fn new(nodes: &[Node], keep: &[NodeId]) -> Self {
+        let n = nodes.len();
+        let mut pinned = vec![false; n];
+        for k in keep {
+            pinned[k.index()] = true;
+        }
+        let mut needed = pinned.clone();
+        for i in (0..n).rev() {
+            if needed[i] {
+                for j in &nodes[i].inputs {
+                    needed[j.index()] = true;
+                }
+            }
+        }
+        let mut last = vec![Self::NONE; n];
+        for (i, node) in nodes.iter().enumerate() {
+            pinned[i] |= node.op.is_leaf();
+            if needed[i] {
+                for j in &node.inputs {
+                    last[j.index()] = i as u32;
+                }
+            }
+        }
+        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last }
+    }
 }
 
 impl<T: Float> Default for Graph<T> {
@@ -63,11 +111,13 @@ impl<T: Float> Graph<T> {
             tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
             nodes: Vec::new(),
             values: Vec::new(),
+            has: Vec::new(),
             scopes: Scopes::default(),
             current: ScopeId::ROOT,
             params: BTreeMap::new(),
             deferred: false,
             empty: empty(),
+            plan: None,
         }
     }
 
@@ -76,6 +126,7 @@ impl<T: Float> Graph<T> {
         let mut g = Self::new();
         g.nodes.reserve(n);
         g.values.reserve(n);
+        g.has.reserve(n);
         g
     }
 
@@ -140,7 +191,13 @@ impl<T: Float> Graph<T> {
 
     /// Whether node `i`'s value is there (not deferred, not released).
     pub(crate) fn computed(&self, i: usize) -> bool {
-        self.values[i].shape() == &self.nodes[i].shape[..]
+        self.has[i]
+    }
+
+    /// Drops node `i`'s value (a lean replay's release).
+    fn release(&mut self, i: usize) {
+        self.values[i] = self.placeholder();
+        self.has[i] = false;
     }
 
     fn not_computed(&self, op: &'static str, i: usize) -> Error {
@@ -311,6 +368,7 @@ impl<T: Float> Graph<T> {
     pub(crate) fn append(&mut self, op: Op, inputs: &[NodeId], shape: Shape, dtype: DType, value: Value<T>) -> NodeId {
         let id = self.mk_id(self.nodes.len());
         self.nodes.push(Node { op, inputs: SmallVec::from_slice(inputs), shape, dtype, scope: self.current });
+        self.has.push(value.shape() == &self.nodes[id.index()].shape[..]);
         self.values.push(value);
         id
     }
@@ -404,6 +462,7 @@ impl<T: Float> Graph<T> {
             });
         }
         self.values[id.index()] = value;
+        self.has[id.index()] = true;
         Ok(())
     }
 
@@ -496,52 +555,41 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// [`Error::ForeignNode`] for a `keep` id of another graph; as [`Graph::replay`].
     pub fn replay_keeping(&mut self, keep: &[NodeId]) -> Result<()> {
-        let n = self.nodes.len();
-        let mut pinned = vec![false; n];
         for &k in keep {
             self.check(k, "replay_keeping")?;
-            pinned[k.index()] = true;
         }
-        // Only the nodes `keep` depends on run; the last reader of each value among them
-        // decides when it is released.
-        let mut needed = pinned.clone();
-        for i in (0..n).rev() {
-            if needed[i] {
-                for j in &self.nodes[i].inputs {
-                    needed[j.index()] = true;
-                }
-            }
-        }
-        const NONE: usize = usize::MAX;
-        let mut last = vec![NONE; n];
-        for (i, node) in self.nodes.iter().enumerate() {
-            pinned[i] |= node.op.is_leaf();
-            if needed[i] {
-                for j in &node.inputs {
-                    last[j.index()] = i;
-                }
-            }
-        }
-        for i in 0..n {
+        // The plan depends only on the graph and `keep`: made once, reused by later replays.
+        let plan = match self.plan.take() {
+            Some(p) if p.len == self.nodes.len() && p.keep == keep => p,
+            _ => LeanPlan::new(&self.nodes, keep),
+        };
+        let result = self.run_plan(&plan);
+        self.plan = Some(plan);
+        result
+    }
+
+    fn run_plan(&mut self, plan: &LeanPlan) -> Result<()> {
+        let (last, pinned) = (&plan.last, &plan.pinned);
+        for i in 0..self.nodes.len() {
             if self.nodes[i].op.is_leaf() {
                 continue;
             }
-            if !needed[i] {
+            if !plan.needed[i] {
                 if self.computed(i) {
-                    self.values[i] = self.placeholder();
+                    self.release(i);
                 }
                 continue;
             }
-            if !self.reshape_in_place(i, |j| last[j] == i && !pinned[j]) {
+            if !self.reshape_in_place(i, |j| last[j] == i as u32 && !pinned[j]) {
                 self.compute(i)?;
             }
-            if last[i] == NONE && !pinned[i] {
-                self.values[i] = self.placeholder();
+            if last[i] == LeanPlan::NONE && !pinned[i] {
+                self.release(i);
             }
             for k in 0..self.nodes[i].inputs.len() {
                 let j = self.nodes[i].inputs[k].index();
-                if last[j] == i && !pinned[j] {
-                    self.values[j] = self.placeholder();
+                if last[j] == i as u32 && !pinned[j] {
+                    self.release(j);
                 }
             }
         }
@@ -587,7 +635,9 @@ impl<T: Float> Graph<T> {
         };
         // Row-major with the same number of elements: the reshape cannot fail.
         let b = a.into_shape_with_order(shape).expect("a row-major buffer of the right size reshapes");
+        self.has[j] = false;
         self.values[i] = Value::Float(b);
+        self.has[i] = true;
         true
     }
 
@@ -609,6 +659,7 @@ impl<T: Float> Graph<T> {
         match result {
             Ok(out) => {
                 self.values[i] = Value::Float(out);
+                self.has[i] = true;
                 Ok(())
             }
             Err(f) => {
