@@ -68,6 +68,24 @@ fn map2<T: Float>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
 }
 
 #[inline(always)]
+fn map3<T: Float>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) {
+    let n = out.len();
+    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+    for j in 0..n {
+        out[j] = f(a[j], b[j], c[j]);
+    }
+}
+
+#[inline(always)]
+fn map5<T: Float>(out: &mut [T], a: &[T], b: &[T], c: &[T], d: &[T], e: &[T], f: impl Fn(T, T, T, T, T) -> T) {
+    let n = out.len();
+    let (a, b, c, d, e) = (&a[..n], &b[..n], &c[..n], &d[..n], &e[..n]);
+    for j in 0..n {
+        out[j] = f(a[j], b[j], c[j], d[j], e[j]);
+    }
+}
+
+#[inline(always)]
 fn map4<T: Float>(out: &mut [T], a: &[T], b: &[T], c: &[T], d: &[T], f: impl Fn(T, T, T, T) -> T) {
     let n = out.len();
     let (a, b, c, d) = (&a[..n], &b[..n], &c[..n], &d[..n]);
@@ -279,18 +297,17 @@ impl<T: Float> Rule<T> for GruCell {
         let (rows, h) = (shape[0], shape[1] / 4);
         let (xp, hp, hs) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
         let mut out = vec![T::zero(); rows * 4 * h];
-        for b in 0..rows {
-            let (zx, zh, hv) = (&xp[b * 3 * h..][..3 * h], &hp[b * 3 * h..][..3 * h], &hs[b * h..][..h]);
-            let o = &mut out[b * 4 * h..][..4 * h];
-            for j in 0..h {
-                let r = sigmoid(zx[j] + zh[j]);
-                let z = sigmoid(zx[h + j] + zh[h + j]);
-                let n = (zx[2 * h + j] + r * zh[2 * h + j]).tanh_fast();
-                o[j] = (T::one() - z) * n + z * hv[j];
-                o[h + j] = r;
-                o[2 * h + j] = z;
-                o[3 * h + j] = n;
-            }
+        for ((o, (zx, zh)), hv) in
+            out.chunks_exact_mut(4 * h).zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h))).zip(hs.chunks_exact(h))
+        {
+            // Each pass reads and writes few enough slices to vectorize.
+            let (oh, rest) = o.split_at_mut(h);
+            let (or, rest) = rest.split_at_mut(h);
+            let (oz, on) = rest.split_at_mut(h);
+            map2(or, &zx[..h], &zh[..h], |a, b| sigmoid(a + b));
+            map2(oz, &zx[h..2 * h], &zh[h..2 * h], |a, b| sigmoid(a + b));
+            map3(on, &zx[2 * h..], or, &zh[2 * h..], |x, r, hn| (x + r * hn).tanh_fast());
+            map3(oh, oz, on, hv, |z, n, hv| (T::one() - z) * n + z * hv);
         }
         Ok(out_array(rows, 4 * h, out))
     }
@@ -328,22 +345,25 @@ impl<T: Float> Rule<T> for GruCellGrad {
         let one = T::one();
         let w = shape[1];
         let mut res = vec![T::zero(); rows * w];
-        for b in 0..rows {
-            let o = &out[b * 4 * h..][..4 * h];
-            let (zh, hv, g) = (&hp[b * 3 * h..][..3 * h], &hs[b * h..][..h], &gr[b * 4 * h..][..4 * h]);
-            let res = &mut res[b * w..][..w];
-            for j in 0..h {
-                let (r, z, n) = (o[h + j], o[2 * h + j], o[3 * h + j]);
-                if self.of == GruGradOf::State {
-                    res[j] = g[j] * z;
-                    continue;
+        for (r, ((o, zh), (hv, g))) in res.chunks_exact_mut(w).zip(
+            out.chunks_exact(4 * h).zip(hp.chunks_exact(3 * h)).zip(hs.chunks_exact(h).zip(gr.chunks_exact(4 * h))),
+        ) {
+            let (rg, zg, ng) = (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..]);
+            let (g_h, g_r, g_z, g_n) = (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..]);
+            if self.of == GruGradOf::State {
+                map2(r, g_h, zg, |g, z| g * z);
+                continue;
+            }
+            // Passes that vectorize: dn first (dr reads it), then dr and dz.
+            let (dr, rest) = r.split_at_mut(h);
+            let (dz, dn) = rest.split_at_mut(h);
+            map4(dn, g_h, zg, g_n, ng, |gh, z, gn, n| (gh * (one - z) + gn) * (one - n * n));
+            map4(dr, dn, &zh[2 * h..], g_r, rg, |dn, hn, gr, r| (dn * hn + gr) * r * (one - r));
+            map5(dz, g_h, hv, ng, g_z, zg, |gh, hv, n, gz, z| (gh * (hv - n) + gz) * z * (one - z));
+            if self.of == GruGradOf::Hidden {
+                for (d, &r) in dn.iter_mut().zip(rg) {
+                    *d = *d * r;
                 }
-                let dz = (g[j] * (hv[j] - n) + g[2 * h + j]) * z * (one - z);
-                let dn = (g[j] * (one - z) + g[3 * h + j]) * (one - n * n);
-                let dr = (dn * zh[2 * h + j] + g[h + j]) * r * (one - r);
-                res[j] = dr;
-                res[h + j] = dz;
-                res[2 * h + j] = if self.of == GruGradOf::Hidden { dn * r } else { dn };
             }
         }
         Ok(out_array(rows, w, res))
