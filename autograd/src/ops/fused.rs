@@ -362,7 +362,7 @@ impl<T: Float> Rule<T> for GruCellGrad {
             map5(dz, g_h, hv, ng, g_z, zg, |gh, hv, n, gz, z| (gh * (hv - n) + gz) * z * (one - z));
             if self.of == GruGradOf::Hidden {
                 for (d, &r) in dn.iter_mut().zip(rg) {
-                    *d = *d * r;
+                    *d *= r;
                 }
             }
         }
