@@ -131,6 +131,7 @@ fn axes_and_ranges() {
     assert!(matches!(g.softmax(x, 2).unwrap_err(), Error::InvalidInput { op: "softmax", .. }));
     assert!(matches!(g.sum(x, &[-3], false).unwrap_err(), Error::InvalidInput { op: "sum", .. }));
     assert!(matches!(g.narrow(x, 1, 2, 2).unwrap_err(), Error::InvalidInput { op: "narrow", .. }));
+    assert!(matches!(g.select(x, 1, 9).unwrap_err(), Error::InvalidInput { op: "select", .. }));
     assert!(matches!(g.reshape(x, &[4]).unwrap_err(), Error::InvalidInput { op: "reshape", .. }));
     assert!(matches!(g.permute(x, &[0, 0]).unwrap_err(), Error::InvalidInput { op: "permute", .. }));
     assert!(matches!(g.concat(&[], 0).unwrap_err(), Error::InvalidInput { op: "concat", .. }));

@@ -197,6 +197,27 @@ const CASES: &[Case] = &[
     Case { name: "narrow", shapes: &[&[2, 5]], domain: Domain::Any, build: |g, x| g.narrow(x[0], 1, 1, 3) },
     Case { name: "select", shapes: &[&[3, 2]], domain: Domain::Any, build: |g, x| g.select(x[0], 0, 1) },
     Case {
+        name: "select (two indices of axis 1, zeros between)",
+        shapes: &[&[2, 4]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let a = g.select(x[0], 1, 1)?;
+            let b = g.select(x[0], 1, 3)?;
+            g.mul(a, b)
+        },
+    },
+    Case {
+        name: "select every index of axis 0 (one join)",
+        shapes: &[&[3, 2]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let (a, b, c) = (g.select(x[0], 0, 0)?, g.select(x[0], 0, 1)?, g.select(x[0], 0, 2)?);
+            let ab = g.mul(a, b)?;
+            let tc = g.tanh(c)?;
+            g.add(ab, tc)
+        },
+    },
+    Case {
         name: "split",
         shapes: &[&[5, 2]],
         domain: Domain::Any,

@@ -30,10 +30,20 @@ use crate::ops::{Back, Op};
 struct Pending {
     /// Contributions of its shape.
     full: SmallVec<[NodeId; 2]>,
-    /// Gradients of its slices: (axis, start, gradient of the slice).
-    slices: Vec<(usize, usize, NodeId)>,
+    /// Gradients of its slices (narrowed or selected).
+    slices: Vec<Slice>,
     /// As the `b` of products `c = a bᵀ`: (gradient of `c`, `a`); its gradient is `Σ gᵀ a`.
     pairs: Vec<(NodeId, NodeId)>,
+}
+
+/// The gradient of one slice of a node: `start..` along `axis`, one index wide and
+/// without the axis when `squeezed` (a `select`), else as wide as the gradient.
+#[derive(Clone, Copy)]
+struct Slice {
+    axis: usize,
+    start: usize,
+    grad: NodeId,
+    squeezed: bool,
 }
 
 impl Pending {
@@ -197,7 +207,22 @@ impl<T: Float> Graph<T> {
             if let crate::ops::Op::Narrow(nw) = &op {
                 // A slice's gradient stays a slice: the slices of one tensor are joined
                 // by one concat when it is reached (not padded to its size and summed).
-                pending[inputs[0].index() - lo].slices.push((nw.axis, nw.start, gi));
+                pending[inputs[0].index() - lo].slices.push(Slice {
+                    axis: nw.axis,
+                    start: nw.start,
+                    grad: gi,
+                    squeezed: false,
+                });
+                continue;
+            }
+            if let crate::ops::Op::Select(sel) = &op {
+                // The same for a selected index, whose gradient lacks the axis.
+                pending[inputs[0].index() - lo].slices.push(Slice {
+                    axis: sel.axis,
+                    start: sel.index,
+                    grad: gi,
+                    squeezed: true,
+                });
                 continue;
             }
             let mut needs = needs;
@@ -249,37 +274,30 @@ impl<T: Float> Graph<T> {
 
     /// Gradients of slices of `node`: one concat along their axis when they share it and
     /// do not overlap, else each padded to `node`'s shape.
-    fn join_slices(&mut self, node: NodeId, mut slices: Vec<(usize, usize, NodeId)>) -> Result<SmallVec<[NodeId; 2]>> {
+    fn join_slices(&mut self, node: NodeId, mut slices: Vec<Slice>) -> Result<SmallVec<[NodeId; 2]>> {
         let shape = self.shape_of(node).to_vec();
-        slices.sort_by_key(|&(a, s, _)| (a, s));
-        let axis = slices[0].0;
+        slices.sort_by_key(|s| (s.axis, s.start));
+        let axis = slices[0].axis;
+        let width = |g: &Self, s: &Slice| if s.squeezed { 1 } else { g.shape_of(s.grad)[s.axis] };
         let mut end = 0;
         let mut disjoint = true;
-        for &(a, s, g) in &slices {
-            disjoint &= a == axis && s >= end;
-            end = s + self.shape_of(g)[a];
+        for sl in &slices {
+            disjoint &= sl.axis == axis && sl.start >= end;
+            end = sl.start + width(self, sl);
         }
-        if !disjoint {
-            return slices
-                .into_iter()
-                .map(|(a, s, g)| {
-                    let len = self.shape_of(g)[a];
-                    self.pad(g, a as isize, s, shape[a] - s - len)
-                })
-                .collect();
-        }
-        // Slices of axis 0 that cover it and are each a gradient reshaped from `[rest]` to
-        // `[1, rest]` (the steps of an unrolled sequence): one concat of the unreshaped
-        // gradients, reshaped once. The per-step reshapes are then read by nothing (a
-        // lean replay skips them), and a lean replay reshapes the concat in place.
-        if axis == 0 && end == shape[0] && slices.len() == shape[0] {
+        // One index each, covering axis 0 (the steps of an unrolled sequence), each either
+        // selected or reshaped from `[rest]` to `[1, rest]`: one concat of the gradients
+        // without the axis, reshaped once (a lean replay reshapes it in place).
+        if disjoint && axis == 0 && end == shape[0] && slices.len() == shape[0] {
             let inner: Option<Vec<NodeId>> = slices
                 .iter()
-                .enumerate()
-                .map(|(t, &(_, s, g))| {
-                    let n = &self.nodes[g.index()];
+                .map(|sl| {
+                    if sl.squeezed {
+                        return Some(sl.grad);
+                    }
+                    let n = &self.nodes[sl.grad.index()];
                     match (&n.op, &n.inputs[..]) {
-                        (Op::Reshape(_), [x]) if s == t && self.shape_of(*x) == &n.shape[1..] => Some(*x),
+                        (Op::Reshape(_), [x]) if self.shape_of(*x) == &n.shape[1..] => Some(*x),
                         _ => None,
                     }
                 })
@@ -289,31 +307,45 @@ impl<T: Float> Graph<T> {
                 return Ok(SmallVec::from_elem(self.reshape(joined, &shape)?, 1));
             }
         }
+        // Otherwise a selected slice gets its axis back first.
+        let mut parts: Vec<(usize, usize, NodeId)> = Vec::with_capacity(slices.len());
+        for sl in slices {
+            let g = if sl.squeezed { self.unsqueeze(sl.grad, sl.axis as isize)? } else { sl.grad };
+            parts.push((sl.axis, sl.start, g));
+        }
+        if !disjoint {
+            return parts
+                .into_iter()
+                .map(|(a, s, g)| {
+                    let len = self.shape_of(g)[a];
+                    self.pad(g, a as isize, s, shape[a] - s - len)
+                })
+                .collect();
+        }
         // Gaps are zeros broadcast from one scalar: computed nodes, not constants, so a
         // lean replay releases them after the concat instead of holding them for good.
-        let mut parts = Vec::with_capacity(2 * slices.len() + 1);
+        let mut pieces = Vec::with_capacity(2 * parts.len() + 1);
         let mut zero = None;
         let mut at = 0;
-        let mut gaps = Vec::new();
-        for (_, s, g) in slices {
+        for (_, s, g) in parts {
             if s > at {
-                gaps.push((parts.len(), s - at));
-                parts.push(g);
+                pieces.push(self.zero_gap(&shape, axis, s - at, &mut zero)?);
             }
             at = s + self.shape_of(g)[axis];
-            parts.push(g);
+            pieces.push(g);
         }
         if at < shape[axis] {
-            gaps.push((parts.len(), shape[axis] - at));
-            parts.push(node);
+            pieces.push(self.zero_gap(&shape, axis, shape[axis] - at, &mut zero)?);
         }
-        for (k, width) in gaps {
-            let mut gap = shape.clone();
-            gap[axis] = width;
-            let z = *zero.get_or_insert_with(|| self.scalar(0.0));
-            parts[k] = self.broadcast_to(z, &gap)?;
-        }
-        Ok(SmallVec::from_elem(self.concat(&parts, axis as isize)?, 1))
+        Ok(SmallVec::from_elem(self.concat(&pieces, axis as isize)?, 1))
+    }
+
+    /// Zeros of `shape` but `width` along `axis`, broadcast from one scalar zero.
+    fn zero_gap(&mut self, shape: &[usize], axis: usize, width: usize, zero: &mut Option<NodeId>) -> Result<NodeId> {
+        let mut gap = shape.to_vec();
+        gap[axis] = width;
+        let z = *zero.get_or_insert_with(|| self.scalar(0.0));
+        self.broadcast_to(z, &gap)
     }
 
     fn zeros_like_in_root(&mut self, w: NodeId) -> NodeId {

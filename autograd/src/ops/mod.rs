@@ -236,6 +236,8 @@ op_table! {
     Permute = "permute",
     Concat = "concat",
     Narrow = "narrow",
+    Select = "select",
+    Stack = "stack",
     Pad = "pad",
     BroadcastTo = "broadcast_to",
     // reduce.rs

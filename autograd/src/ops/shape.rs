@@ -149,6 +149,78 @@ impl<T: Float> Rule<T> for Narrow {
     }
 }
 
+/// Equally shaped inputs stacked along a new axis `axis`: one copy, where an unsqueeze
+/// per input and a concat would make two. d/dx_k = select(g, axis, k).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stack {
+    /// The new axis.
+    pub axis: usize,
+}
+
+impl<T: Float> Rule<T> for Stack {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        let first = s.first().ok_or_else(|| Fail::Invalid("needs at least one input".into()))?;
+        if self.axis > first.len() {
+            return Err(Fail::Invalid(format!("axis {} out of range for rank {}", self.axis, first.len() + 1)));
+        }
+        if let Some(t) = s[1..].iter().find(|t| t != &first) {
+            return Err(Fail::Mismatch(shape_of(first), shape_of(t)));
+        }
+        let mut out = shape_of(first);
+        out.insert(self.axis, s.len());
+        Ok(out)
+    }
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        // Written into a row-major result, as `Concat`.
+        let mut out = ArrayD::<T>::uninit(IxDyn(shape));
+        for (k, v) in x.iter().enumerate() {
+            v.float().assign_to(out.index_axis_mut(Axis(self.axis), k));
+        }
+        // SAFETY: one input per index of the new axis (checked by `infer`), each written
+        // whole above, so every element was written.
+        Ok(unsafe { out.assume_init() })
+    }
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let mut out = Grads::new();
+        for k in 0..b.inputs.len() {
+            out.push(if b.needs[k] { Some(g.select(b.grad, self.axis as isize, k)?) } else { None });
+        }
+        Ok(out)
+    }
+}
+
+/// Index `index` of `axis`, that axis removed (`x[i]` for axis 0): one copy, where a
+/// narrow and a reshape would make two. d/dx = g put back at `index`, zeros elsewhere
+/// (the reverse sweep joins the selected slices of one tensor with one concat).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Select {
+    /// The axis.
+    pub axis: usize,
+    /// The index kept.
+    pub index: usize,
+}
+
+impl<T: Float> Rule<T> for Select {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        arity(s, 1)?;
+        let x = s[0];
+        if self.axis >= x.len() || self.index >= x[self.axis] {
+            return Err(Fail::Invalid(format!("index {} of axis {} is outside the input", self.index, self.axis)));
+        }
+        let mut out = shape_of(x);
+        out.remove(self.axis);
+        Ok(out)
+    }
+    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+        Ok(fin(x, 0).index_axis(Axis(self.axis), self.index).as_standard_layout().into_owned())
+    }
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let total = g.shape_of(b.inputs[0])[self.axis];
+        let u = g.unsqueeze(b.grad, self.axis as isize)?;
+        grads([Some(g.pad(u, self.axis as isize, self.index, total - self.index - 1)?)])
+    }
+}
+
 /// Zeros added before and after along `axis`. d/dx = narrow(g, axis, before, len).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pad {
@@ -299,11 +371,10 @@ impl<T: Float> Graph<T> {
         self.check(first, "stack")?;
         let nd = self.shape_of(first).len() as isize + 1;
         let a = if axis < 0 { axis + nd } else { axis };
-        let mut parts = Vec::with_capacity(xs.len());
-        for &x in xs {
-            parts.push(self.unsqueeze(x, a)?);
+        if a < 0 || a >= nd {
+            return Err(self.fail("stack", Fail::Invalid(format!("axis {axis} out of range for rank {nd}")), &[first]));
         }
-        self.concat(&parts, a)
+        self.push(Op::Stack(Stack { axis: a as usize }), xs)
     }
     /// Elements `start .. start+len` along `axis` (PyTorch's `narrow`).
     ///
@@ -321,9 +392,8 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// As [`Graph::narrow`].
     pub fn select(&mut self, x: NodeId, axis: isize, i: usize) -> Result<NodeId> {
-        let a = self.axis("select", x, axis)?;
-        let n = self.narrow(x, a as isize, i, 1)?;
-        self.squeeze(n, a as isize)
+        let axis = self.axis("select", x, axis)?;
+        self.push(Op::Select(Select { axis, index: i }), &[x])
     }
     /// Splits along `axis` into consecutive pieces of the given sizes (PyTorch's `split`).
     ///

@@ -54,15 +54,10 @@ fn sliced_from<T: Float>(g: &Graph<T>, inputs: &[NodeId]) -> Option<NodeId> {
     use unrolled_autograd::Op;
     let mut source = None;
     for (t, &x) in inputs.iter().enumerate() {
-        let r = g.node(x).ok()?;
-        let Op::Reshape(_) = r.op() else { return None };
-        let n = g.node(r.inputs()[0]).ok()?;
-        let Op::Narrow(nw) = n.op() else { return None };
+        let n = g.node(x).ok()?;
+        let Op::Select(sel) = n.op() else { return None };
         let src = n.inputs()[0];
-        if r.shape() != &g.shape(src).ok()?[1..] {
-            return None;
-        }
-        if nw.axis != 0 || nw.start != t || nw.len != 1 || source.is_some_and(|s| s != src) {
+        if sel.axis != 0 || sel.index != t || source.is_some_and(|s| s != src) {
             return None;
         }
         source = Some(src);
