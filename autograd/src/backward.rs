@@ -204,25 +204,16 @@ impl<T: Float> Graph<T> {
             let twin = self.grad_scope(node.scope);
             self.set_current_scope(twin);
             let gi = self.total(self.mk_id(i), &mut pending[i - lo])?;
-            if let crate::ops::Op::Narrow(nw) = &op {
-                // A slice's gradient stays a slice: the slices of one tensor are joined
-                // by one concat when it is reached (not padded to its size and summed).
-                pending[inputs[0].index() - lo].slices.push(Slice {
-                    axis: nw.axis,
-                    start: nw.start,
-                    grad: gi,
-                    squeezed: false,
-                });
-                continue;
-            }
-            if let crate::ops::Op::Select(sel) = &op {
-                // The same for a selected index, whose gradient lacks the axis.
-                pending[inputs[0].index() - lo].slices.push(Slice {
-                    axis: sel.axis,
-                    start: sel.index,
-                    grad: gi,
-                    squeezed: true,
-                });
+            // A slice's gradient stays a slice (a selected index's lacks the axis): the
+            // slices of one tensor are joined by one concat when it is reached, not padded
+            // to its size and summed.
+            let slice = match &op {
+                crate::ops::Op::Narrow(nw) => Some((nw.axis, nw.start, false)),
+                crate::ops::Op::Select(sel) => Some((sel.axis, sel.index, true)),
+                _ => None,
+            };
+            if let Some((axis, start, squeezed)) = slice {
+                pending[inputs[0].index() - lo].slices.push(Slice { axis, start, grad: gi, squeezed });
                 continue;
             }
             let mut needs = needs;
