@@ -207,6 +207,31 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        name: "select every index of a vector (one join of scalars)",
+        shapes: &[&[3]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let (a, b, c) = (g.select(x[0], 0, 0)?, g.select(x[0], 0, 1)?, g.select(x[0], 0, 2)?);
+            let ab = g.mul(a, b)?;
+            g.mul(ab, c)
+        },
+    },
+    Case {
+        name: "narrow and reshape every index of axis 0 (one join)",
+        shapes: &[&[3, 2]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let mut rows = Vec::new();
+            for t in 0..3 {
+                let n = g.narrow(x[0], 0, t, 1)?;
+                rows.push(g.reshape(n, &[2])?);
+            }
+            let ab = g.mul(rows[0], rows[1])?;
+            let tc = g.tanh(rows[2])?;
+            g.add(ab, tc)
+        },
+    },
+    Case {
         name: "select every index of axis 0 (one join)",
         shapes: &[&[3, 2]],
         domain: Domain::Any,

@@ -277,8 +277,8 @@ impl<T: Float> Graph<T> {
             end = sl.start + width(self, sl);
         }
         // One index each, covering axis 0 (the steps of an unrolled sequence), each either
-        // selected or reshaped from `[rest]` to `[1, rest]`: one concat of the gradients
-        // without the axis, reshaped once (a lean replay reshapes it in place).
+        // selected or reshaped from `[rest]` to `[1, rest]`: the gradients without the
+        // axis, stacked (one node, one copy, any rank).
         if disjoint && axis == 0 && end == shape[0] && slices.len() == shape[0] {
             let inner: Option<Vec<NodeId>> = slices
                 .iter()
@@ -293,9 +293,8 @@ impl<T: Float> Graph<T> {
                     }
                 })
                 .collect();
-            if let Some(inner) = inner.filter(|v| !v.is_empty()) {
-                let joined = self.concat(&inner, 0)?;
-                return Ok(SmallVec::from_elem(self.reshape(joined, &shape)?, 1));
+            if let Some(inner) = inner {
+                return Ok(SmallVec::from_elem(self.stack(&inner, 0)?, 1));
             }
         }
         // Otherwise a selected slice gets its axis back first.

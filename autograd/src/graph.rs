@@ -190,7 +190,7 @@ impl<T: Float> Graph<T> {
     }
 
     /// Whether node `i`'s value is there (not deferred, not released).
-    pub(crate) fn computed(&self, i: usize) -> bool {
+    fn computed(&self, i: usize) -> bool {
         self.has[i]
     }
 
@@ -236,6 +236,9 @@ impl<T: Float> Graph<T> {
     /// As [`Graph::value`], the other way round.
     pub fn index_value(&self, id: NodeId) -> Result<&ArrayD<i64>> {
         self.check(id, "index_value")?;
+        if !self.computed(id.index()) {
+            return Err(self.not_computed("index_value", id.index()));
+        }
         match &self.values[id.index()] {
             Value::Index(a) => Ok(a),
             Value::Float(_) => Err(self.dtype_err("index_value", 0, DType::I64, T::DTYPE)),
@@ -271,7 +274,7 @@ impl<T: Float> Graph<T> {
             Value::Float(_) => T::DTYPE,
             Value::Index(_) => DType::I64,
         };
-        self.append(op, &[], shape, dtype, value)
+        self.append(op, &[], shape, dtype, Some(value))
     }
 
     /// Records an input: a leaf whose value can be replaced for a replay
@@ -365,10 +368,19 @@ impl<T: Float> Graph<T> {
 
     // ----- recording --------------------------------------------------------------
 
-    pub(crate) fn append(&mut self, op: Op, inputs: &[NodeId], shape: Shape, dtype: DType, value: Value<T>) -> NodeId {
+    /// Appends a node with its value, or with none (`value: None`, deferred or not yet run).
+    pub(crate) fn append(
+        &mut self,
+        op: Op,
+        inputs: &[NodeId],
+        shape: Shape,
+        dtype: DType,
+        value: Option<Value<T>>,
+    ) -> NodeId {
         let id = self.mk_id(self.nodes.len());
         self.nodes.push(Node { op, inputs: SmallVec::from_slice(inputs), shape, dtype, scope: self.current });
-        self.has.push(value.shape() == &self.nodes[id.index()].shape[..]);
+        self.has.push(value.is_some());
+        let value = value.unwrap_or_else(|| self.placeholder());
         self.values.push(value);
         id
     }
@@ -392,7 +404,7 @@ impl<T: Float> Graph<T> {
         let shape = rule.infer(&shapes).map_err(|f| self.fail(name, f, inputs))?;
         drop(shapes);
         if self.deferred {
-            return Ok(self.append(op, inputs, shape, T::DTYPE, self.placeholder()));
+            return Ok(self.append(op, inputs, shape, T::DTYPE, None));
         }
         if let Some(j) = inputs.iter().find(|j| !self.computed(j.index())) {
             return Err(self.not_computed(name, j.index()));
@@ -401,7 +413,7 @@ impl<T: Float> Graph<T> {
         let out = rule.forward(&vals, &shape).map_err(|f| self.fail(name, f, inputs))?;
         drop(vals);
         debug_assert_eq!(out.shape(), &shape[..], "{name}: forward disagrees with infer");
-        Ok(self.append(op, inputs, shape, T::DTYPE, Value::Float(out)))
+        Ok(self.append(op, inputs, shape, T::DTYPE, Some(Value::Float(out))))
     }
 
     /// Turns an op's failure into a typed error with op, scope and shapes.
@@ -583,9 +595,6 @@ impl<T: Float> Graph<T> {
             if !self.reshape_in_place(i, |j| last[j] == i as u32 && !pinned[j]) {
                 self.compute(i)?;
             }
-            if last[i] == LeanPlan::NONE && !pinned[i] {
-                self.release(i);
-            }
             for k in 0..self.nodes[i].inputs.len() {
                 let j = self.nodes[i].inputs[k].index();
                 if last[j] == i as u32 && !pinned[j] {
@@ -621,21 +630,18 @@ impl<T: Float> Graph<T> {
         let node = &self.nodes[i];
         let (Op::Reshape(_), [j]) = (&node.op, &node.inputs[..]) else { return false };
         let j = j.index();
-        if !dying(j) || !self.computed(j) {
-            return false;
-        }
-        let Value::Float(a) = &self.values[j] else { return false };
-        if !a.is_standard_layout() || a.len() != node.shape.iter().product::<usize>() {
+        let movable = matches!(&self.values[j], Value::Float(a) if a.is_standard_layout());
+        if !dying(j) || !self.computed(j) || !movable {
             return false;
         }
         let shape = IxDyn(&node.shape);
         let empty = self.placeholder();
         let Value::Float(a) = std::mem::replace(&mut self.values[j], empty) else {
-            return false;
+            unreachable!("checked to be a float value above")
         };
-        // Row-major with the same number of elements: the reshape cannot fail.
-        let b = a.into_shape_with_order(shape).expect("a row-major buffer of the right size reshapes");
         self.has[j] = false;
+        // Row-major, and a reshape keeps the number of elements (checked when recorded).
+        let b = a.into_shape_with_order(shape).expect("a row-major buffer reshapes to the same number of elements");
         self.values[i] = Value::Float(b);
         self.has[i] = true;
         true

@@ -86,7 +86,8 @@ impl<T: Float> Graph<T> {
 
     /// Rebuilds a graph from its structure. Parameters are read from `store`,
     /// constants from the definition; inputs start as zeros: set them with
-    /// [`Graph::set_value`] and call [`Graph::replay`] to compute every node.
+    /// [`Graph::set_value`] and call [`Graph::replay`] (or [`Graph::replay_keeping`])
+    /// to compute the other nodes, which have no value until then.
     ///
     /// # Errors
     /// [`Error::Parse`] for an inconsistent definition (an edge to a later node, a
@@ -152,16 +153,16 @@ impl<T: Float> Graph<T> {
                             n.shape
                         )));
                     }
-                    Value::Float(v.clone())
+                    Some(Value::Float(v.clone()))
                 }
                 Op::Constant(_) => {
                     let data = n.value.clone().ok_or_else(|| bad(format!("constant {i} has no value")))?;
                     let a = ArrayD::from_shape_vec(IxDyn(&n.shape), data.into_iter().map(T::of).collect())
                         .map_err(|e| bad(format!("constant {i}: {e}")))?;
-                    Value::Float(a)
+                    Some(Value::Float(a))
                 }
-                Op::Input(_) if float.is_none() => Value::Index(ArrayD::zeros(IxDyn(&n.shape))),
-                Op::Input(_) => Value::Float(ArrayD::zeros(IxDyn(&n.shape))),
+                Op::Input(_) if float.is_none() => Some(Value::Index(ArrayD::zeros(IxDyn(&n.shape)))),
+                Op::Input(_) => Some(Value::Float(ArrayD::zeros(IxDyn(&n.shape)))),
                 op => {
                     let rule = op.rule::<T>();
                     let idx = rule.index_inputs();
@@ -176,10 +177,10 @@ impl<T: Float> Graph<T> {
                         Ok(s) if s == shape => {}
                         _ => return Err(bad(format!("node {i} ({}) does not produce shape {:?}", op.name(), n.shape))),
                     }
-                    Value::Float(ArrayD::zeros(IxDyn(&n.shape)))
+                    None
                 }
             };
-            let dtype = if matches!(value, Value::Index(_)) { DType::I64 } else { T::DTYPE };
+            let dtype = if matches!(value, Some(Value::Index(_))) { DType::I64 } else { T::DTYPE };
             g.set_current_scope(ScopeId(n.scope as u32));
             let id = g.append(n.op.clone(), &inputs, shape, dtype, value);
             if let Op::Param(p) = &n.op {
