@@ -306,9 +306,6 @@ fn w5_child(t: usize, chunk: Option<usize>, threads: usize) -> Res<()> {
     let c_n = out.c_n().ok_or("no c_n")?;
     let mut keep = grads.clone();
     keep.extend([loss, out.h_n(), c_n]);
-    if std::env::var_os("UNROLLED_BENCH_DEBUG").is_some() {
-        eprintln!("after recording: rss {} MB above start", (rss().0 - start_rss) / 1_000_000);
-    }
     for (k, (xv, yv)) in data.into_iter().enumerate() {
         if k > 0 {
             let (hn, cn) = (g.value(out.h_n())?.clone(), g.value(c_n)?.clone());
