@@ -43,7 +43,7 @@ struct Args {
     /// Warm-up steps.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Also print where a W1–W4 step's time goes, per op (one timed replay).
+    /// Also print where a W1–W4 step's time goes, per op (one timed lean replay).
     #[arg(long)]
     profile: bool,
     /// Internal: run one W5 configuration (sequence length) in this process.
@@ -174,8 +174,8 @@ fn time_replay(
 }
 
 /// One line per op kind: its share of a replayed step.
-fn profile(g: &mut Graph<f32>, workload: &str, size: &str) -> Res<()> {
-    let p = g.replay_profile()?;
+fn profile(g: &mut Graph<f32>, keep: &[NodeId], workload: &str, size: &str) -> Res<()> {
+    let p = g.replay_keeping_profile(keep)?;
     let total: f64 = p.iter().map(|o| o.time.as_secs_f64()).sum();
     for o in p.iter().take(12) {
         println!(
@@ -208,7 +208,7 @@ fn w1_to_w3(args: &Args, threads: usize, peak: f64) -> Res<()> {
             let (mut g, _p, grads) = rnn_step(kind, t, b, h)?;
             let times = time_replay(&mut g, args, None, |_| Ok(()))?;
             if args.profile {
-                profile(&mut g, w, size)?;
+                profile(&mut g, &grads, w, size)?;
             }
             let flops = scale * 8.0 * (b * h * (2 * h + 3 * h) * t) as f64;
             let norm = grad_norm(&g, &grads)?;
@@ -264,6 +264,9 @@ fn w4(args: &Args, threads: usize, peak: f64) -> Res<()> {
             g.load_params(&p)?;
             Ok(())
         })?;
+        if args.profile && keep.is_some() {
+            profile(&mut g, &ids, "W4", "-")?;
+        }
         let norm = grad_norm(&g, &ids)?;
         print(&Line { workload: "W4", size: "-", threads, mode, times, flops, peak, norm, nodes: g.len() }, "");
     }

@@ -427,6 +427,47 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        name: "lstm_cell read through h' and c' only (state-only gradient)",
+        shapes: &[&[2, 8], &[2, 8], &[2, 2]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let a = g.lstm_cell(x[0], x[1], x[2])?;
+            let h = g.narrow(a, 1, 0, 2)?;
+            let c = g.narrow(a, 1, 2, 2)?;
+            g.mul(h, c)
+        },
+    },
+    Case {
+        name: "lstm_cell read through h' only (c' gets zeros)",
+        shapes: &[&[2, 8], &[2, 8], &[2, 2]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let a = g.lstm_cell(x[0], x[1], x[2])?;
+            let h = g.narrow(a, 1, 0, 2)?;
+            g.tanh(h)
+        },
+    },
+    Case {
+        name: "lstm_cell read through c' only (h' gets zeros)",
+        shapes: &[&[1, 12], &[1, 12], &[1, 3]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let a = g.lstm_cell(x[0], x[1], x[2])?;
+            let c = g.narrow(a, 1, 3, 3)?;
+            g.square(c)
+        },
+    },
+    Case {
+        name: "gru_cell read through h' only (state-only gradient)",
+        shapes: &[&[2, 6], &[2, 6], &[2, 2]],
+        domain: Domain::Any,
+        build: |g, x| {
+            let a = g.gru_cell(x[0], x[1], x[2])?;
+            let h = g.narrow(a, 1, 0, 2)?;
+            g.tanh(h)
+        },
+    },
+    Case {
         name: "gru_cell (h and every gate)",
         shapes: &[&[2, 6], &[2, 6], &[2, 2]],
         domain: Domain::Any,

@@ -272,3 +272,47 @@ fn deferred_recording_and_lean_replay_give_the_same_values() -> Result<()> {
 fn output_of(g: &Graph<f64>, id: NodeId) -> NodeId {
     g.id(id.index()).expect("same recording")
 }
+
+#[test]
+fn fused_steps_take_their_state_gradients_without_a_join() -> Result<()> {
+    use unrolled::autograd::ops::LstmCellGrad;
+    let mut g = Graph::<f64>::new();
+    let (_, _, _) = lstm_step(&mut g, 7)?;
+    let grads: Vec<&LstmCellGrad> = g
+        .ids()
+        .filter_map(|id| match g.node(id).ok()?.op() {
+            Op::LstmCellGrad(k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    // 2 layers × 6 steps: each step's gates gradient, and all but the first step's c.
+    assert_eq!(grads.len(), 2 * (6 + 5));
+    assert!(grads.iter().all(|k| k.state_only), "the taps receive no gradient: no [B, 6H] gradient is built");
+    // Nothing concatenates gradients of a step's output (only the weight gradients' steps).
+    let concats = g.ids().filter(|&id| g.node(id).is_ok_and(|n| n.op().name() == "concat")).count();
+    assert_eq!(concats, 2 * 2, "per layer: the gate gradients and the states of W_hh's gradient");
+    Ok(())
+}
+
+#[test]
+fn lean_replay_adds_into_a_dying_operand_with_the_same_values() -> Result<()> {
+    // Both operand orders, a bias on the last axis and a column broadcast (no fast path).
+    let mut g = Graph::<f64>::new();
+    let x = g.input(common::uniform(&[4, 3], 3, -1.0, 1.0));
+    let bias = g.input(common::uniform(&[3], 4, -1.0, 1.0));
+    let col = g.input(common::uniform(&[4, 1], 5, -1.0, 1.0));
+    let y = g.mul_scalar(x, 2.0)?;
+    let a = g.add(y, bias)?; // y dies here: a takes its buffer
+    let z = g.tanh(x)?;
+    let b = g.add(col, z)?; // z dies here, on the right
+    let s = g.add(a, b)?;
+    let loss = g.sum_all(s)?;
+    let dx = g.grad(loss, &[x])?[0];
+    g.replay()?;
+    let (want_s, want_dx) = (g.value(s)?.clone(), g.value(dx)?.clone());
+    g.replay_keeping(&[s, dx])?;
+    assert_eq!(g.value(s)?, &want_s);
+    assert_eq!(g.value(dx)?, &want_dx);
+    assert!(!g.has_value(y)? && !g.has_value(z)?, "the operands' buffers moved into the sums");
+    Ok(())
+}

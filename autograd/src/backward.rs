@@ -203,6 +203,15 @@ impl<T: Float> Graph<T> {
             let op = node.op.clone();
             let twin = self.grad_scope(node.scope);
             self.set_current_scope(twin);
+            // A fused step whose taps received no gradient: its rule reads the state
+            // blocks' gradients as they are, without a joined gradient of the whole output.
+            if let Some(states) = self.state_slices(&op, &inputs, &pending[i - lo]) {
+                let id = self.mk_id(i);
+                if let Some(r) = crate::ops::backward_from_states(self, &op, id, &inputs, &needs, &states) {
+                    self.accumulate(r?, &inputs, &needs, lo, pending)?;
+                    continue;
+                }
+            }
             let gi = self.total(self.mk_id(i), &mut pending[i - lo])?;
             // A slice's gradient stays a slice (a selected index's lacks the axis): the
             // slices of one tensor are joined by one concat when it is reached, not padded
@@ -231,16 +240,55 @@ impl<T: Float> Graph<T> {
             }
             let back = Back { out: self.mk_id(i), inputs: &inputs, grad: gi, needs: &needs };
             let input_grads = op.rule::<T>().backward(self, &back)?;
-            for (k, ig) in input_grads.into_iter().enumerate() {
-                if let (Some(ig), true) = (ig, needs.get(k).copied().unwrap_or(false)) {
-                    let j = inputs[k];
-                    let shape = self.shape_of(j).to_vec();
-                    let c = self.sum_to(ig, &shape)?;
-                    pending[j.index() - lo].full.push(c);
-                }
+            self.accumulate(input_grads, &inputs, &needs, lo, pending)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a rule's input gradients to its inputs' pending contributions, each summed
+    /// back to its input's shape.
+    fn accumulate(
+        &mut self,
+        input_grads: crate::ops::Grads,
+        inputs: &[NodeId],
+        needs: &[bool],
+        lo: usize,
+        pending: &mut [Pending],
+    ) -> Result<()> {
+        for (k, ig) in input_grads.into_iter().enumerate() {
+            if let (Some(ig), true) = (ig, needs.get(k).copied().unwrap_or(false)) {
+                let j = inputs[k];
+                let shape = self.shape_of(j).to_vec();
+                let c = self.sum_to(ig, &shape)?;
+                pending[j.index() - lo].full.push(c);
             }
         }
         Ok(())
+    }
+
+    /// The gradients of a fused step's state blocks (`[B, H]` slices at the start of its
+    /// output, `h'` then `c'`), when they are all it received: nothing of its own shape,
+    /// one gradient per block at most. `None` otherwise, or for another op.
+    fn state_slices(&self, op: &Op, inputs: &[NodeId], p: &Pending) -> Option<SmallVec<[Option<NodeId>; 2]>> {
+        let blocks = match op {
+            Op::LstmCell(_) => 2,
+            Op::GruCell(_) => 1,
+            _ => return None,
+        };
+        if !p.full.is_empty() || !p.pairs.is_empty() || p.slices.is_empty() {
+            return None;
+        }
+        let h = *self.shape_of(inputs[2]).get(1)?;
+        let mut states: SmallVec<[Option<NodeId>; 2]> = SmallVec::from_elem(None, blocks);
+        for sl in &p.slices {
+            let k = sl.start / h.max(1);
+            let fits = sl.axis == 1 && !sl.squeezed && sl.start % h.max(1) == 0 && k < blocks;
+            if !fits || self.shape_of(sl.grad).get(1) != Some(&h) || states[k].is_some() {
+                return None;
+            }
+            states[k] = Some(sl.grad);
+        }
+        Some(states)
     }
 
     /// The sum of a node's gradient contributions, as one node (and kept as the only one):

@@ -54,6 +54,20 @@ pub struct Graph<T: Float> {
     plan: Option<LeanPlan>,
 }
 
+type OpTimes = std::collections::BTreeMap<&'static str, OpTime>;
+
+fn add_time(by_op: &mut OpTimes, name: &'static str, dt: std::time::Duration) {
+    let e = by_op.entry(name).or_insert(OpTime { op: name, count: 0, time: std::time::Duration::ZERO });
+    e.count += 1;
+    e.time += dt;
+}
+
+fn sorted_times(by_op: OpTimes) -> Vec<OpTime> {
+    let mut v: Vec<OpTime> = by_op.into_values().collect();
+    v.sort_by_key(|o| std::cmp::Reverse(o.time));
+    v
+}
+
 /// What a lean replay computes and when it releases each value.
 #[derive(Clone, Debug)]
 struct LeanPlan {
@@ -575,12 +589,27 @@ impl<T: Float> Graph<T> {
             Some(p) if p.len == self.nodes.len() && p.keep == keep => p,
             _ => LeanPlan::new(&self.nodes, keep),
         };
-        let result = self.run_plan(&plan);
+        let result = self.run_plan(&plan, None);
         self.plan = Some(plan);
         result
     }
 
-    fn run_plan(&mut self, plan: &LeanPlan) -> Result<()> {
+    /// As [`Graph::replay_keeping`], timing every computed node as
+    /// [`Graph::replay_profile`] does: where a lean training step's time goes.
+    ///
+    /// # Errors
+    /// As [`Graph::replay_keeping`].
+    pub fn replay_keeping_profile(&mut self, keep: &[NodeId]) -> Result<Vec<OpTime>> {
+        for &k in keep {
+            self.check(k, "replay_keeping_profile")?;
+        }
+        let plan = LeanPlan::new(&self.nodes, keep);
+        let mut by_op = OpTimes::new();
+        self.run_plan(&plan, Some(&mut by_op))?;
+        Ok(sorted_times(by_op))
+    }
+
+    fn run_plan(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
         let (last, pinned) = (&plan.last, &plan.pinned);
         for i in 0..self.nodes.len() {
             if self.nodes[i].op.is_leaf() {
@@ -592,8 +621,13 @@ impl<T: Float> Graph<T> {
                 }
                 continue;
             }
-            if !self.reshape_in_place(i, |j| last[j] == i as u32 && !pinned[j]) {
+            let t0 = timer.is_some().then(std::time::Instant::now);
+            let dying = |j: usize| last[j] == i as u32 && !pinned[j];
+            if !self.reshape_in_place(i, dying) && !self.add_in_place(i, dying) {
                 self.compute(i)?;
+            }
+            if let (Some(t), Some(t0)) = (timer.as_deref_mut(), t0) {
+                add_time(t, self.nodes[i].op.name(), t0.elapsed());
             }
             for k in 0..self.nodes[i].inputs.len() {
                 let j = self.nodes[i].inputs[k].index();
@@ -643,6 +677,40 @@ impl<T: Float> Graph<T> {
         // Row-major, and a reshape keeps the number of elements (checked when recorded).
         let b = a.into_shape_with_order(shape).expect("a row-major buffer reshapes to the same number of elements");
         self.values[i] = Value::Float(b);
+        self.has[i] = true;
+        true
+    }
+
+    /// An add one of whose operands is read for the last time and already has the
+    /// result's shape accumulates the other operand into that operand's buffer
+    /// (a bias added to a whole sequence's projection: no new buffer, no copy).
+    /// Returns whether it did.
+    fn add_in_place(&mut self, i: usize, dying: impl Fn(usize) -> bool) -> bool {
+        let node = &self.nodes[i];
+        let (Op::Add(_), [a, b]) = (&node.op, &node.inputs[..]) else { return false };
+        let (a, b) = (a.index(), b.index());
+        let fits = |j: usize| {
+            dying(j)
+                && self.computed(j)
+                && matches!(&self.values[j], Value::Float(v) if v.shape() == &node.shape[..] && v.is_standard_layout())
+        };
+        // Float addition commutes: the sum is the same whichever buffer holds it.
+        let (dst, src) = match (a != b && fits(a), a != b && fits(b)) {
+            (true, _) => (a, b),
+            (_, true) => (b, a),
+            _ => return false,
+        };
+        if !self.computed(src) || !matches!(&self.values[src], Value::Float(_)) {
+            return false;
+        }
+        let empty = self.placeholder();
+        let Value::Float(mut acc) = std::mem::replace(&mut self.values[dst], empty) else {
+            unreachable!("checked to be a float value above")
+        };
+        self.has[dst] = false;
+        let Value::Float(other) = &self.values[src] else { unreachable!("checked above") };
+        crate::ops::add_assign_broadcast(&mut acc, other);
+        self.values[i] = Value::Float(acc);
         self.has[i] = true;
         true
     }
@@ -698,22 +766,16 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// As [`Graph::replay`].
     pub fn replay_profile(&mut self) -> Result<Vec<OpTime>> {
-        let mut by_op: std::collections::BTreeMap<&'static str, OpTime> = std::collections::BTreeMap::new();
+        let mut by_op = OpTimes::new();
         for i in 0..self.nodes.len() {
             if self.nodes[i].op.is_leaf() {
                 continue;
             }
             let t0 = std::time::Instant::now();
             self.replay_range(i, i + 1)?;
-            let dt = t0.elapsed();
-            let name = self.nodes[i].op.name();
-            let e = by_op.entry(name).or_insert(OpTime { op: name, count: 0, time: std::time::Duration::ZERO });
-            e.count += 1;
-            e.time += dt;
+            add_time(&mut by_op, self.nodes[i].op.name(), t0.elapsed());
         }
-        let mut v: Vec<OpTime> = by_op.into_values().collect();
-        v.sort_by_key(|o| std::cmp::Reverse(o.time));
-        Ok(v)
+        Ok(sorted_times(by_op))
     }
 
     // ----- scopes ---------------------------------------------------------------------

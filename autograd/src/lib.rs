@@ -63,6 +63,7 @@ pub mod ops;
 mod params;
 mod rng;
 mod scope;
+mod simd;
 pub mod snapshot;
 
 pub use check::{gradcheck, gradgradcheck, CheckOptions, ElementCheck, GradcheckReport};

@@ -62,8 +62,9 @@ impl FusedGates {
         g.linear(x, w, Some(b))
     }
 
-    /// `x W_ihᵀ + b_ih + b_hh`: the input projection carrying both biases, so a step
-    /// adds only `h W_hhᵀ` (one bias add for the whole sequence instead of one per step).
+    /// `x W_ihᵀ + (b_ih + b_hh)`: the input projection carrying both biases, so a step
+    /// adds only `h W_hhᵀ`. The biases are summed first (a `[G*H]` add), so the whole
+    /// sequence gets one bias add, and the reverse sweep one bias-gradient sum.
     ///
     /// # Errors
     /// As [`FusedGates::input_projection`].
@@ -73,9 +74,11 @@ impl FusedGates {
         p: &ParamStore<T>,
         x: NodeId,
     ) -> Result<NodeId> {
-        let xp = self.input_projection(g, p, x)?;
-        let b = g.param(p, &self.names.bias_hh)?;
-        g.add(xp, b)
+        let w = g.param(p, &self.names.weight_ih)?;
+        let b_ih = g.param(p, &self.names.bias_ih)?;
+        let b_hh = g.param(p, &self.names.bias_hh)?;
+        let b = g.add(b_ih, b_hh)?;
+        g.linear(x, w, Some(b))
     }
 
     /// `h W_hhᵀ` (no bias), `[B, G*H]`, under the scope `gates`.

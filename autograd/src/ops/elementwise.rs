@@ -60,6 +60,29 @@ macro_rules! binary_forward {
     };
 }
 
+/// `acc += other`, `other` broadcast to `acc`'s shape (checked when the add was
+/// recorded). A row-major `other` matching `acc`'s trailing axes (a bias) is added
+/// row by row in passes that vectorize.
+pub(crate) fn add_assign_broadcast<T: Float>(acc: &mut ArrayD<T>, other: &ArrayD<T>) {
+    let lead = other.shape().iter().take_while(|&&d| d == 1).count();
+    let tail = &other.shape()[lead..];
+    let fits = tail.len() <= acc.ndim() && acc.shape()[acc.ndim() - tail.len()..] == *tail;
+    if let (true, Some(o), Some(a)) = (fits, other.as_slice(), acc.as_slice_mut()) {
+        if !o.is_empty() {
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for row in a.chunks_exact_mut(o.len()) {
+                        crate::simd::update1(row, o, |x, y| x + y);
+                    }
+                },
+            );
+            return;
+        }
+    }
+    acc.zip_mut_with(other, |x, &y| *x += y);
+}
+
 impl<T: Float> Rule<T> for Add {
     binary_forward!(Add, +);
     fn backward(&self, _: &mut Graph<T>, b: &Back) -> Result<Grads> {
@@ -207,7 +230,15 @@ macro_rules! unary_map {
             $crate::ops::elementwise::unary_infer(s)
         }
         fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-            Ok($crate::ops::fin(x, 0).mapv($f))
+            let a = $crate::ops::fin(x, 0);
+            let Some(s) = a.as_slice() else { return Ok(a.mapv($f)) };
+            // Row-major: one pass at the machine's vector width.
+            let mut v = vec![T::zero(); s.len()];
+            $crate::simd::vectorized(
+                #[inline(always)]
+                || $crate::simd::map1(&mut v, s, $f),
+            );
+            Ok(ArrayD::from_shape_vec(a.raw_dim(), v).expect("sized"))
         }
     };
 }

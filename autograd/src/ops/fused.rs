@@ -15,6 +15,7 @@ use std::borrow::Cow;
 
 use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::{arity, fin, grads, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
@@ -22,6 +23,7 @@ use crate::float::Float;
 use crate::graph::Graph;
 use crate::node::{NodeId, Shape, Value};
 use crate::ops::activation::sigmoid;
+use crate::simd::{map1, map2, map3, map4, map5};
 
 /// The elements of `a` in row-major order, borrowed when `a` is contiguous.
 fn flat<T: Float>(a: &ArrayD<T>) -> Cow<'_, [T]> {
@@ -51,49 +53,6 @@ fn rows_and_hidden(s: &[&[usize]], parts: usize, what: &str) -> FResult<(usize, 
     Ok((s[0][0], s[0][1] / parts))
 }
 
-// Elementwise passes over equal-length slices. As separate (inlined) functions their
-// slices are known not to alias, so the loops vectorize without run-time checks.
-#[inline(always)]
-fn map1<T: Float>(out: &mut [T], a: &[T], f: impl Fn(T) -> T) {
-    for (o, &a) in out.iter_mut().zip(a) {
-        *o = f(a);
-    }
-}
-
-#[inline(always)]
-fn map2<T: Float>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
-    for (o, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
-        *o = f(a, b);
-    }
-}
-
-#[inline(always)]
-fn map3<T: Float>(out: &mut [T], a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) {
-    let n = out.len();
-    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-    for j in 0..n {
-        out[j] = f(a[j], b[j], c[j]);
-    }
-}
-
-#[inline(always)]
-fn map5<T: Float>(out: &mut [T], a: &[T], b: &[T], c: &[T], d: &[T], e: &[T], f: impl Fn(T, T, T, T, T) -> T) {
-    let n = out.len();
-    let (a, b, c, d, e) = (&a[..n], &b[..n], &c[..n], &d[..n], &e[..n]);
-    for j in 0..n {
-        out[j] = f(a[j], b[j], c[j], d[j], e[j]);
-    }
-}
-
-#[inline(always)]
-fn map4<T: Float>(out: &mut [T], a: &[T], b: &[T], c: &[T], d: &[T], f: impl Fn(T, T, T, T) -> T) {
-    let n = out.len();
-    let (a, b, c, d) = (&a[..n], &b[..n], &c[..n], &d[..n]);
-    for j in 0..n {
-        out[j] = f(a[j], b[j], c[j], d[j]);
-    }
-}
-
 // ----- LSTM ----------------------------------------------------------------------------
 
 /// One LSTM step (PyTorch's gate order i, f, g, o), inputs `xp [B, 4H]` (projected
@@ -114,11 +73,17 @@ pub enum LstmGradOf {
 }
 
 /// The gradient of an [`LstmCell`] step: inputs `out [B, 6H]` (the step's output),
-/// `c [B, H]` (its previous cell state) and `g [B, 6H]` (the gradient of `out`).
+/// `c [B, H]` (its previous cell state) and `g [B, 6H]` (the gradient of `out`); or,
+/// when `state_only`, `out`, `c`, `g_h [B, H]` and `g_c [B, H]`: the gradients of the
+/// `h'` and `c'` blocks alone, the gate taps having received none (the reverse sweep
+/// of an unrolled LSTM: no `[B, 6H]` gradient with zeros in the gaps is built).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LstmCellGrad {
     /// Which input's gradient.
     pub of: LstmGradOf,
+    /// Whether the gradient comes as the two state blocks only (four inputs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_only: bool,
 }
 
 impl<T: Float> Rule<T> for LstmCell {
@@ -134,103 +99,152 @@ impl<T: Float> Rule<T> for LstmCell {
         let (rows, h) = (shape[0], shape[1] / 6);
         let (xp, hh, c) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
         let mut out = vec![T::zero(); rows * 6 * h];
-        for ((o, (z, zh)), cp) in
-            out.chunks_exact_mut(6 * h).zip(xp.chunks_exact(4 * h).zip(hh.chunks_exact(4 * h))).zip(c.chunks_exact(h))
-        {
-            let (oh, rest) = o.split_at_mut(h);
-            let (oc, gates) = rest.split_at_mut(h);
-            // Each pass reads and writes few enough slices to vectorize.
-            for (k, og) in gates.chunks_exact_mut(h).enumerate() {
-                let (a, b) = (&z[k * h..(k + 1) * h], &zh[k * h..(k + 1) * h]);
-                if k == 2 {
-                    map2(og, a, b, |a, b| (a + b).tanh_fast());
-                } else {
-                    map2(og, a, b, |a, b| sigmoid(a + b));
-                }
-            }
-            let (i, f, g, o_) = (&gates[..h], &gates[h..2 * h], &gates[2 * h..3 * h], &gates[3 * h..]);
-            map4(oc, f, cp, i, g, |f, c, i, g| f * c + i * g);
-            map2(oh, o_, oc, |o, c| o * c.tanh_fast());
-        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || lstm_forward_rows(&mut out, &xp, &hh, &c, h),
+        );
         Ok(out_array(rows, 6 * h, out))
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let (out, c) = (b.out, b.inputs[2]);
-        let gates = if b.needs[0] || b.needs[1] {
-            Some(g.push(Op::LstmCellGrad(LstmCellGrad { of: LstmGradOf::Gates }), &[out, c, b.grad])?)
-        } else {
-            None
-        };
-        let dc = if b.needs[2] {
-            Some(g.push(Op::LstmCellGrad(LstmCellGrad { of: LstmGradOf::Cell }), &[out, c, b.grad])?)
-        } else {
-            None
-        };
-        grads([gates, gates, dc])
+        lstm_backward(g, b.out, b.inputs, b.needs, &[b.grad], false)
     }
+}
+
+#[inline(always)]
+fn lstm_forward_rows<T: Float>(out: &mut [T], xp: &[T], hh: &[T], c: &[T], h: usize) {
+    for ((o, (z, zh)), cp) in
+        out.chunks_exact_mut(6 * h).zip(xp.chunks_exact(4 * h).zip(hh.chunks_exact(4 * h))).zip(c.chunks_exact(h))
+    {
+        let (oh, rest) = o.split_at_mut(h);
+        let (oc, gates) = rest.split_at_mut(h);
+        // Each pass reads and writes few enough slices to vectorize.
+        for (k, og) in gates.chunks_exact_mut(h).enumerate() {
+            let (a, b) = (&z[k * h..(k + 1) * h], &zh[k * h..(k + 1) * h]);
+            if k == 2 {
+                map2(og, a, b, |a, b| (a + b).tanh_fast());
+            } else {
+                map2(og, a, b, |a, b| sigmoid(a + b));
+            }
+        }
+        let (i, f, g, o_) = (&gates[..h], &gates[h..2 * h], &gates[2 * h..3 * h], &gates[3 * h..]);
+        map4(oc, f, cp, i, g, |f, c, i, g| f * c + i * g);
+        map2(oh, o_, oc, |o, c| o * c.tanh_fast());
+    }
+}
+
+/// The gradient nodes of an [`LstmCell`] step, from the gradient of its whole output
+/// (`grad = [g]`) or, `state_only`, of its state blocks (`grad = [g_h, g_c]`).
+fn lstm_backward<T: Float>(
+    g: &mut Graph<T>,
+    out: NodeId,
+    inputs: &[NodeId],
+    needs: &[bool],
+    grad: &[NodeId],
+    state_only: bool,
+) -> Result<Grads> {
+    let mut ins: SmallVec<[NodeId; 4]> = SmallVec::from_slice(&[out, inputs[2]]);
+    ins.extend_from_slice(grad);
+    let mut one = |need: bool, of| -> Result<Option<NodeId>> {
+        if !need {
+            return Ok(None);
+        }
+        g.push(Op::LstmCellGrad(LstmCellGrad { of, state_only }), &ins).map(Some)
+    };
+    let gates = one(needs[0] || needs[1], LstmGradOf::Gates)?;
+    let dc = one(needs[2], LstmGradOf::Cell)?;
+    grads([gates, gates, dc])
 }
 
 impl<T: Float> Rule<T> for LstmCellGrad {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
-        arity(s, 3)?;
+        arity(s, if self.state_only { 4 } else { 3 })?;
         let (b, h) = rows_and_hidden(s, 6, "an LSTM step's output")?;
         check_2d(s, 1, b, h)?;
-        check_2d(s, 2, b, 6 * h)?;
+        if self.state_only {
+            check_2d(s, 2, b, h)?;
+            check_2d(s, 3, b, h)?;
+        } else {
+            check_2d(s, 2, b, 6 * h)?;
+        }
         Ok(Shape::from_slice(&[b, if self.of == LstmGradOf::Gates { 4 * h } else { h }]))
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let rows = shape[0];
         let h = fin(x, 1).shape()[1];
-        let (out, c, gr) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
+        let (out, c) = (flat(fin(x, 0)), flat(fin(x, 1)));
+        // The gradient of each row's six blocks: the whole `[B, 6H]` gradient, or the
+        // two state blocks with zeros for the taps.
+        let (gr, gc) = (flat(fin(x, 2)), if self.state_only { flat(fin(x, 3)) } else { Cow::Borrowed(&[][..]) });
+        let (gw, zeros) = if self.state_only { (h, vec![T::zero(); h]) } else { (6 * h, Vec::new()) };
         let one = T::one();
         let w = shape[1];
         let mut res = vec![T::zero(); rows * w];
         let (mut dc, mut tc) = (vec![T::zero(); h], vec![T::zero(); h]);
-        for ((r, o), (cp, g)) in
-            res.chunks_exact_mut(w).zip(out.chunks_exact(6 * h)).zip(c.chunks_exact(h).zip(gr.chunks_exact(6 * h)))
-        {
-            let (cn, ig, fg, gg, og) =
-                (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..4 * h], &o[4 * h..5 * h], &o[5 * h..]);
-            let (g_h, g_c, g_i, g_f, g_g, g_o) =
-                (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..4 * h], &g[4 * h..5 * h], &g[5 * h..]);
-            // dc = g_c + g_h o (1 - tanh²c'), the gradient reaching c' (passes that vectorize).
-            map1(&mut tc, cn, |c| c.tanh_fast());
-            map4(&mut dc, g_c, g_h, og, &tc, |gc, gh, o, t| gc + gh * o * (one - t * t));
-            if self.of == LstmGradOf::Cell {
-                map2(r, &dc, fg, |d, f| d * f);
-                continue;
-            }
-            let (ri, rest) = r.split_at_mut(h);
-            let (rf, rest) = rest.split_at_mut(h);
-            let (rg, ro) = rest.split_at_mut(h);
-            map4(ri, &dc, gg, g_i, ig, |d, g, t, i| (d * g + t) * i * (one - i));
-            map4(rf, &dc, cp, g_f, fg, |d, c, t, f| (d * c + t) * f * (one - f));
-            map4(rg, &dc, ig, g_g, gg, |d, i, t, g| (d * i + t) * (one - g * g));
-            map4(ro, g_h, &tc, g_o, og, |gh, t, go, o| (gh * t + go) * o * (one - o));
-        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for (k, ((r, o), (cp, g))) in res
+                    .chunks_exact_mut(w)
+                    .zip(out.chunks_exact(6 * h))
+                    .zip(c.chunks_exact(h).zip(gr.chunks_exact(gw)))
+                    .enumerate()
+                {
+                    let (cn, ig, fg, gg, og) =
+                        (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..4 * h], &o[4 * h..5 * h], &o[5 * h..]);
+                    let (g_h, g_c, g_i, g_f, g_g, g_o) = if self.state_only {
+                        let z = &zeros[..];
+                        (g, &gc[k * h..(k + 1) * h], z, z, z, z)
+                    } else {
+                        (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..4 * h], &g[4 * h..5 * h], &g[5 * h..])
+                    };
+                    // dc = g_c + g_h o (1 - tanh²c'), the gradient reaching c' (passes that vectorize).
+                    map1(&mut tc, cn, |c| c.tanh_fast());
+                    map4(&mut dc, g_c, g_h, og, &tc, |gc, gh, o, t| gc + gh * o * (one - t * t));
+                    if self.of == LstmGradOf::Cell {
+                        map2(r, &dc, fg, |d, f| d * f);
+                        continue;
+                    }
+                    let (ri, rest) = r.split_at_mut(h);
+                    let (rf, rest) = rest.split_at_mut(h);
+                    let (rg, ro) = rest.split_at_mut(h);
+                    map4(ri, &dc, gg, g_i, ig, |d, g, t, i| (d * g + t) * i * (one - i));
+                    map4(rf, &dc, cp, g_f, fg, |d, c, t, f| (d * c + t) * f * (one - f));
+                    map4(rg, &dc, ig, g_g, gg, |d, i, t, g| (d * i + t) * (one - g * g));
+                    map4(ro, g_h, &tc, g_o, og, |gh, t, go, o| (gh * t + go) * o * (one - o));
+                }
+            },
+        );
         Ok(out_array(rows, w, res))
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let of = self.of;
-        expanded_vjp(g, b, |g, x| lstm_grad_primitive(g, of, x[0], x[1], x[2]))
+        let (of, state_only) = (self.of, self.state_only);
+        expanded_vjp(g, b, |g, x| {
+            let taps = if state_only { None } else { Some(x[2]) };
+            let (g_h, g_c) = if state_only { (x[2], x[3]) } else { (x[2], x[2]) };
+            lstm_grad_primitive(g, of, x[0], x[1], (g_h, g_c), taps, state_only)
+        })
     }
 }
 
-/// [`LstmCellGrad`] in primitive ops (what its own gradient differentiates).
+/// [`LstmCellGrad`] in primitive ops (what its own gradient differentiates): the state
+/// blocks' gradients `(g_h, g_c)` given whole (`state_only`) or as blocks 0 and 1 of the
+/// output's gradient, whose blocks 2.. (`taps`) are the gates' own gradients.
 fn lstm_grad_primitive<T: Float>(
     g: &mut Graph<T>,
     of: LstmGradOf,
     out: NodeId,
     c: NodeId,
-    gr: NodeId,
+    (g_h, g_c): (NodeId, NodeId),
+    taps: Option<NodeId>,
+    state_only: bool,
 ) -> Result<NodeId> {
     let h = g.shape(c)?[1];
     let blk = |g: &mut Graph<T>, x: NodeId, k: usize| g.narrow(x, 1, k * h, h);
     let (cn, ig, fg, gg, og) = (blk(g, out, 1)?, blk(g, out, 2)?, blk(g, out, 3)?, blk(g, out, 4)?, blk(g, out, 5)?);
-    let (g_h, g_c) = (blk(g, gr, 0)?, blk(g, gr, 1)?);
+    let (g_h, g_c) = if state_only { (g_h, g_c) } else { (blk(g, g_h, 0)?, blk(g, g_c, 1)?) };
     let tc = g.tanh(cn)?;
     let dc = {
         let t = g.mul(g_h, og)?;
@@ -242,9 +256,11 @@ fn lstm_grad_primitive<T: Float>(
     }
     // (a b + the tap's own gradient) through the gate's activation.
     let term = |g: &mut Graph<T>, a: NodeId, b: NodeId, k: usize, act: NodeId, kind| -> Result<NodeId> {
-        let t = g.mul(a, b)?;
-        let tap = blk(g, gr, k)?;
-        let t = g.add(t, tap)?;
+        let mut t = g.mul(a, b)?;
+        if let Some(gr) = taps {
+            let tap = blk(g, gr, k)?;
+            t = g.add(t, tap)?;
+        }
         g.activation_grad(kind, act, t)
     };
     let di = term(g, dc, gg, 2, ig, ActivationKind::Sigmoid)?;
@@ -277,11 +293,15 @@ pub enum GruGradOf {
 
 /// The gradient of a [`GruCell`] step: inputs `out [B, 4H]`, `hp [B, 3H]`, `h [B, H]`
 /// (the step's output, projected state and previous state) and `g [B, 4H]` (the
-/// gradient of `out`).
+/// gradient of `out`); when `state_only`, `g_h [B, H]` instead of `g`: the gradient
+/// of the `h'` block alone, the gate taps having received none.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GruCellGrad {
     /// Which input's gradient.
     pub of: GruGradOf,
+    /// Whether the gradient is the `h'` block's only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_only: bool,
 }
 
 impl<T: Float> Rule<T> for GruCell {
@@ -297,35 +317,96 @@ impl<T: Float> Rule<T> for GruCell {
         let (rows, h) = (shape[0], shape[1] / 4);
         let (xp, hp, hs) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
         let mut out = vec![T::zero(); rows * 4 * h];
-        for ((o, (zx, zh)), hv) in
-            out.chunks_exact_mut(4 * h).zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h))).zip(hs.chunks_exact(h))
-        {
-            // Each pass reads and writes few enough slices to vectorize.
-            let (oh, rest) = o.split_at_mut(h);
-            let (or, rest) = rest.split_at_mut(h);
-            let (oz, on) = rest.split_at_mut(h);
-            map2(or, &zx[..h], &zh[..h], |a, b| sigmoid(a + b));
-            map2(oz, &zx[h..2 * h], &zh[h..2 * h], |a, b| sigmoid(a + b));
-            map3(on, &zx[2 * h..], or, &zh[2 * h..], |x, r, hn| (x + r * hn).tanh_fast());
-            map3(oh, oz, on, hv, |z, n, hv| (T::one() - z) * n + z * hv);
-        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for ((o, (zx, zh)), hv) in out
+                    .chunks_exact_mut(4 * h)
+                    .zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h)))
+                    .zip(hs.chunks_exact(h))
+                {
+                    // Each pass reads and writes few enough slices to vectorize.
+                    let (oh, rest) = o.split_at_mut(h);
+                    let (or, rest) = rest.split_at_mut(h);
+                    let (oz, on) = rest.split_at_mut(h);
+                    map2(or, &zx[..h], &zh[..h], |a, b| sigmoid(a + b));
+                    map2(oz, &zx[h..2 * h], &zh[h..2 * h], |a, b| sigmoid(a + b));
+                    map3(on, &zx[2 * h..], or, &zh[2 * h..], |x, r, hn| (x + r * hn).tanh_fast());
+                    map3(oh, oz, on, hv, |z, n, hv| (T::one() - z) * n + z * hv);
+                }
+            },
+        );
         Ok(out_array(rows, 4 * h, out))
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let ins = [b.out, b.inputs[1], b.inputs[2], b.grad];
-        let one = |g: &mut Graph<T>, k: usize, of: GruGradOf| -> Result<Option<NodeId>> {
-            if b.needs[k] {
-                Ok(Some(g.push(Op::GruCellGrad(GruCellGrad { of }), &ins)?))
-            } else {
-                Ok(None)
-            }
-        };
-        let dx = one(g, 0, GruGradOf::Input)?;
-        let dhp = one(g, 1, GruGradOf::Hidden)?;
-        let dh = one(g, 2, GruGradOf::State)?;
-        grads([dx, dhp, dh])
+        gru_backward(g, b.out, b.inputs, b.needs, b.grad, false)
     }
+}
+
+/// The gradient nodes of a [`GruCell`] step, from the gradient of its whole output or,
+/// `state_only`, of its `h'` block.
+fn gru_backward<T: Float>(
+    g: &mut Graph<T>,
+    out: NodeId,
+    inputs: &[NodeId],
+    needs: &[bool],
+    grad: NodeId,
+    state_only: bool,
+) -> Result<Grads> {
+    let ins = [out, inputs[1], inputs[2], grad];
+    let mut one = |k: usize, of: GruGradOf| -> Result<Option<NodeId>> {
+        if !needs[k] {
+            return Ok(None);
+        }
+        g.push(Op::GruCellGrad(GruCellGrad { of, state_only }), &ins).map(Some)
+    };
+    let dx = one(0, GruGradOf::Input)?;
+    let dhp = one(1, GruGradOf::Hidden)?;
+    let dh = one(2, GruGradOf::State)?;
+    grads([dx, dhp, dh])
+}
+
+/// The gradients of a fused step from the gradients of its state blocks alone (the
+/// output's first blocks: `h'` and, for an LSTM, `c'`), `None` for a block that
+/// received none; `None` when `op` is not a fused step with state blocks. The reverse
+/// sweep calls it when no tap of the step received a gradient, so no gradient of the
+/// whole output, zeros in the taps' blocks, is ever built.
+pub(crate) fn backward_from_states<T: Float>(
+    g: &mut Graph<T>,
+    op: &Op,
+    out: NodeId,
+    inputs: &[NodeId],
+    needs: &[bool],
+    states: &[Option<NodeId>],
+) -> Option<Result<Grads>> {
+    let blocks = match op {
+        Op::LstmCell(_) => 2,
+        Op::GruCell(_) => 1,
+        _ => return None,
+    };
+    if states.len() != blocks || states.iter().all(Option::is_none) {
+        return None;
+    }
+    let run = |g: &mut Graph<T>| -> Result<Grads> {
+        let shape = g.shape(inputs[2])?.to_vec();
+        let mut gs: SmallVec<[NodeId; 2]> = SmallVec::new();
+        let mut zero = None;
+        for s in states {
+            gs.push(match s {
+                Some(s) => *s,
+                None => {
+                    let z = *zero.get_or_insert_with(|| g.scalar(0.0));
+                    g.broadcast_to(z, &shape)?
+                }
+            });
+        }
+        match op {
+            Op::LstmCell(_) => lstm_backward(g, out, inputs, needs, &gs, true),
+            _ => gru_backward(g, out, inputs, needs, gs[0], true),
+        }
+    };
+    Some(run(g))
 }
 
 impl<T: Float> Rule<T> for GruCellGrad {
@@ -334,7 +415,7 @@ impl<T: Float> Rule<T> for GruCellGrad {
         let (b, h) = rows_and_hidden(s, 4, "a GRU step's output")?;
         check_2d(s, 1, b, 3 * h)?;
         check_2d(s, 2, b, h)?;
-        check_2d(s, 3, b, 4 * h)?;
+        check_2d(s, 3, b, if self.state_only { h } else { 4 * h })?;
         Ok(Shape::from_slice(&[b, if self.of == GruGradOf::State { h } else { 3 * h }]))
     }
 
@@ -345,37 +426,51 @@ impl<T: Float> Rule<T> for GruCellGrad {
         let one = T::one();
         let w = shape[1];
         let mut res = vec![T::zero(); rows * w];
-        for (r, ((o, zh), (hv, g))) in res.chunks_exact_mut(w).zip(
-            out.chunks_exact(4 * h).zip(hp.chunks_exact(3 * h)).zip(hs.chunks_exact(h).zip(gr.chunks_exact(4 * h))),
-        ) {
-            let (rg, zg, ng) = (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..]);
-            let (g_h, g_r, g_z, g_n) = (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..]);
-            if self.of == GruGradOf::State {
-                map2(r, g_h, zg, |g, z| g * z);
-                continue;
-            }
-            // Passes that vectorize: dn first (dr reads it), then dr and dz.
-            let (dr, rest) = r.split_at_mut(h);
-            let (dz, dn) = rest.split_at_mut(h);
-            map4(dn, g_h, zg, g_n, ng, |gh, z, gn, n| (gh * (one - z) + gn) * (one - n * n));
-            map4(dr, dn, &zh[2 * h..], g_r, rg, |dn, hn, gr, r| (dn * hn + gr) * r * (one - r));
-            map5(dz, g_h, hv, ng, g_z, zg, |gh, hv, n, gz, z| (gh * (hv - n) + gz) * z * (one - z));
-            if self.of == GruGradOf::Hidden {
-                for (d, &r) in dn.iter_mut().zip(rg) {
-                    *d *= r;
+        // Without taps' gradients (`state_only`) their blocks read as zeros.
+        let (gw, zeros) = if self.state_only { (h, vec![T::zero(); h]) } else { (4 * h, Vec::new()) };
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for (r, ((o, zh), (hv, g))) in res.chunks_exact_mut(w).zip(
+                    out.chunks_exact(4 * h)
+                        .zip(hp.chunks_exact(3 * h))
+                        .zip(hs.chunks_exact(h).zip(gr.chunks_exact(gw))),
+                ) {
+                    let (rg, zg, ng) = (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..]);
+                    let (g_h, g_r, g_z, g_n) = if self.state_only {
+                        (g, &zeros[..], &zeros[..], &zeros[..])
+                    } else {
+                        (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..])
+                    };
+                    if self.of == GruGradOf::State {
+                        map2(r, g_h, zg, |g, z| g * z);
+                        continue;
+                    }
+                    // Passes that vectorize: dn first (dr reads it), then dr and dz.
+                    let (dr, rest) = r.split_at_mut(h);
+                    let (dz, dn) = rest.split_at_mut(h);
+                    map4(dn, g_h, zg, g_n, ng, |gh, z, gn, n| (gh * (one - z) + gn) * (one - n * n));
+                    map4(dr, dn, &zh[2 * h..], g_r, rg, |dn, hn, gr, r| (dn * hn + gr) * r * (one - r));
+                    map5(dz, g_h, hv, ng, g_z, zg, |gh, hv, n, gz, z| (gh * (hv - n) + gz) * z * (one - z));
+                    if self.of == GruGradOf::Hidden {
+                        for (d, &r) in dn.iter_mut().zip(rg) {
+                            *d *= r;
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
         Ok(out_array(rows, w, res))
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let of = self.of;
-        expanded_vjp(g, b, |g, x| gru_grad_primitive(g, of, x[0], x[1], x[2], x[3]))
+        let (of, state_only) = (self.of, self.state_only);
+        expanded_vjp(g, b, |g, x| gru_grad_primitive(g, of, x[0], x[1], x[2], x[3], state_only))
     }
 }
 
-/// [`GruCellGrad`] in primitive ops.
+/// [`GruCellGrad`] in primitive ops: `gr` is the output's gradient, or the `h'`
+/// block's alone (`state_only`, no taps' gradients).
 fn gru_grad_primitive<T: Float>(
     g: &mut Graph<T>,
     of: GruGradOf,
@@ -383,10 +478,19 @@ fn gru_grad_primitive<T: Float>(
     hp: NodeId,
     hs: NodeId,
     gr: NodeId,
+    state_only: bool,
 ) -> Result<NodeId> {
     let h = g.shape(hs)?[1];
     let blk = |g: &mut Graph<T>, x: NodeId, k: usize| g.narrow(x, 1, k * h, h);
-    let g_h = blk(g, gr, 0)?;
+    let g_h = if state_only { gr } else { blk(g, gr, 0)? };
+    // `d + the tap's own gradient` (nothing to add without taps).
+    let with_tap = |g: &mut Graph<T>, d: NodeId, k: usize| -> Result<NodeId> {
+        if state_only {
+            return Ok(d);
+        }
+        let tap = blk(g, gr, k)?;
+        g.add(d, tap)
+    };
     let (r, z, n) = (blk(g, out, 1)?, blk(g, out, 2)?, blk(g, out, 3)?);
     if of == GruGradOf::State {
         return g.mul(g_h, z);
@@ -394,22 +498,19 @@ fn gru_grad_primitive<T: Float>(
     let dz = {
         let d = g.sub(hs, n)?;
         let d = g.mul(g_h, d)?;
-        let tap = blk(g, gr, 2)?;
-        let d = g.add(d, tap)?;
+        let d = with_tap(g, d, 2)?;
         g.activation_grad(ActivationKind::Sigmoid, z, d)?
     };
     let dn = {
         let one_z = g.rsub_scalar(z, 1.0)?;
         let d = g.mul(g_h, one_z)?;
-        let tap = blk(g, gr, 3)?;
-        let d = g.add(d, tap)?;
+        let d = with_tap(g, d, 3)?;
         g.activation_grad(ActivationKind::Tanh, n, d)?
     };
     let dr = {
         let hn = blk(g, hp, 2)?;
         let d = g.mul(dn, hn)?;
-        let tap = blk(g, gr, 1)?;
-        let d = g.add(d, tap)?;
+        let d = with_tap(g, d, 1)?;
         g.activation_grad(ActivationKind::Sigmoid, r, d)?
     };
     let last = if of == GruGradOf::Hidden { g.mul(dn, r)? } else { dn };
@@ -448,10 +549,14 @@ impl<T: Float> Rule<T> for ActivationGrad {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (y, g) = (flat(fin(x, 0)), flat(fin(x, 1)));
         let one = T::one();
-        let v: Vec<T> = match self.kind {
-            ActivationKind::Tanh => y.iter().zip(g.iter()).map(|(&y, &g)| g * (one - y * y)).collect(),
-            ActivationKind::Sigmoid => y.iter().zip(g.iter()).map(|(&y, &g)| g * y * (one - y)).collect(),
-        };
+        let mut v = vec![T::zero(); y.len()];
+        crate::simd::vectorized(
+            #[inline(always)]
+            || match self.kind {
+                ActivationKind::Tanh => map2(&mut v, &y, &g, |y, g| g * (one - y * y)),
+                ActivationKind::Sigmoid => map2(&mut v, &y, &g, |y, g| g * y * (one - y)),
+            },
+        );
         Ok(ArrayD::from_shape_vec(IxDyn(shape), v).expect("sized"))
     }
 

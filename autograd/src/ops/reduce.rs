@@ -164,8 +164,22 @@ impl<T: Float> Rule<T> for SumTo {
 
 pub(crate) fn sum_to<T: Float>(x: &ArrayD<T>, shape: &[usize]) -> ArrayD<T> {
     let lead = x.ndim() - shape.len();
-    let mut v = x.clone();
-    for _ in 0..lead {
+    let len: usize = shape.iter().product();
+    // Leading axes only (a bias gradient): rows of a row-major buffer summed in one pass.
+    if let (true, Some(s), true) = (x.shape()[lead..] == *shape, x.as_slice(), len > 0) {
+        let mut acc = vec![T::zero(); len];
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for row in s.chunks_exact(len) {
+                    crate::simd::update1(&mut acc, row, |a, v| a + v);
+                }
+            },
+        );
+        return ArrayD::from_shape_vec(IxDyn(shape), acc).expect("sized");
+    }
+    let mut v = if lead == 0 { x.to_owned() } else { x.sum_axis(Axis(0)) };
+    for _ in 1..lead {
         v = v.sum_axis(Axis(0));
     }
     for (a, &d) in shape.iter().enumerate() {
