@@ -177,7 +177,7 @@ fn time_replay(
 fn profile(g: &mut Graph<f32>, keep: &[NodeId], workload: &str, size: &str) -> Res<()> {
     let p = g.replay_keeping_profile(keep)?;
     let total: f64 = p.iter().map(|o| o.time.as_secs_f64()).sum();
-    for o in p.iter().take(12) {
+    for o in p.iter().take(20) {
         println!(
             "{{\"profile\":\"{workload}\",\"size\":\"{size}\",\"op\":\"{}\",\"count\":{},\"ms\":{:.3},\"share\":{:.3}}}",
             o.op,

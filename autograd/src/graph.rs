@@ -623,7 +623,7 @@ impl<T: Float> Graph<T> {
             }
             let t0 = timer.is_some().then(std::time::Instant::now);
             let dying = |j: usize| last[j] == i as u32 && !pinned[j];
-            if !self.reshape_in_place(i, dying) && !self.add_in_place(i, dying) {
+            if !self.reshape_in_place(i, dying) && !self.compute_in_place(i, dying) {
                 self.compute(i)?;
             }
             if let (Some(t), Some(t0)) = (timer.as_deref_mut(), t0) {
@@ -681,35 +681,36 @@ impl<T: Float> Graph<T> {
         true
     }
 
-    /// An add one of whose operands is read for the last time and already has the
-    /// result's shape accumulates the other operand into that operand's buffer
-    /// (a bias added to a whole sequence's projection: no new buffer, no copy).
-    /// Returns whether it did.
-    fn add_in_place(&mut self, i: usize, dying: impl Fn(usize) -> bool) -> bool {
+    /// An elementwise op one of whose inputs is read for the last time and already has
+    /// the output's shape computes into that input's buffer ([`Rule::forward_in_place`]):
+    /// no new buffer, one pass. Returns whether it did.
+    fn compute_in_place(&mut self, i: usize, dying: impl Fn(usize) -> bool) -> bool {
         let node = &self.nodes[i];
-        let (Op::Add(_), [a, b]) = (&node.op, &node.inputs[..]) else { return false };
-        let (a, b) = (a.index(), b.index());
-        let fits = |j: usize| {
-            dying(j)
-                && self.computed(j)
-                && matches!(&self.values[j], Value::Float(v) if v.shape() == &node.shape[..] && v.is_standard_layout())
-        };
-        // Float addition commutes: the sum is the same whichever buffer holds it.
-        let (dst, src) = match (a != b && fits(a), a != b && fits(b)) {
-            (true, _) => (a, b),
-            (_, true) => (b, a),
-            _ => return false,
-        };
-        if !self.computed(src) || !matches!(&self.values[src], Value::Float(_)) {
+        let ins = &node.inputs;
+        if ins.iter().any(|j| !self.computed(j.index())) {
             return false;
         }
+        let fits = |k: usize| {
+            let j = ins[k].index();
+            dying(j)
+                && ins.iter().filter(|x| x.index() == j).count() == 1
+                && matches!(&self.values[j], Value::Float(v) if v.shape() == &node.shape[..] && v.is_standard_layout())
+        };
+        let Some(pos) = (0..ins.len()).find(|&k| fits(k)) else { return false };
+        let j = ins[pos].index();
         let empty = self.placeholder();
-        let Value::Float(mut acc) = std::mem::replace(&mut self.values[dst], empty) else {
+        let Value::Float(mut acc) = std::mem::replace(&mut self.values[j], empty) else {
             unreachable!("checked to be a float value above")
         };
-        self.has[dst] = false;
-        let Value::Float(other) = &self.values[src] else { unreachable!("checked above") };
-        crate::ops::add_assign_broadcast(&mut acc, other);
+        let rule = node.op.rule::<T>();
+        let vals: SmallVec<[&Value<T>; 4]> = ins.iter().map(|x| &self.values[x.index()]).collect();
+        let done = rule.forward_in_place(&mut acc, pos, &vals);
+        drop(vals);
+        if !done {
+            self.values[j] = Value::Float(acc);
+            return false;
+        }
+        self.has[j] = false;
         self.values[i] = Value::Float(acc);
         self.has[i] = true;
         true

@@ -57,13 +57,23 @@ macro_rules! binary_forward {
         fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
             Ok(fin(x, 0) $op fin(x, 1))
         }
+        fn forward_in_place(&self, acc: &mut ArrayD<T>, pos: usize, x: &[&Value<T>]) -> bool {
+            let other = fin(x, 1 - pos);
+            if pos == 0 {
+                combine_in_place(acc, other, |a, o| a $op o);
+            } else {
+                combine_in_place(acc, other, |a, o| o $op a);
+            }
+            true
+        }
     };
 }
 
-/// `acc += other`, `other` broadcast to `acc`'s shape (checked when the add was
-/// recorded). A row-major `other` matching `acc`'s trailing axes (a bias) is added
-/// row by row in passes that vectorize.
-pub(crate) fn add_assign_broadcast<T: Float>(acc: &mut ArrayD<T>, other: &ArrayD<T>) {
+/// `acc[j] = f(acc[j], other[j])`, `other` broadcast to `acc`'s shape (checked when
+/// the op was recorded). A row-major `other` of `acc`'s shape, or matching its trailing
+/// axes (a bias), is combined in passes that vectorize.
+#[inline(always)]
+pub(crate) fn combine_in_place<T: Float>(acc: &mut ArrayD<T>, other: &ArrayD<T>, f: impl Fn(T, T) -> T) {
     let lead = other.shape().iter().take_while(|&&d| d == 1).count();
     let tail = &other.shape()[lead..];
     let fits = tail.len() <= acc.ndim() && acc.shape()[acc.ndim() - tail.len()..] == *tail;
@@ -73,14 +83,30 @@ pub(crate) fn add_assign_broadcast<T: Float>(acc: &mut ArrayD<T>, other: &ArrayD
                 #[inline(always)]
                 || {
                     for row in a.chunks_exact_mut(o.len()) {
-                        crate::simd::update1(row, o, |x, y| x + y);
+                        crate::simd::update1(row, o, &f);
                     }
                 },
             );
             return;
         }
     }
-    acc.zip_mut_with(other, |x, &y| *x += y);
+    acc.zip_mut_with(other, |x, &y| *x = f(*x, y));
+}
+
+/// `acc[j] = f(acc[j])` on a row-major buffer, at the machine's vector width; `false`
+/// (nothing done) for another layout.
+#[inline(always)]
+pub(crate) fn apply_in_place<T: Float>(acc: &mut ArrayD<T>, f: impl Fn(T) -> T) -> bool {
+    let Some(s) = acc.as_slice_mut() else { return false };
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for v in s.iter_mut() {
+                *v = f(*v);
+            }
+        },
+    );
+    true
 }
 
 impl<T: Float> Rule<T> for Add {
@@ -170,6 +196,14 @@ impl<T: Float> Rule<T> for Affine {
         let (a, c) = (T::of(self.scale), T::of(self.shift));
         Ok(if self.shift == 0.0 { fin(x, 0).mapv(|v| v * a) } else { fin(x, 0).mapv(|v| v * a + c) })
     }
+    fn forward_in_place(&self, acc: &mut ArrayD<T>, _: usize, _: &[&Value<T>]) -> bool {
+        let (a, c) = (T::of(self.scale), T::of(self.shift));
+        if self.shift == 0.0 {
+            apply_in_place(acc, |v| v * a)
+        } else {
+            apply_in_place(acc, |v| v * a + c)
+        }
+    }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let gx = if self.scale == 1.0 { b.grad } else { g.mul_scalar(b.grad, self.scale)? };
         grads([Some(gx)])
@@ -239,6 +273,9 @@ macro_rules! unary_map {
                 || $crate::simd::map1(&mut v, s, $f),
             );
             Ok(ArrayD::from_shape_vec(a.raw_dim(), v).expect("sized"))
+        }
+        fn forward_in_place(&self, acc: &mut ArrayD<T>, _: usize, _: &[&Value<T>]) -> bool {
+            $crate::ops::elementwise::apply_in_place(acc, $f)
         }
     };
 }

@@ -23,6 +23,7 @@ use crate::float::Float;
 use crate::graph::Graph;
 use crate::node::{NodeId, Shape, Value};
 use crate::ops::activation::sigmoid;
+use crate::ops::elementwise::combine_in_place;
 use crate::simd::{map1, map2, map3, map4, map5};
 
 /// The elements of `a` in row-major order, borrowed when `a` is contiguous.
@@ -558,6 +559,22 @@ impl<T: Float> Rule<T> for ActivationGrad {
             },
         );
         Ok(ArrayD::from_shape_vec(IxDyn(shape), v).expect("sized"))
+    }
+
+    fn forward_in_place(&self, acc: &mut ArrayD<T>, pos: usize, x: &[&Value<T>]) -> bool {
+        let other = fin(x, 1 - pos);
+        let one = T::one();
+        if other.shape() != acc.shape() {
+            return false;
+        }
+        // acc holds y (pos 0) or g (pos 1); the other input is the other one.
+        match (self.kind, pos) {
+            (ActivationKind::Tanh, 0) => combine_in_place(acc, other, |y, g| g * (one - y * y)),
+            (ActivationKind::Tanh, _) => combine_in_place(acc, other, |g, y| g * (one - y * y)),
+            (ActivationKind::Sigmoid, 0) => combine_in_place(acc, other, |y, g| g * y * (one - y)),
+            (ActivationKind::Sigmoid, _) => combine_in_place(acc, other, |g, y| g * y * (one - y)),
+        }
+        true
     }
 
     /// With `u` the gradient of the output: d/dg = `u ⊙ dy/dx` (this op again), and

@@ -78,17 +78,19 @@ impl<T: Float> Rule<T> for MatMul {
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (a, b) = (fin(x, 0), fin(x, 1));
+        // The product is accumulated into zeros (beta = 1): the same values as beta = 0,
+        // without BLAS's separate pass that scales (clears) the output first.
         let mut out = ArrayD::zeros(shape);
         match (a.ndim(), b.ndim()) {
             (2, 2) => {
                 let mut o = out.view_mut().into_dimensionality::<Ix2>().expect("rank 2");
-                gemm(T::one(), &view2(a, self.trans_a), &view2(b, self.trans_b), T::zero(), &mut o);
+                gemm(T::one(), &view2(a, self.trans_a), &view2(b, self.trans_b), T::one(), &mut o);
             }
             (3, 2) => {
                 let (bs, m, k) = (a.shape()[0], a.shape()[1], a.shape()[2]);
                 let a2 = a.to_shape((bs * m, k)).expect("sized");
                 let mut o = out.view_mut().into_shape_with_order((bs * m, shape[2])).expect("contiguous");
-                gemm(T::one(), &a2.view(), &view2(b, self.trans_b), T::zero(), &mut o);
+                gemm(T::one(), &a2.view(), &view2(b, self.trans_b), T::one(), &mut o);
             }
             _ => {
                 let a3 = a.view().into_dimensionality::<Ix3>().expect("rank 3");
@@ -99,7 +101,7 @@ impl<T: Float> Rule<T> for MatMul {
                     let ai = if self.trans_a { ai.reversed_axes() } else { ai };
                     let bi = if self.trans_b { bi.reversed_axes() } else { bi };
                     let mut oi = o3.index_axis_mut(Axis(0), i);
-                    gemm(T::one(), &ai, &bi, T::zero(), &mut oi);
+                    gemm(T::one(), &ai, &bi, T::one(), &mut oi);
                 }
             }
         }

@@ -76,6 +76,13 @@ pub(crate) trait Rule<T: Float> {
     fn forward(&self, inputs: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>>;
     /// Records the input gradients, given the output gradient.
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads>;
+    /// Computes the output into `acc`, the buffer of input `pos` (row-major, of the
+    /// output's shape, read for the last time: a lean replay hands it over). `inputs`
+    /// are all the inputs; input `pos` must not be read from it (it is empty). Returns
+    /// `false`, leaving `acc` untouched, when the op does not compute in place.
+    fn forward_in_place(&self, _acc: &mut ArrayD<T>, _pos: usize, _inputs: &[&Value<T>]) -> bool {
+        false
+    }
 }
 
 // ----- helpers shared by the family files ------------------------------------------
