@@ -5,7 +5,8 @@
 //! AVX-512 or AVX2 and FMA when the CPU has them (checked once, at run time), so a
 //! binary built anywhere uses the width of the machine it runs on. Only elementwise
 //! passes go through it: they compute the same values at every width (each lane
-//! does the same scalar operations in the same order).
+//! does the same scalar operations in the same order). `UNROLLED_SIMD=avx2` caps the
+//! width at AVX2, `UNROLLED_SIMD=off` at the baseline.
 
 use crate::float::Float;
 
@@ -48,10 +49,10 @@ fn level() -> Level {
         2 => Level::Avx2,
         3 => Level::Avx512,
         _ => {
-            let off = std::env::var("UNROLLED_SIMD").is_ok_and(|v| v == "off");
-            let l = if off {
+            let cap = std::env::var("UNROLLED_SIMD").unwrap_or_default();
+            let l = if cap == "off" {
                 Level::Base
-            } else if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            } else if cap != "avx2" && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
                 Level::Avx512
             } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 Level::Avx2

@@ -160,7 +160,7 @@ pub fn init_params<T: Float>(specs: &[ParamSpec], store: &mut ParamStore<T>, ini
                 let k = 1.0 / (spec.hidden.max(1) as f64).sqrt();
                 let mut v: Vec<f64> =
                     (0..n).map(|_| if init.torch_bias { rng.uniform_in(-k, k) } else { 0.0 }).collect();
-                let in_range = |f: usize| f < spec.gates.max(1) && n % spec.gates.max(1) == 0;
+                let in_range = |f: usize| f < spec.gates.max(1) && n.is_multiple_of(spec.gates.max(1));
                 if let (Some(fb), Some(f), Role::Bias) =
                     (init.forget_bias, spec.forget_gate.filter(|&f| in_range(f)), spec.role)
                 {

@@ -378,7 +378,7 @@ impl<T: Float> Graph<T> {
     pub fn max_pool2d(&mut self, x: NodeId, k: usize) -> Result<NodeId> {
         self.check(x, "max_pool2d")?;
         let s = self.shape_of(x).to_vec();
-        if s.len() != 4 || k == 0 || s[2] % k != 0 || s[3] % k != 0 {
+        if s.len() != 4 || k == 0 || !s[2].is_multiple_of(k) || !s[3].is_multiple_of(k) {
             let f = Fail::Invalid(format!("needs [N, C, H, W] with H and W divisible by k = {k}"));
             return Err(self.fail("max_pool2d", f, &[x]));
         }

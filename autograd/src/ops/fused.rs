@@ -48,7 +48,7 @@ fn check_2d(s: &[&[usize]], k: usize, batch: usize, width: usize) -> FResult<()>
 
 /// `[B, W]` of input 0 with `W` divisible by `parts`: `(B, W / parts)`.
 fn rows_and_hidden(s: &[&[usize]], parts: usize, what: &str) -> FResult<(usize, usize)> {
-    if s[0].len() != 2 || s[0][1] % parts != 0 || s[0][1] == 0 {
+    if s[0].len() != 2 || !s[0][1].is_multiple_of(parts) || s[0][1] == 0 {
         return Err(Fail::Invalid(format!("{what} must be [B, {parts}H] with H > 0, got {:?}", s[0])));
     }
     Ok((s[0][0], s[0][1] / parts))

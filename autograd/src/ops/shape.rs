@@ -420,7 +420,7 @@ impl<T: Float> Graph<T> {
     pub fn chunk(&mut self, x: NodeId, n: usize, axis: isize) -> Result<Vec<NodeId>> {
         let a = self.axis("chunk", x, axis)?;
         let total = self.shape_of(x)[a];
-        if n == 0 || total % n != 0 {
+        if n == 0 || !total.is_multiple_of(n) {
             return Err(self.fail("chunk", Fail::Invalid(format!("{n} does not divide size {total}")), &[x]));
         }
         self.split(x, a as isize, &vec![total / n; n])
