@@ -206,11 +206,11 @@ impl<T: Float> Graph<T> {
             // A fused step whose taps received no gradient: its rule reads the state
             // blocks' gradients as they are, without a joined gradient of the whole output.
             if let Some(states) = self.state_slices(&op, &inputs, &pending[i - lo]) {
-                let id = self.mk_id(i);
-                if let Some(r) = crate::ops::backward_from_states(self, &op, id, &inputs, &needs, &states) {
-                    self.accumulate(r?, &inputs, &needs, lo, pending)?;
-                    continue;
-                }
+                let states = self.zeros_for_missing(&states, inputs[2])?;
+                let back = Back { out: self.mk_id(i), inputs: &inputs, grad: states[0], needs: &needs };
+                let input_grads = op.rule::<T>().backward_from_states(self, &back, &states)?;
+                self.accumulate(input_grads, &inputs, &needs, lo, pending)?;
+                continue;
             }
             let gi = self.total(self.mk_id(i), &mut pending[i - lo])?;
             // A slice's gradient stays a slice (a selected index's lacks the axis): the
@@ -245,6 +245,21 @@ impl<T: Float> Graph<T> {
         Ok(())
     }
 
+    /// The state blocks' gradients with zeros (of `like`'s shape, broadcast from one
+    /// scalar) for the blocks that received none.
+    fn zeros_for_missing(&mut self, states: &[Option<NodeId>], like: NodeId) -> Result<SmallVec<[NodeId; 2]>> {
+        let shape = self.shape_of(like).to_vec();
+        let mut zero = None;
+        let mut out = SmallVec::new();
+        for s in states {
+            out.push(match s {
+                Some(s) => *s,
+                None => self.zero_gap(&shape, 0, shape[0], &mut zero)?,
+            });
+        }
+        Ok(out)
+    }
+
     /// Adds a rule's input gradients to its inputs' pending contributions, each summed
     /// back to its input's shape.
     fn accumulate(
@@ -270,12 +285,8 @@ impl<T: Float> Graph<T> {
     /// output, `h'` then `c'`), when they are all it received: nothing of its own shape,
     /// one gradient per block at most. `None` otherwise, or for another op.
     fn state_slices(&self, op: &Op, inputs: &[NodeId], p: &Pending) -> Option<SmallVec<[Option<NodeId>; 2]>> {
-        let blocks = match op {
-            Op::LstmCell(_) => 2,
-            Op::GruCell(_) => 1,
-            _ => return None,
-        };
-        if !p.full.is_empty() || !p.pairs.is_empty() || p.slices.is_empty() {
+        let blocks = op.rule::<T>().state_blocks();
+        if blocks == 0 || !p.full.is_empty() || !p.pairs.is_empty() || p.slices.is_empty() {
             return None;
         }
         let h = *self.shape_of(inputs[2]).get(1)?;

@@ -110,6 +110,15 @@ impl<T: Float> Rule<T> for LstmCell {
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         lstm_backward(g, b.out, b.inputs, b.needs, &[b.grad], false)
     }
+
+    /// `h'` and `c'`.
+    fn state_blocks(&self) -> usize {
+        2
+    }
+
+    fn backward_from_states(&self, g: &mut Graph<T>, b: &Back, states: &[NodeId]) -> Result<Grads> {
+        lstm_backward(g, b.out, b.inputs, b.needs, states, true)
+    }
 }
 
 #[inline(always)]
@@ -343,6 +352,15 @@ impl<T: Float> Rule<T> for GruCell {
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         gru_backward(g, b.out, b.inputs, b.needs, b.grad, false)
     }
+
+    /// `h'`.
+    fn state_blocks(&self) -> usize {
+        1
+    }
+
+    fn backward_from_states(&self, g: &mut Graph<T>, b: &Back, states: &[NodeId]) -> Result<Grads> {
+        gru_backward(g, b.out, b.inputs, b.needs, states[0], true)
+    }
 }
 
 /// The gradient nodes of a [`GruCell`] step, from the gradient of its whole output or,
@@ -366,48 +384,6 @@ fn gru_backward<T: Float>(
     let dhp = one(1, GruGradOf::Hidden)?;
     let dh = one(2, GruGradOf::State)?;
     grads([dx, dhp, dh])
-}
-
-/// The gradients of a fused step from the gradients of its state blocks alone (the
-/// output's first blocks: `h'` and, for an LSTM, `c'`), `None` for a block that
-/// received none; `None` when `op` is not a fused step with state blocks. The reverse
-/// sweep calls it when no tap of the step received a gradient, so no gradient of the
-/// whole output, zeros in the taps' blocks, is ever built.
-pub(crate) fn backward_from_states<T: Float>(
-    g: &mut Graph<T>,
-    op: &Op,
-    out: NodeId,
-    inputs: &[NodeId],
-    needs: &[bool],
-    states: &[Option<NodeId>],
-) -> Option<Result<Grads>> {
-    let blocks = match op {
-        Op::LstmCell(_) => 2,
-        Op::GruCell(_) => 1,
-        _ => return None,
-    };
-    if states.len() != blocks || states.iter().all(Option::is_none) {
-        return None;
-    }
-    let run = |g: &mut Graph<T>| -> Result<Grads> {
-        let shape = g.shape(inputs[2])?.to_vec();
-        let mut gs: SmallVec<[NodeId; 2]> = SmallVec::new();
-        let mut zero = None;
-        for s in states {
-            gs.push(match s {
-                Some(s) => *s,
-                None => {
-                    let z = *zero.get_or_insert_with(|| g.scalar(0.0));
-                    g.broadcast_to(z, &shape)?
-                }
-            });
-        }
-        match op {
-            Op::LstmCell(_) => lstm_backward(g, out, inputs, needs, &gs, true),
-            _ => gru_backward(g, out, inputs, needs, gs[0], true),
-        }
-    };
-    Some(run(g))
 }
 
 impl<T: Float> Rule<T> for GruCellGrad {

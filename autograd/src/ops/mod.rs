@@ -83,6 +83,19 @@ pub(crate) trait Rule<T: Float> {
     fn forward_in_place(&self, _acc: &mut ArrayD<T>, _pos: usize, _inputs: &[&Value<T>]) -> bool {
         false
     }
+    /// How many `[B, H]` state blocks (`H` the width of input 2) lead the output: a
+    /// fused step's `h'` (and `c'`). 0 (the default) for every other op.
+    fn state_blocks(&self) -> usize {
+        0
+    }
+    /// The input gradients from the gradients of the state blocks alone, each block's
+    /// gradient or zeros (`states[k] = None`), with the blocks after them (the gate
+    /// taps) receiving none. Called by the reverse sweep instead of [`Rule::backward`]
+    /// when that is all the output received, so no gradient of the whole output, zeros
+    /// in the taps' blocks, is built. Only ops with [`Rule::state_blocks`] implement it.
+    fn backward_from_states(&self, _g: &mut Graph<T>, _b: &Back, _states: &[NodeId]) -> Result<Grads> {
+        unreachable!("only called for ops with state blocks")
+    }
 }
 
 // ----- helpers shared by the family files ------------------------------------------
