@@ -289,11 +289,11 @@ impl<T: Float> Graph<T> {
         if blocks == 0 || !p.full.is_empty() || !p.pairs.is_empty() || p.slices.is_empty() {
             return None;
         }
-        let h = *self.shape_of(inputs[2]).get(1)?;
+        let h = *self.shape_of(inputs[2]).get(1).filter(|&&h| h > 0)?;
         let mut states: SmallVec<[Option<NodeId>; 2]> = SmallVec::from_elem(None, blocks);
         for sl in &p.slices {
-            let k = sl.start / h.max(1);
-            let fits = sl.axis == 1 && !sl.squeezed && sl.start % h.max(1) == 0 && k < blocks;
+            let k = sl.start / h;
+            let fits = sl.axis == 1 && !sl.squeezed && sl.start.is_multiple_of(h) && k < blocks;
             if !fits || self.shape_of(sl.grad).get(1) != Some(&h) || states[k].is_some() {
                 return None;
             }

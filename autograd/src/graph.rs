@@ -54,6 +54,15 @@ pub struct Graph<T: Float> {
     plan: Option<LeanPlan>,
 }
 
+/// Moves the float array out of a node's value slot, leaving the empty placeholder (the
+/// caller has checked that the slot holds a float array, and updates its flag).
+fn take_float<T: Float>(slot: &mut Value<T>, empty: &ArrayD<T>) -> ArrayD<T> {
+    match std::mem::replace(slot, Value::Float(empty.clone())) {
+        Value::Float(a) => a,
+        _ => unreachable!("checked to be a float value by the caller"),
+    }
+}
+
 type OpTimes = std::collections::BTreeMap<&'static str, OpTime>;
 
 fn add_time(by_op: &mut OpTimes, name: &'static str, dt: std::time::Duration) {
@@ -669,10 +678,7 @@ impl<T: Float> Graph<T> {
             return false;
         }
         let shape = IxDyn(&node.shape);
-        let empty = self.placeholder();
-        let Value::Float(a) = std::mem::replace(&mut self.values[j], empty) else {
-            unreachable!("checked to be a float value above")
-        };
+        let a = take_float(&mut self.values[j], &self.empty);
         self.has[j] = false;
         // Row-major, and a reshape keeps the number of elements (checked when recorded).
         let b = a.into_shape_with_order(shape).expect("a row-major buffer reshapes to the same number of elements");
@@ -698,10 +704,7 @@ impl<T: Float> Graph<T> {
         };
         let Some(pos) = (0..ins.len()).find(|&k| fits(k)) else { return false };
         let j = ins[pos].index();
-        let empty = self.placeholder();
-        let Value::Float(mut acc) = std::mem::replace(&mut self.values[j], empty) else {
-            unreachable!("checked to be a float value above")
-        };
+        let mut acc = take_float(&mut self.values[j], &self.empty);
         let rule = node.op.rule::<T>();
         let vals: SmallVec<[&Value<T>; 4]> = ins.iter().map(|x| &self.values[x.index()]).collect();
         let done = rule.forward_in_place(&mut acc, pos, &vals);

@@ -42,34 +42,20 @@ enum Level {
 
 #[cfg(target_arch = "x86_64")]
 fn level() -> Level {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static LEVEL: AtomicU8 = AtomicU8::new(0);
-    match LEVEL.load(Ordering::Relaxed) {
-        1 => Level::Base,
-        2 => Level::Avx2,
-        3 => Level::Avx512,
-        _ => {
-            let cap = std::env::var("UNROLLED_SIMD").unwrap_or_default();
-            let l = if cap == "off" {
-                Level::Base
-            } else if cap != "avx2" && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-                Level::Avx512
-            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                Level::Avx2
-            } else {
-                Level::Base
-            };
-            LEVEL.store(
-                match l {
-                    Level::Base => 1,
-                    Level::Avx2 => 2,
-                    Level::Avx512 => 3,
-                },
-                Ordering::Relaxed,
-            );
-            l
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = std::env::var("UNROLLED_SIMD").unwrap_or_default();
+        let fma = is_x86_feature_detected!("fma");
+        if cap == "off" {
+            Level::Base
+        } else if cap != "avx2" && fma && is_x86_feature_detected!("avx512f") {
+            Level::Avx512
+        } else if fma && is_x86_feature_detected!("avx2") {
+            Level::Avx2
+        } else {
+            Level::Base
         }
-    }
+    })
 }
 
 #[cfg(target_arch = "x86_64")]

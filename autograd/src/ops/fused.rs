@@ -230,31 +230,29 @@ impl<T: Float> Rule<T> for LstmCellGrad {
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let (of, state_only) = (self.of, self.state_only);
-        expanded_vjp(g, b, |g, x| {
-            let taps = if state_only { None } else { Some(x[2]) };
-            let (g_h, g_c) = if state_only { (x[2], x[3]) } else { (x[2], x[2]) };
-            lstm_grad_primitive(g, of, x[0], x[1], (g_h, g_c), taps, state_only)
-        })
+        let of = self.of;
+        expanded_vjp(g, b, |g, x| lstm_grad_primitive(g, of, x[0], x[1], &x[2..]))
     }
 }
 
-/// [`LstmCellGrad`] in primitive ops (what its own gradient differentiates): the state
-/// blocks' gradients `(g_h, g_c)` given whole (`state_only`) or as blocks 0 and 1 of the
-/// output's gradient, whose blocks 2.. (`taps`) are the gates' own gradients.
+/// [`LstmCellGrad`] in primitive ops (what its own gradient differentiates). `grad` is
+/// as the node's: the output's gradient `[g]` (blocks `h' | c' | i | f | g | o`), or
+/// the state blocks' `[g_h, g_c]` alone (`state_only`: no gradient for the taps).
 fn lstm_grad_primitive<T: Float>(
     g: &mut Graph<T>,
     of: LstmGradOf,
     out: NodeId,
     c: NodeId,
-    (g_h, g_c): (NodeId, NodeId),
-    taps: Option<NodeId>,
-    state_only: bool,
+    grad: &[NodeId],
 ) -> Result<NodeId> {
     let h = g.shape(c)?[1];
     let blk = |g: &mut Graph<T>, x: NodeId, k: usize| g.narrow(x, 1, k * h, h);
     let (cn, ig, fg, gg, og) = (blk(g, out, 1)?, blk(g, out, 2)?, blk(g, out, 3)?, blk(g, out, 4)?, blk(g, out, 5)?);
-    let (g_h, g_c) = if state_only { (g_h, g_c) } else { (blk(g, g_h, 0)?, blk(g, g_c, 1)?) };
+    let (g_h, g_c, taps) = match *grad {
+        [whole] => (blk(g, whole, 0)?, blk(g, whole, 1)?, Some(whole)),
+        [g_h, g_c] => (g_h, g_c, None),
+        _ => unreachable!("one gradient or two, checked by the node's shape rule"),
+    };
     let tc = g.tanh(cn)?;
     let dc = {
         let t = g.mul(g_h, og)?;
