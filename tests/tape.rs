@@ -344,3 +344,46 @@ fn lean_replay_computes_elementwise_ops_in_place_with_the_same_values() -> Resul
     assert!(![y1, y2, y3, y4].iter().any(|&y| g.has_value(y).unwrap()));
     Ok(())
 }
+
+#[test]
+fn replays_read_a_weight_packed_once_and_see_it_change() -> Result<()> {
+    // f32 steps `h W_hhᵀ` and their gradients `g W_hh` read the weight from a copy
+    // packed at the first replay (on CPUs with AVX-512); setting the weight again must
+    // reach every later replay, and the values must match the eagerly recorded ones.
+    let (b, h, steps) = (8, 40, 5);
+    let mut g = Graph::<f32>::new();
+    let w = g.input(common::uniform(&[3 * h, h], 11, -0.3, 0.3).mapv(|v| v as f32));
+    let mut x = g.input(common::uniform(&[b, h], 12, -1.0, 1.0).mapv(|v| v as f32));
+    for _ in 0..steps {
+        let y = g.matmul_t(x, w, false, true)?; // [b, 3h]
+        let y = g.narrow(y, 1, h, h)?;
+        x = g.tanh(y)?;
+    }
+    let loss = g.sum_all(x)?;
+    let dw = g.grad(loss, &[w])?[0];
+    let eager = (g.value(loss)?.clone(), g.value(dw)?.clone());
+    let close =
+        |a: &ArrayD<f32>, b: &ArrayD<f32>| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()));
+    for _ in 0..2 {
+        g.replay()?;
+        assert!(close(g.value(loss)?, &eager.0) && close(g.value(dw)?, &eager.1));
+    }
+    let w2 = common::uniform(&[3 * h, h], 13, -0.3, 0.3).mapv(|v| v as f32);
+    g.set_value(w, w2.clone())?;
+    g.replay_keeping(&[loss, dw])?;
+    let after = (g.value(loss)?.clone(), g.value(dw)?.clone());
+    // The same graph recorded afresh with the new weight.
+    let mut f = Graph::<f32>::new();
+    let w = f.input(w2);
+    let mut x = f.input(common::uniform(&[b, h], 12, -1.0, 1.0).mapv(|v| v as f32));
+    for _ in 0..steps {
+        let y = f.matmul_t(x, w, false, true)?;
+        let y = f.narrow(y, 1, h, h)?;
+        x = f.tanh(y)?;
+    }
+    let loss = f.sum_all(x)?;
+    let dw = f.grad(loss, &[w])?[0];
+    assert!(!close(&after.0, &eager.0), "the new weight changes the loss");
+    assert!(close(&after.0, f.value(loss)?) && close(&after.1, f.value(dw)?));
+    Ok(())
+}

@@ -8,6 +8,7 @@ use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::gemm::PackCache;
 use crate::node::{DType, Node, NodeId, Shape, Value};
 use crate::ops::{Constant, Fail, Input, Op, Param};
 use crate::params::ParamStore;
@@ -52,6 +53,8 @@ pub struct Graph<T: Float> {
     empty: ArrayD<T>,
     /// The last lean replay's plan ([`Graph::replay_keeping`]).
     plan: Option<LeanPlan>,
+    /// Weights packed for the skinny product kernel, while their values stay put.
+    packs: PackCache,
 }
 
 /// Moves the float array out of a node's value slot, leaving the empty placeholder (the
@@ -141,6 +144,7 @@ impl<T: Float> Graph<T> {
             deferred: false,
             empty: empty(),
             plan: None,
+            packs: PackCache::default(),
         }
     }
 
@@ -219,6 +223,7 @@ impl<T: Float> Graph<T> {
 
     /// Drops node `i`'s value (a lean replay's release).
     fn release(&mut self, i: usize) {
+        self.packs.forget(i);
         self.values[i] = self.placeholder();
         self.has[i] = false;
     }
@@ -496,6 +501,7 @@ impl<T: Float> Graph<T> {
                 rhs: value.shape().to_vec(),
             });
         }
+        self.packs.forget(id.index());
         self.values[id.index()] = value;
         self.has[id.index()] = true;
         Ok(())
@@ -528,6 +534,7 @@ impl<T: Float> Graph<T> {
         let updates: Vec<(usize, &ArrayD<T>)> =
             leaves.iter().filter_map(|&(n, id)| store.get(n).map(|v| (id.index(), v))).collect();
         for (i, v) in updates {
+            self.packs.forget(i);
             if let Value::Float(dst) = &mut self.values[i] {
                 dst.assign(v);
             }
@@ -730,6 +737,12 @@ impl<T: Float> Graph<T> {
         if let Some(j) = node.inputs.iter().find(|j| !self.computed(j.index())) {
             return Err(self.not_computed(node.op.name(), j.index()));
         }
+        if let Some(out) = self.matmul_packed(i) {
+            self.values[i] = Value::Float(out);
+            self.has[i] = true;
+            return Ok(());
+        }
+        let node = &self.nodes[i];
         let rule = node.op.rule::<T>();
         let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
         let result = rule.forward(&vals, &node.shape);
@@ -749,6 +762,20 @@ impl<T: Float> Graph<T> {
                 Err(e)
             }
         }
+    }
+
+    /// A matrix product whose second operand is a leaf read transposed (a weight, as
+    /// every step's `h @ W_hhᵀ` reads it), computed from a packed copy of the leaf
+    /// kept in the graph (`MatMul::forward_packed`). `None` when it does not apply.
+    fn matmul_packed(&mut self, i: usize) -> Option<ArrayD<T>> {
+        let node = &self.nodes[i];
+        let Op::MatMul(mm) = &node.op else { return None };
+        let (a, b) = (node.inputs[0].index(), node.inputs[1].index());
+        if !self.nodes[b].op.is_leaf() {
+            return None;
+        }
+        let (Value::Float(av), Value::Float(bv)) = (&self.values[a], &self.values[b]) else { return None };
+        mm.forward_packed(av, bv, &node.shape, |v| self.packs.get(b, mm.trans_b, v))
     }
 
     /// As [`Graph::replay`], timing every node: per op name, how many nodes ran and

@@ -9,9 +9,13 @@ use serde::{Deserialize, Serialize};
 use super::{arity, fin, grads, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
-use crate::gemm::gemm;
+use crate::gemm::{gemm, gemm_packed, wants_packed, Packed};
 use crate::graph::Graph;
 use crate::node::{NodeId, Shape, Value};
+
+/// Outputs of at most this many elements are accumulated into zeros (see
+/// [`MatMul`]'s forward).
+const SMALL_OUTPUT: usize = 1 << 14;
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -51,6 +55,32 @@ fn mat(s: &[usize], t: bool) -> (usize, usize) {
     }
 }
 
+impl MatMul {
+    /// The forward product of two matrices reading `b` through a packed copy that
+    /// `packed` supplies (made once, kept while `b` does not change): the same
+    /// product as [`Rule::forward`], for an `f32` product with few rows and a
+    /// transposed `b`. `None` when that does not apply.
+    pub(crate) fn forward_packed<'p, T: Float>(
+        &self,
+        a: &ArrayD<T>,
+        b: &ArrayD<T>,
+        shape: &[usize],
+        packed: impl FnOnce(&ArrayView2<'_, T>) -> Option<&'p Packed>,
+    ) -> Option<ArrayD<T>> {
+        if a.ndim() != 2 || b.ndim() != 2 {
+            return None;
+        }
+        let (av, bv) = (view2(a, self.trans_a), view2(b, self.trans_b));
+        if !wants_packed(av.nrows(), &bv) {
+            return None;
+        }
+        let pk = packed(&bv)?;
+        let mut out = ArrayD::zeros(shape);
+        let mut o = out.view_mut().into_dimensionality::<Ix2>().ok()?;
+        gemm_packed(T::one(), &av, pk, T::zero(), &mut o).then_some(out)
+    }
+}
+
 impl<T: Float> Rule<T> for MatMul {
     fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
         arity(s, 2)?;
@@ -78,19 +108,23 @@ impl<T: Float> Rule<T> for MatMul {
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (a, b) = (fin(x, 0), fin(x, 1));
-        // The product is accumulated into zeros (beta = 1): the same values as beta = 0,
-        // without BLAS's separate pass that scales (clears) the output first.
+        // A small product is accumulated into zeros (beta = 1): the same values as
+        // beta = 0, without a BLAS's separate pass that clears the output first. A large
+        // output is written without being read first (beta = 0): its fresh pages then
+        // fault once as writes, not as reads of the shared zero page followed by a
+        // copy-on-write fault and a TLB flush on every core.
         let mut out = ArrayD::zeros(shape);
+        let beta = if out.len() <= SMALL_OUTPUT { T::one() } else { T::zero() };
         match (a.ndim(), b.ndim()) {
             (2, 2) => {
                 let mut o = out.view_mut().into_dimensionality::<Ix2>().expect("rank 2");
-                gemm(T::one(), &view2(a, self.trans_a), &view2(b, self.trans_b), T::one(), &mut o);
+                gemm(T::one(), &view2(a, self.trans_a), &view2(b, self.trans_b), beta, &mut o);
             }
             (3, 2) => {
                 let (bs, m, k) = (a.shape()[0], a.shape()[1], a.shape()[2]);
                 let a2 = a.to_shape((bs * m, k)).expect("sized");
                 let mut o = out.view_mut().into_shape_with_order((bs * m, shape[2])).expect("contiguous");
-                gemm(T::one(), &a2.view(), &view2(b, self.trans_b), T::one(), &mut o);
+                gemm(T::one(), &a2.view(), &view2(b, self.trans_b), beta, &mut o);
             }
             _ => {
                 let a3 = a.view().into_dimensionality::<Ix3>().expect("rank 3");
@@ -101,7 +135,7 @@ impl<T: Float> Rule<T> for MatMul {
                     let ai = if self.trans_a { ai.reversed_axes() } else { ai };
                     let bi = if self.trans_b { bi.reversed_axes() } else { bi };
                     let mut oi = o3.index_axis_mut(Axis(0), i);
-                    gemm(T::one(), &ai, &bi, T::one(), &mut oi);
+                    gemm(T::one(), &ai, &bi, beta, &mut oi);
                 }
             }
         }

@@ -1,0 +1,353 @@
+//! The engine's one matrix multiply: `c = alpha * a @ b + beta * c` on 2-D views.
+//!
+//! Three kernels compute it:
+//! - `f32` products with few rows (a recurrent step's `[B, H] @ [H, 4H]` and its
+//!   gradient) go to this crate's AVX-512 kernel when the CPU has AVX-512 (`skinny`):
+//!   no packing of the weight per call, and a transposed weight packed once per
+//!   replay (`Packed`). On those shapes it is up to twice as fast as OpenBLAS.
+//! - Other products go to OpenBLAS, loaded at run time when the machine has it
+//!   (`libopenblas.so.0`, from Debian's `libopenblas0` or `libopenblas-dev`): up to
+//!   2-3x faster than the pure-Rust kernels. `UNROLLED_BLAS=/path/to/libopenblas.so`
+//!   picks a specific library.
+//! - Without it (or with `UNROLLED_BLAS=off`) ndarray's `matrixmultiply` kernels
+//!   compute them, so nothing needs installing for the library to work.
+//!
+//! Large products are split over [`threads`] threads (the engine's own workers, see
+//! `pool`; OpenBLAS itself runs single-threaded in each of them).
+//!
+//! ```
+//! use ndarray::array;
+//! let a = array![[1.0f64, 2.0], [3.0, 4.0]];
+//! let b = array![[1.0f64, 0.0], [0.0, 1.0]];
+//! let mut c = ndarray::Array2::zeros((2, 2));
+//! unrolled_autograd::gemm::gemm(1.0, &a.view(), &b.t(), 0.0, &mut c.view_mut());
+//! assert_eq!(c, a);
+//! assert!(["openblas", "matrixmultiply"].contains(&unrolled_autograd::gemm::backend()));
+//! ```
+
+mod blas;
+mod packed;
+mod pool;
+mod skinny;
+
+use std::any::TypeId;
+use std::sync::Mutex;
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
+
+use crate::float::Float;
+use blas::{blas, blas_call};
+pub(crate) use packed::{PackCache, Packed};
+pub use pool::threads;
+use skinny::{Job, Src};
+
+/// Products with at most this many rows go to the skinny kernel.
+const SKINNY_ROWS: usize = 128;
+/// The farthest apart (in elements) the rows of `b` may be for the skinny kernel to
+/// read them in place.
+const MAX_ROW_GAP: usize = 1024;
+/// Products of fewer multiply-adds than this run on the calling thread alone.
+const PARALLEL_MACS: usize = 1 << 20;
+
+/// The backend computing matrix products in this process: `"openblas"` or
+/// `"matrixmultiply"`.
+pub fn backend() -> &'static str {
+    if blas().is_some() {
+        "openblas"
+    } else {
+        "matrixmultiply"
+    }
+}
+
+/// `c = alpha * a @ b + beta * c`. `a` is `[m, k]`, `b` is `[k, n]`, `c` is `[m, n]`;
+/// transposed operands are passed as transposed views (`x.t()`), never copied.
+///
+/// # Panics
+/// When the shapes do not agree (callers check them first, as every op's `infer` does).
+pub fn gemm<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, beta: T, c: &mut ArrayViewMut2<'_, T>) {
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    assert!(k == k2 && c.dim() == (m, n), "gemm shapes [{m}, {k}] @ [{k2}, {n}] -> {:?}", c.dim());
+    if m == 0 || n == 0 || k == 0 {
+        general_mat_mul(alpha, a, b, beta, c);
+        return;
+    }
+    // Rows of `b` read in place, while they are close enough together; farther apart,
+    // the rows a tile reads fall into a few cache sets and evict each other.
+    if skinny_fits::<T>(m, c) && (n == 1 || b.strides()[1] == 1) && b.strides()[0].unsigned_abs() <= MAX_ROW_GAP {
+        let src = Src::Rows { ptr: b.as_ptr().cast(), ld: b.strides()[0] };
+        run_skinny(alpha, a, src, beta, c);
+        return;
+    }
+    if blas().is_some() {
+        split_blas(alpha, a, b, beta, c);
+        return;
+    }
+    general_mat_mul(alpha, a, b, beta, c);
+}
+
+/// Whether the skinny kernel computes an `[m, n]` product into `c` for element type `T`.
+fn skinny_fits<T: Float>(m: usize, c: &ArrayViewMut2<'_, T>) -> bool {
+    TypeId::of::<T>() == TypeId::of::<f32>()
+        && m <= SKINNY_ROWS
+        && (c.dim().1 == 1 || c.strides()[1] == 1)
+        && crate::simd::has_avx512()
+}
+
+/// Whether a product `a @ b` with `m` rows can read `b` from a [`Packed`] copy: an
+/// `f32` product for the skinny kernel. Packing pays when the copy is reused (a
+/// weight read by every step of a replay): the kernel then reads `b` as contiguous
+/// panels, whether the weight is used transposed or not.
+pub(crate) fn wants_packed<T: Float>(m: usize, b: &ArrayView2<'_, T>) -> bool {
+    let (k, n) = b.dim();
+    TypeId::of::<T>() == TypeId::of::<f32>() && m > 0 && k > 0 && n > 1 && m <= SKINNY_ROWS && crate::simd::has_avx512()
+}
+
+/// Packs `b` for [`gemm_packed`] (`None` unless `T` is `f32`).
+pub(crate) fn pack<T: Float>(b: &ArrayView2<'_, T>) -> Option<Packed> {
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| Packed::new(b))
+}
+
+/// `c = alpha * a @ b + beta * c` with `b` packed by [`pack`]. Returns `false`, having
+/// done nothing, when the product does not fit the skinny kernel ([`wants_packed`]).
+pub(crate) fn gemm_packed<T: Float>(
+    alpha: T,
+    a: &ArrayView2<'_, T>,
+    b: &Packed,
+    beta: T,
+    c: &mut ArrayViewMut2<'_, T>,
+) -> bool {
+    let (m, k) = a.dim();
+    if m == 0 || k == 0 || b.dim() != (k, c.dim().1) || c.dim().0 != m || !skinny_fits::<T>(m, c) {
+        return false;
+    }
+    run_skinny(alpha, a, Src::Packed(b), beta, c);
+    true
+}
+
+fn run_skinny<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: Src<'_>, beta: T, c: &mut ArrayViewMut2<'_, T>) {
+    let ((m, k), n) = (a.dim(), c.dim().1);
+    let job = Job {
+        m,
+        n,
+        k,
+        alpha: alpha.f64() as f32,
+        a: a.as_ptr().cast(),
+        sa: (a.strides()[0], a.strides()[1]),
+        b,
+        beta: beta.f64() as f32,
+        c: c.as_mut_ptr().cast(),
+        ldc: c.strides()[0],
+    };
+    let panels = job.panels();
+    let shares = if m * n * k >= PARALLEL_MACS { panels } else { 1 };
+    pool::run(shares, &|share, of| {
+        let range = panels * share / of..panels * (share + 1) / of;
+        // SAFETY: `skinny_fits` checked the element type and AVX-512; the pointers
+        // and strides come from views of the shapes checked by the caller, and the
+        // shares write disjoint column ranges of `c`.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            job.run(range)
+        };
+    });
+}
+
+/// A product through OpenBLAS, split over the workers when it is large: along the
+/// longer of the output's two sides, each share one single-threaded call.
+fn split_blas<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, beta: T, c: &mut ArrayViewMut2<'_, T>) {
+    let (m, n) = c.dim();
+    let k = a.dim().1;
+    let shares = if m * n * k >= 4 * PARALLEL_MACS { threads() } else { 1 };
+    let along_rows = m >= n;
+    let len = if along_rows { m } else { n };
+    let shares = shares.min(len.div_ceil(64)).max(1);
+    let one = |a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, c: &mut ArrayViewMut2<'_, T>| {
+        if !blas().is_some_and(|bl| blas_call(bl, alpha, a, b, beta, c)) {
+            general_mat_mul(alpha, a, b, beta, c);
+        }
+    };
+    if shares == 1 {
+        one(a, b, c);
+        return;
+    }
+    // Cut points on multiples of 16, so each share's block starts aligned.
+    let cut = |s: usize| if s == shares { len } else { (len * s / shares) / 16 * 16 };
+    let mut parts = Vec::with_capacity(shares);
+    let mut rest = c.view_mut();
+    let mut at = 0;
+    for s in 1..=shares {
+        let end = cut(s);
+        let (head, tail) = rest.split_at(if along_rows { Axis(0) } else { Axis(1) }, end - at);
+        parts.push(Mutex::new(head));
+        rest = tail;
+        at = end;
+    }
+    pool::run(shares, &|share, of| {
+        for s in (share..shares).step_by(of) {
+            let mut part = parts[s].lock().unwrap_or_else(|e| e.into_inner());
+            let (lo, hi) = (cut(s), cut(s + 1));
+            if along_rows {
+                one(&a.slice(s![lo..hi, ..]), b, &mut part);
+            } else {
+                one(a, &b.slice(s![.., lo..hi]), &mut part);
+            }
+        }
+    });
+}
+
+/// [`gemm`] through the pure-Rust kernels only, whatever backend is loaded (for
+/// comparing the two).
+pub fn gemm_fallback<T: Float>(
+    alpha: T,
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    beta: T,
+    c: &mut ArrayViewMut2<'_, T>,
+) {
+    general_mat_mul(alpha, a, b, beta, c);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{s, Array2};
+
+    fn rand(r: usize, c: usize, seed: u64) -> Array2<f64> {
+        let mut x = seed;
+        Array2::from_shape_fn((r, c), |_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        })
+    }
+
+    #[test]
+    fn backends_agree_on_every_layout() {
+        for &(m, k, n) in &[(1, 1, 1), (1, 7, 5), (6, 1, 4), (5, 9, 1), (17, 33, 12)] {
+            for ta in [false, true] {
+                for tb in [false, true] {
+                    let a0 = if ta { rand(k, m, 1) } else { rand(m, k, 1) };
+                    let b0 = if tb { rand(n, k, 2) } else { rand(k, n, 2) };
+                    let a = if ta { a0.t() } else { a0.view() };
+                    let b = if tb { b0.t() } else { b0.view() };
+                    let c0 = rand(m, n, 3);
+                    let mut c1 = c0.clone();
+                    let mut c2 = c0.clone();
+                    gemm(0.5, &a, &b, 2.0, &mut c1.view_mut());
+                    gemm_fallback(0.5, &a, &b, 2.0, &mut c2.view_mut());
+                    let want = a.dot(&b) * 0.5 + &c0 * 2.0;
+                    for (x, y) in c1.iter().zip(want.iter()).chain(c2.iter().zip(want.iter())) {
+                        assert!((x - y).abs() < 1e-13, "{m}x{k}x{n} ta={ta} tb={tb}: {x} vs {y}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_views_and_f32() {
+        let big = rand(10, 12, 4);
+        let a = big.slice(s![1..5, 2..9]); // row stride 12, not contiguous rows
+        let b = rand(7, 3, 5);
+        let mut c = Array2::zeros((4, 3));
+        gemm(1.0, &a, &b.view(), 0.0, &mut c.view_mut());
+        let want = a.dot(&b);
+        assert!(c.iter().zip(want.iter()).all(|(x, y)| (x - y).abs() < 1e-13));
+        let every_other = big.slice(s![..;2, ..;2]); // no unit stride: the fallback computes it
+        let (a, b) = (every_other.slice(s![.., ..6]), rand(6, 3, 6));
+        let mut c = Array2::zeros((5, 3));
+        gemm(1.0, &a, &b.view(), 0.0, &mut c.view_mut());
+        let want = a.dot(&b);
+        assert!(c.iter().zip(want.iter()).all(|(x, y)| (x - y).abs() < 1e-13));
+        let af = big.mapv(|v| v as f32);
+        let bf = rand(12, 2, 7).mapv(|v| v as f32);
+        let mut cf = Array2::<f32>::zeros((10, 2));
+        gemm(1.0f32, &af.view(), &bf.view(), 0.0, &mut cf.view_mut());
+        let want = af.dot(&bf);
+        assert!(cf.iter().zip(want.iter()).all(|(x, y)| (x - y).abs() < 1e-5));
+    }
+
+    fn rand32(r: usize, c: usize, seed: u64) -> Array2<f32> {
+        rand(r, c, seed).mapv(|v| v as f32)
+    }
+
+    /// The product in f64 from f32 operands, and a bound on f32 rounding for it.
+    fn reference(a: &ArrayView2<'_, f32>, b: &ArrayView2<'_, f32>) -> (Array2<f64>, f64) {
+        let (a, b) = (a.mapv(f64::from), b.mapv(f64::from));
+        let tol = 1e-6 * a.ncols() as f64;
+        (a.dot(&b), tol)
+    }
+
+    #[test]
+    fn skinny_products_agree_with_f64_on_every_edge() {
+        let ks = [1, 3, 4, 7, 513, 1030];
+        for &m in &[1, 2, 3, 5, 8, 9, 17, 64, 128] {
+            for &n in &[1, 5, 16, 17, 31, 32, 33, 70] {
+                for &k in &ks {
+                    for ta in [false, true] {
+                        let a0 = if ta { rand32(k, m, 1) } else { rand32(m, k, 1) };
+                        let a = if ta { a0.t() } else { a0.view() };
+                        let b = rand32(k, n, 2);
+                        let (want, tol) = reference(&a, &b.view());
+                        // beta = 0 never reads `c`: NaN there must not leak.
+                        let mut c = Array2::from_elem((m, n), f32::NAN);
+                        gemm(1.0f32, &a, &b.view(), 0.0, &mut c.view_mut());
+                        let bt = b.t().to_owned();
+                        let packed = pack(&bt.t()).expect("f32");
+                        let mut cp = rand32(m, n, 3);
+                        let c0 = cp.mapv(f64::from);
+                        let used = gemm_packed(0.5f32, &a, &packed, 2.0, &mut cp.view_mut());
+                        assert_eq!(used, crate::simd::has_avx512() && m <= SKINNY_ROWS);
+                        for ((x, y), (p, z)) in c.iter().zip(&want).zip(cp.iter().zip(&c0)) {
+                            assert!((f64::from(*x) - y).abs() < tol, "{m}x{k}x{n} ta={ta}: {x} vs {y}");
+                            if used {
+                                let e = 0.5 * y + 2.0 * z;
+                                assert!((f64::from(*p) - e).abs() < tol, "packed {m}x{k}x{n} ta={ta}: {p} vs {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_product_split_over_threads_equals_the_one_thread_result() {
+        let (m, k, n) = (64, 512, 96);
+        let (a, b) = (rand32(m, k, 7), rand32(k, n, 8));
+        let mut c = Array2::<f32>::zeros((m, n));
+        gemm(1.0f32, &a.view(), &b.view(), 0.0, &mut c.view_mut());
+        if crate::simd::has_avx512() {
+            // The same kernel over all panels on this thread alone: bit for bit the same.
+            let mut one = Array2::<f32>::zeros((m, n));
+            let job = Job {
+                m,
+                n,
+                k,
+                alpha: 1.0,
+                a: a.as_ptr(),
+                sa: (k as isize, 1),
+                b: Src::Rows { ptr: b.as_ptr(), ld: n as isize },
+                beta: 0.0,
+                c: one.as_mut_ptr(),
+                ldc: n as isize,
+            };
+            // SAFETY: AVX-512 is there; the pointers address the arrays above.
+            unsafe { job.run(0..job.panels()) };
+            assert_eq!(c, one);
+        }
+        let (want, tol) = reference(&a.view(), &b.view());
+        assert!(c.iter().zip(&want).all(|(x, y)| (f64::from(*x) - y).abs() < tol));
+    }
+
+    #[test]
+    fn large_products_split_over_threads_agree_with_the_fallback() {
+        for (m, k, n) in [(300, 100, 200), (150, 100, 400), (700, 40, 150)] {
+            let (a, b, c0) = (rand(m, k, 9), rand(n, k, 10), rand(m, n, 11));
+            let (mut c1, mut c2) = (c0.clone(), c0.clone());
+            gemm(0.5, &a.view(), &b.t(), 2.0, &mut c1.view_mut());
+            gemm_fallback(0.5, &a.view(), &b.t(), 2.0, &mut c2.view_mut());
+            assert!(c1.iter().zip(&c2).all(|(x, y)| (x - y).abs() < 1e-12), "{m}x{k}x{n}");
+        }
+    }
+}

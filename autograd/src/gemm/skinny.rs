@@ -1,0 +1,170 @@
+//! An AVX-512 `f32` kernel for products with few rows: a recurrent step's
+//! `[B, H] @ [H, 4H]` (and its gradient `[B, 4H] @ [4H, H]`), where `B` is a batch
+//! of tens of rows and a general BLAS spends much of its time packing the weight.
+//!
+//! Each 8×32 tile of the output is accumulated in 16 vector registers over the
+//! whole inner dimension (in blocks of [`KC`]), reading the rows of `a` by
+//! broadcasts and 32 columns of `b` per step. `b` is read either as rows with unit
+//! stride (a weight used untransposed) or from [`Packed`] panels: a transposed
+//! weight packed once and reused by every step of a replay. Threads split the
+//! output's columns, and every output element is summed in the same order however
+//! the work is split, so results do not depend on the number of threads.
+
+use std::ops::Range;
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::packed::Packed;
+
+/// Columns of a tile (two 16-lane vectors) and of a packed panel.
+pub(crate) const NR: usize = 32;
+/// Rows of a full tile.
+const MR: usize = 8;
+/// The inner dimension is walked in blocks of this many, so that a panel of `b`
+/// and the rows of `a` stay in the core's cache together.
+const KC: usize = 512;
+
+/// Where the kernel reads `b` from.
+#[derive(Clone, Copy)]
+pub(crate) enum Src<'a> {
+    /// Row `kk` of `b` starts at `ptr + kk·ld`, its columns one apart.
+    Rows { ptr: *const f32, ld: isize },
+    /// Packed panels.
+    Packed(&'a Packed),
+}
+
+/// The operands of one product (`m`, `n`, `k` all above zero) `c = alpha·a@b + beta·c`, as raw strided pointers
+/// (`a[i, kk]` at `a + i·sa.0 + kk·sa.1`; `c` rows `ldc` apart, columns one apart).
+#[derive(Clone, Copy)]
+pub(crate) struct Job<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub a: *const f32,
+    pub sa: (isize, isize),
+    pub b: Src<'a>,
+    pub beta: f32,
+    pub c: *mut f32,
+    pub ldc: isize,
+}
+
+// SAFETY: a job is shared by the threads computing disjoint column ranges of `c`;
+// `a` and `b` are only read.
+unsafe impl Send for Job<'_> {}
+unsafe impl Sync for Job<'_> {}
+
+impl Job<'_> {
+    /// The number of [`NR`]-column panels of the output.
+    pub(crate) fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    /// Computes the output columns of panels `range`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, and the pointers address the operands as described on
+    /// [`Job`] for every index below `m`, `n`, `k`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn run(&self, range: Range<usize>) {
+        let mut k0 = 0;
+        while k0 < self.k {
+            let kc = KC.min(self.k - k0);
+            // Only the first block scales the old `c`; the later ones add to it.
+            let beta = if k0 == 0 { self.beta } else { 1.0 };
+            for p in range.clone() {
+                let j0 = p * NR;
+                let cols = NR.min(self.n - j0);
+                let (b, sb) = match self.b {
+                    Src::Rows { ptr, ld } => (ptr.offset(k0 as isize * ld + j0 as isize), ld),
+                    Src::Packed(pk) => (pk.data.as_ptr().add(p * pk.k * NR + k0 * NR), NR as isize),
+                };
+                let mut i = 0;
+                while i < self.m {
+                    let a = self.a.offset(i as isize * self.sa.0 + k0 as isize * self.sa.1);
+                    let c = self.c.offset(i as isize * self.ldc + j0 as isize);
+                    let t = Tile { a, sa: self.sa, b, sb, k: kc, c, ldc: self.ldc, cols, alpha: self.alpha, beta };
+                    i += match self.m - i {
+                        r if r >= MR => t.rows::<MR>(),
+                        r if r >= 4 => t.rows::<4>(),
+                        r if r >= 2 => t.rows::<2>(),
+                        _ => t.rows::<1>(),
+                    };
+                }
+            }
+            k0 += kc;
+        }
+    }
+}
+
+/// One tile's operands, already offset to its first row, column and inner index.
+struct Tile {
+    a: *const f32,
+    sa: (isize, isize),
+    b: *const f32,
+    sb: isize,
+    k: usize,
+    c: *mut f32,
+    ldc: isize,
+    cols: usize,
+    alpha: f32,
+    beta: f32,
+}
+
+impl Tile {
+    /// Computes `R` rows of the tile; returns `R`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn rows<const R: usize>(&self) -> usize {
+        let m0: __mmask16 = if self.cols >= 16 { 0xffff } else { ((1u32 << self.cols) - 1) as u16 };
+        let m1: __mmask16 = if self.cols >= NR {
+            0xffff
+        } else if self.cols > 16 {
+            ((1u32 << (self.cols - 16)) - 1) as u16
+        } else {
+            0
+        };
+        let mut lo = [_mm512_setzero_ps(); R];
+        let mut hi = [_mm512_setzero_ps(); R];
+        let (a, b) = (self.a, self.b);
+        let (si, sk) = self.sa;
+        let step = |kk: usize, lo: &mut [__m512; R], hi: &mut [__m512; R]| {
+            let bp = b.offset(kk as isize * self.sb);
+            let b0 = _mm512_maskz_loadu_ps(m0, bp);
+            let b1 = _mm512_maskz_loadu_ps(m1, bp.add(16));
+            for r in 0..R {
+                let x = _mm512_set1_ps(*a.offset(r as isize * si + kk as isize * sk));
+                lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
+                hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
+            }
+        };
+        let mut kk = 0;
+        while kk + 4 <= self.k {
+            step(kk, &mut lo, &mut hi);
+            step(kk + 1, &mut lo, &mut hi);
+            step(kk + 2, &mut lo, &mut hi);
+            step(kk + 3, &mut lo, &mut hi);
+            kk += 4;
+        }
+        while kk < self.k {
+            step(kk, &mut lo, &mut hi);
+            kk += 1;
+        }
+        let (al, be) = (_mm512_set1_ps(self.alpha), _mm512_set1_ps(self.beta));
+        for r in 0..R {
+            let c = self.c.offset(r as isize * self.ldc);
+            let (mut x0, mut x1) = (_mm512_mul_ps(lo[r], al), _mm512_mul_ps(hi[r], al));
+            if self.beta != 0.0 {
+                // BLAS semantics: with beta = 0 the old `c` is never read (it may be NaN).
+                x0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, c), be, x0);
+                x1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, c.add(16)), be, x1);
+            }
+            _mm512_mask_storeu_ps(c, m0, x0);
+            _mm512_mask_storeu_ps(c.add(16), m1, x1);
+        }
+        R
+    }
+}
