@@ -310,9 +310,18 @@ impl<T: Float> Graph<T> {
             p.full.extend(joined);
         }
         if !p.pairs.is_empty() {
-            let pairs = std::mem::take(&mut p.pairs);
-            let (gs, xs): (Vec<NodeId>, Vec<NodeId>) = pairs.into_iter().unzip();
-            let g = self.concat(&gs, 0)?;
+            let mut pairs = std::mem::take(&mut p.pairs);
+            // The steps' gradients may already be joined: an LSTM's gate gradients are
+            // stacked as its input projection's gradient. The weight's product then
+            // reads that join (its rows in step order) instead of copying them again.
+            let g = match self.joined_rows(&mut pairs) {
+                Some(g) => g,
+                None => {
+                    let gs: Vec<NodeId> = pairs.iter().map(|p| p.0).collect();
+                    self.concat(&gs, 0)?
+                }
+            };
+            let xs: Vec<NodeId> = pairs.iter().map(|p| p.1).collect();
             let x = self.concat(&xs, 0)?;
             p.full.push(self.matmul_t(g, x, true, false)?);
         }
@@ -320,6 +329,40 @@ impl<T: Float> Graph<T> {
         p.full.clear();
         p.full.push(t);
         Ok(t)
+    }
+
+    /// A node already holding the pairs' gradients one under the other: the 2-D
+    /// reshape of a stack of exactly those gradients (recorded by [`Graph::join_slices`]
+    /// and read by the product that joined them). Reorders `pairs` to its rows' order.
+    fn joined_rows(&self, pairs: &mut [(NodeId, NodeId)]) -> Option<NodeId> {
+        let n = pairs.len();
+        let after = pairs.iter().map(|p| p.0.index()).max()?;
+        if n < 2 || self.shape_of(pairs[0].0).len() != 2 {
+            return None;
+        }
+        let stack = (after + 1..self.nodes.len()).find(|&i| {
+            let node = &self.nodes[i];
+            matches!(node.op, Op::Stack(_)) && node.inputs.len() == n && node.inputs.contains(&pairs[0].0)
+        })?;
+        let rows: Vec<NodeId> = self.nodes[stack].inputs.to_vec();
+        let mut distinct = rows.clone();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() != n {
+            return None;
+        }
+        let mut ordered = Vec::with_capacity(n);
+        for r in &rows {
+            ordered.push(*pairs.iter().find(|p| p.0 == *r)?);
+        }
+        let shape = self.shape_of(self.mk_id(stack));
+        let want = [shape[0] * shape[1], shape[2]];
+        let reshape = (stack + 1..self.nodes.len()).find(|&i| {
+            let node = &self.nodes[i];
+            matches!(node.op, Op::Reshape(_)) && node.inputs[0].index() == stack && node.shape[..] == want
+        })?;
+        pairs.copy_from_slice(&ordered);
+        Some(self.mk_id(reshape))
     }
 
     /// Gradients of slices of `node`: one concat along their axis when they share it and
