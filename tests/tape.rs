@@ -389,3 +389,41 @@ fn replays_read_a_weight_packed_once_and_see_it_change() -> Result<()> {
     assert!(close(&after.0, f.value(loss)?) && close(&after.1, f.value(dw)?));
     Ok(())
 }
+
+#[test]
+fn fused_cells_split_over_threads_match_row_by_row() -> Result<()> {
+    // A batch large enough for the fused kernels to split its rows over the workers,
+    // against the same cells run one row at a time (never split): bit for bit.
+    let (b, h) = (48, 96);
+    let rows = |g: &mut Graph<f64>, lstm: bool, r: Option<usize>| -> Result<Vec<ArrayD<f64>>> {
+        let take = |a: ArrayD<f64>| match r {
+            Some(r) => a.slice_axis(ndarray::Axis(0), (r..r + 1).into()).to_owned(),
+            None => a,
+        };
+        let k = if lstm { 4 } else { 3 };
+        let xp = g.input(take(common::uniform(&[b, k * h], 21, -2.0, 2.0)));
+        let hh = g.input(take(common::uniform(&[b, k * h], 22, -2.0, 2.0)));
+        let s = g.input(take(common::uniform(&[b, h], 23, -1.0, 1.0)));
+        let out = if lstm { g.lstm_cell(xp, hh, s)? } else { g.gru_cell(xp, hh, s)? };
+        let w = g.input(take(common::uniform(&[b, (k + 2) * h], 24, -1.0, 1.0)));
+        let w = if lstm { w } else { g.narrow(w, 1, 0, 4 * h)? };
+        let y = g.mul(out, w)?;
+        let loss = g.sum_all(y)?;
+        let grads = g.grad(loss, &[xp, hh, s])?;
+        let mut vals = vec![g.value(out)?.clone()];
+        for d in grads {
+            vals.push(g.value(d)?.clone());
+        }
+        Ok(vals)
+    };
+    for lstm in [true, false] {
+        let whole = rows(&mut Graph::new(), lstm, None)?;
+        for r in [0, 17, b - 1] {
+            let one = rows(&mut Graph::new(), lstm, Some(r))?;
+            for (w, o) in whole.iter().zip(&one) {
+                assert_eq!(w.slice_axis(ndarray::Axis(0), (r..r + 1).into()), o.view(), "lstm={lstm} row {r}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -39,6 +39,7 @@ use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
 use crate::float::Float;
 use blas::{blas, blas_call};
 pub(crate) use packed::{PackCache, Packed};
+pub(crate) use pool::for_rows;
 pub use pool::threads;
 use skinny::{Job, Src};
 

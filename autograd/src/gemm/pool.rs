@@ -161,9 +161,50 @@ pub fn run(max_shares: usize, f: &(dyn Fn(usize, usize) + Sync)) {
     }
 }
 
+/// Elementwise passes over fewer elements than this run on the calling thread alone.
+const PARALLEL_ELEMS: usize = 1 << 14;
+
+/// Runs `f(first_row, block)` over disjoint blocks of whole rows of `out` (rows of
+/// `row_len` elements), one block per thread when `out` is large enough to pay for
+/// the hand-over, else the whole of `out` on the calling thread. For kernels whose
+/// rows are independent: the values do not depend on the split.
+pub(crate) fn for_rows<T: Send>(out: &mut [T], row_len: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+    let rows = out.len() / row_len.max(1);
+    let shares = if out.len() >= PARALLEL_ELEMS { threads().min(rows) } else { 1 };
+    if shares <= 1 {
+        f(0, out);
+        return;
+    }
+    let per = rows.div_ceil(shares);
+    let parts: Vec<Mutex<(usize, &mut [T])>> =
+        out.chunks_mut(per * row_len).enumerate().map(|(i, c)| Mutex::new((i * per, c))).collect();
+    run(parts.len(), &|share, of| {
+        for part in parts.iter().skip(share).step_by(of) {
+            let mut p = part.lock().unwrap_or_else(|e| e.into_inner());
+            let (first, ref mut block) = *p;
+            f(first, block);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_blocks_cover_every_row_once() {
+        for rows in [1, 2, 3, 7, 64, 1000] {
+            let mut out = vec![0usize; rows * 33];
+            for_rows(&mut out, 33, &|first, block: &mut [usize]| {
+                for (r, row) in block.chunks_mut(33).enumerate() {
+                    row.iter_mut().for_each(|x| *x += first + r + 1);
+                }
+            });
+            for (r, row) in out.chunks(33).enumerate() {
+                assert!(row.iter().all(|&x| x == r + 1), "{rows} rows: row {r}");
+            }
+        }
+    }
 
     #[test]
     fn every_share_runs_once() {
