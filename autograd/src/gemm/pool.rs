@@ -108,7 +108,7 @@ fn work(slot: &'static Slot, share: usize, pending: &AtomicUsize, panicked: &Ato
         // SAFETY: see `Slot`: the job is alive until `pending` reaches zero.
         let job = unsafe { (*slot.job.get()).expect("a job is set before its epoch") };
         let shares = unsafe { &*job };
-        let total = pending_total(slot);
+        let total = shares_of(slot);
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shares(share, total))).is_err() {
             panicked.store(true, Ordering::SeqCst);
         }
@@ -116,9 +116,9 @@ fn work(slot: &'static Slot, share: usize, pending: &AtomicUsize, panicked: &Ato
     }
 }
 
-/// The number of shares of the current job: the workers taking part plus the caller,
+/// The number of shares of the current job (the workers taking part plus the caller),
 /// stored in the epoch's low bits.
-fn pending_total(slot: &Slot) -> usize {
+fn shares_of(slot: &Slot) -> usize {
     (slot.epoch.load(Ordering::Acquire) & 0xff) as usize
 }
 
