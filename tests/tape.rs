@@ -172,7 +172,7 @@ fn scopes_annotate_steps_layers_directions_and_gradients() -> Result<()> {
         let mut g = g.scope("forget_gate");
         g.sigmoid(x)?
     };
-    let info = g.scope_info(g.node(y)?.scope()).clone();
+    let info = g.scope_info(g.node(y)?.scope());
     assert_eq!(info.path, "lstm/l1/bwd/t7/forget_gate");
     assert_eq!(
         (info.step, info.layer, info.direction, info.gradient),
@@ -189,6 +189,12 @@ fn scopes_annotate_steps_layers_directions_and_gradients() -> Result<()> {
     assert!(g.nodes()[before..].iter().all(|n| g.scope_info(n.scope()).gradient));
     assert_eq!(g.scope_info(g.current_scope()).path, "", "guards restore the scope");
     assert!(matches!(g.node(y)?.op(), Op::Sigmoid(_)));
+    // The whole table, written out at once, says what each scope says on its own.
+    let all = g.scope_infos();
+    for n in g.nodes() {
+        assert_eq!(all[n.scope().index()], g.scope_info(n.scope()));
+    }
+    assert_eq!(all[g.node(dx)?.scope().index()].name, "grad");
     Ok(())
 }
 

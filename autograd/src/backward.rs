@@ -351,9 +351,12 @@ impl<T: Float> Graph<T> {
         if distinct.len() != n {
             return None;
         }
+        let mut by_grad = pairs.to_vec();
+        by_grad.sort_unstable_by_key(|p| p.0);
         let mut ordered = Vec::with_capacity(n);
         for r in &rows {
-            ordered.push(*pairs.iter().find(|p| p.0 == *r)?);
+            let k = by_grad.binary_search_by_key(r, |p| p.0).ok()?;
+            ordered.push(by_grad[k]);
         }
         let shape = self.shape_of(self.mk_id(stack));
         let want = [shape[0] * shape[1], shape[2]];

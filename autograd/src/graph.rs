@@ -834,37 +834,37 @@ impl<T: Float> Graph<T> {
     ///
     /// # Panics
     /// Only for a `ScopeId` from another graph that is out of this graph's range.
-    pub fn scope_info(&self, s: ScopeId) -> &ScopeInfo {
+    pub fn scope_info(&self, s: ScopeId) -> ScopeInfo {
         self.scopes.info(s)
     }
 
     /// Every scope of the graph, indexed by [`ScopeId::index`].
-    pub fn scope_infos(&self) -> &[ScopeInfo] {
+    pub fn scope_infos(&self) -> Vec<ScopeInfo> {
         self.scopes.all()
     }
 
     /// Enters the child scope `name` until the guard is dropped.
     pub fn scope(&mut self, name: &str) -> ScopeGuard<'_, T> {
         let seg = self.scopes.name_segment(name);
-        let s = self.scopes.child(self.current, seg, &|| name.to_owned());
+        let s = self.scopes.child(self.current, seg);
         ScopeGuard::new(self, s)
     }
 
     /// Enters time step `t` (path segment `t{t}`, annotation `step`).
     pub fn step(&mut self, t: usize) -> ScopeGuard<'_, T> {
-        let s = self.scopes.child(self.current, Segment::Step(t as u32), &|| format!("t{t}"));
+        let s = self.scopes.child(self.current, Segment::Step(t as u32));
         ScopeGuard::new(self, s)
     }
 
     /// Enters layer `l` (path segment `l{l}`, annotation `layer`).
     pub fn layer(&mut self, l: usize) -> ScopeGuard<'_, T> {
-        let s = self.scopes.child(self.current, Segment::Layer(l as u32), &|| format!("l{l}"));
+        let s = self.scopes.child(self.current, Segment::Layer(l as u32));
         ScopeGuard::new(self, s)
     }
 
     /// Enters a direction (path segment `fwd`/`bwd`, annotation `direction`).
     pub fn direction(&mut self, d: Direction) -> ScopeGuard<'_, T> {
-        let s = self.scopes.child(self.current, Segment::Direction(d), &|| d.segment().to_owned());
+        let s = self.scopes.child(self.current, Segment::Direction(d));
         ScopeGuard::new(self, s)
     }
 
@@ -873,7 +873,7 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// [`Error::InvalidInput`] for a scope id this graph does not have.
     pub fn enter(&mut self, s: ScopeId) -> Result<ScopeGuard<'_, T>> {
-        if s.index() >= self.scopes.all().len() {
+        if s.index() >= self.scopes.len() {
             return Err(Error::InvalidInput {
                 op: "enter",
                 scope: self.scope_path(),

@@ -84,11 +84,28 @@ pub struct ScopeInfo {
 }
 
 /// The interned scope table of one graph.
+///
+/// A scope is stored as its parent, its last segment and its annotations; the path
+/// text is built only when asked for ([`Scopes::info`]), so entering a new scope at
+/// every time step formats and allocates nothing.
 #[derive(Clone, Debug)]
 pub(crate) struct Scopes {
-    infos: Vec<ScopeInfo>,
+    recs: Vec<Rec>,
     children: HashMap<(u32, Segment), u32, BuildHasherDefault<FxHasher>>,
     names: HashMap<String, u32>,
+    /// The free names, by their index in `Segment::Name`.
+    name_texts: Vec<String>,
+}
+
+/// One scope as the table keeps it.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    parent: Option<ScopeId>,
+    seg: Option<Segment>,
+    step: Option<u32>,
+    layer: Option<u32>,
+    direction: Option<Direction>,
+    gradient: bool,
 }
 
 /// The multiply-rotate hash of rustc's `FxHasher`: the scope table's keys are a few
@@ -122,72 +139,127 @@ impl Hasher for FxHasher {
 
 impl Default for Scopes {
     fn default() -> Self {
-        Scopes {
-            infos: vec![ScopeInfo {
-                path: String::new(),
-                parent: None,
-                step: None,
-                layer: None,
-                direction: None,
-                gradient: false,
-                name: String::new(),
-            }],
-            children: HashMap::default(),
-            names: HashMap::new(),
-        }
+        let root = Rec { parent: None, seg: None, step: None, layer: None, direction: None, gradient: false };
+        Scopes { recs: vec![root], children: HashMap::default(), names: HashMap::new(), name_texts: Vec::new() }
     }
 }
 
 impl Scopes {
-    pub(crate) fn info(&self, id: ScopeId) -> &ScopeInfo {
-        &self.infos[id.index()]
+    /// How many scopes the table holds (the root included).
+    pub(crate) fn len(&self) -> usize {
+        self.recs.len()
     }
 
-    pub(crate) fn all(&self) -> &[ScopeInfo] {
-        &self.infos
+    /// Scope `id` with its path and name written out.
+    pub(crate) fn info(&self, id: ScopeId) -> ScopeInfo {
+        let mut segs: Vec<Segment> = Vec::new();
+        let mut at = id;
+        while let (Some(seg), Some(parent)) = (self.recs[at.index()].seg, self.recs[at.index()].parent) {
+            segs.push(seg);
+            at = parent;
+        }
+        let mut path = String::new();
+        for (k, seg) in segs.iter().rev().enumerate() {
+            if k > 0 {
+                path.push('/');
+            }
+            self.write_segment(&mut path, *seg);
+        }
+        let mut name = String::new();
+        if let Some(&seg) = segs.first() {
+            self.write_segment(&mut name, seg);
+        }
+        self.info_with(id, path, name)
+    }
+
+    /// Every scope with its path and name written out, in id order.
+    pub(crate) fn all(&self) -> Vec<ScopeInfo> {
+        let mut out: Vec<ScopeInfo> = Vec::with_capacity(self.recs.len());
+        for (i, rec) in self.recs.iter().enumerate() {
+            let id = ScopeId(i as u32);
+            let (path, name) = match (rec.parent, rec.seg) {
+                (Some(p), Some(seg)) => {
+                    let mut name = String::new();
+                    self.write_segment(&mut name, seg);
+                    let parent = &out[p.index()].path;
+                    let path = if parent.is_empty() { name.clone() } else { format!("{parent}/{name}") };
+                    (path, name)
+                }
+                _ => (String::new(), String::new()),
+            };
+            out.push(self.info_with(id, path, name));
+        }
+        out
+    }
+
+    fn info_with(&self, id: ScopeId, path: String, name: String) -> ScopeInfo {
+        let r = &self.recs[id.index()];
+        ScopeInfo {
+            path,
+            parent: r.parent,
+            step: r.step,
+            layer: r.layer,
+            direction: r.direction,
+            gradient: r.gradient,
+            name,
+        }
+    }
+
+    fn write_segment(&self, out: &mut String, seg: Segment) {
+        use std::fmt::Write;
+        // Writing into a `String` cannot fail.
+        let _ = match seg {
+            Segment::Name(i) => {
+                out.push_str(&self.name_texts[i as usize]);
+                Ok(())
+            }
+            Segment::Step(t) => write!(out, "t{t}"),
+            Segment::Layer(l) => write!(out, "l{l}"),
+            Segment::Direction(d) => {
+                out.push_str(d.segment());
+                Ok(())
+            }
+            Segment::Grad => {
+                out.push_str("grad");
+                Ok(())
+            }
+        };
     }
 
     pub(crate) fn name_segment(&mut self, name: &str) -> Segment {
         if let Some(&i) = self.names.get(name) {
             return Segment::Name(i);
         }
-        let i = self.names.len() as u32;
+        let i = self.name_texts.len() as u32;
         self.names.insert(name.to_owned(), i);
+        self.name_texts.push(name.to_owned());
         Segment::Name(i)
     }
 
     /// The child of `parent` along `seg`, interned.
-    pub(crate) fn child(&mut self, parent: ScopeId, seg: Segment, text: &dyn Fn() -> String) -> ScopeId {
+    pub(crate) fn child(&mut self, parent: ScopeId, seg: Segment) -> ScopeId {
         if let Some(&c) = self.children.get(&(parent.0, seg)) {
             return ScopeId(c);
         }
-        let p = &self.infos[parent.index()];
-        let name = text();
-        let mut info = ScopeInfo {
-            path: if p.path.is_empty() { name.clone() } else { format!("{}/{}", p.path, name) },
-            parent: Some(parent),
-            step: p.step,
-            layer: p.layer,
-            direction: p.direction,
-            gradient: p.gradient,
-            name,
-        };
+        let mut rec = self.recs[parent.index()];
+        rec.parent = Some(parent);
+        rec.seg = Some(seg);
         match seg {
-            Segment::Step(t) => info.step = Some(t),
-            Segment::Layer(l) => info.layer = Some(l),
-            Segment::Direction(d) => info.direction = Some(d),
-            Segment::Grad => info.gradient = true,
+            Segment::Step(t) => rec.step = Some(t),
+            Segment::Layer(l) => rec.layer = Some(l),
+            Segment::Direction(d) => rec.direction = Some(d),
+            Segment::Grad => rec.gradient = true,
             Segment::Name(_) => {}
         }
-        let id = self.infos.len() as u32;
-        self.infos.push(info);
+        let id = self.recs.len() as u32;
+        self.recs.push(rec);
         self.children.insert((parent.0, seg), id);
         ScopeId(id)
     }
 
     /// The gradient twin of `s`: `<path>/grad`, with the same annotations and `gradient` set.
     pub(crate) fn grad_twin(&mut self, s: ScopeId) -> ScopeId {
-        self.child(s, Segment::Grad, &|| "grad".to_owned())
+        self.child(s, Segment::Grad)
     }
 }
 

@@ -109,8 +109,8 @@ impl<T: Float> Graph<T> {
             } else {
                 g.scopes.name_segment(&s.name)
             };
-            let id = g.scopes.child(p, seg, &|| s.name.clone());
-            if id.index() != i || g.scopes.info(id) != s {
+            let id = g.scopes.child(p, seg);
+            if id.index() != i || g.scopes.info(id) != *s {
                 return Err(bad(format!("scope {i} ({}) is not consistent with its parent", s.path)));
             }
         }

@@ -54,8 +54,9 @@ macro_rules! binary_forward {
         fn infer(&self, shapes: &[&[usize]]) -> FResult<Shape> {
             binary_infer(shapes)
         }
-        fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-            Ok(fin(x, 0) $op fin(x, 1))
+        fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+            let (a, b) = (fin(x, 0), fin(x, 1));
+            Ok(binary_row_major(a, b, shape, |a, o| a $op o).unwrap_or_else(|| a $op b))
         }
         fn forward_in_place(&self, acc: &mut ArrayD<T>, pos: usize, x: &[&Value<T>]) -> bool {
             let other = fin(x, 1 - pos);
@@ -67,6 +68,29 @@ macro_rules! binary_forward {
             true
         }
     };
+}
+
+/// `f(a, b)` broadcast to `shape`, computed into a copy of whichever operand is
+/// row-major and already of the result's shape (the other then broadcast over it by
+/// [`combine_in_place`]); `None` when neither is.
+#[inline(always)]
+fn binary_row_major<T: Float>(
+    a: &ArrayD<T>,
+    b: &ArrayD<T>,
+    shape: &[usize],
+    f: impl Fn(T, T) -> T,
+) -> Option<ArrayD<T>> {
+    if a.shape() == shape && a.is_standard_layout() {
+        let mut acc = a.clone();
+        combine_in_place(&mut acc, b, f);
+        Some(acc)
+    } else if b.shape() == shape && b.is_standard_layout() {
+        let mut acc = b.clone();
+        combine_in_place(&mut acc, a, |x, o| f(o, x));
+        Some(acc)
+    } else {
+        None
+    }
 }
 
 /// `acc[j] = f(acc[j], other[j])`, `other` broadcast to `acc`'s shape (checked when
@@ -163,9 +187,9 @@ impl<T: Float> Rule<T> for AddN {
         Ok(shape_of(first))
     }
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-        let mut out = fin(x, 0).clone();
+        let mut out = fin(x, 0).as_standard_layout().into_owned();
         for v in &x[1..] {
-            out += v.float();
+            combine_in_place(&mut out, v.float(), |a, o| a + o);
         }
         Ok(out)
     }

@@ -27,6 +27,7 @@ pub mod index;
 pub mod linalg;
 pub mod loss;
 pub mod reduce;
+mod rowmajor;
 pub mod shape;
 
 pub use activation::*;

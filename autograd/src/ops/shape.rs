@@ -2,6 +2,7 @@
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::{arity, broadcast, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
@@ -88,6 +89,10 @@ impl<T: Float> Rule<T> for Concat {
         Ok(out)
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        let parts: SmallVec<[&ArrayD<T>; 8]> = x.iter().map(|v| v.float()).collect();
+        if let Some(out) = super::rowmajor::join(&parts, self.axis, shape) {
+            return Ok(out);
+        }
         // Written into a row-major result (`ndarray::concatenate` lays the result out
         // along the joined axis, which leaves a concat on a later axis strided).
         let mut out = ArrayD::<T>::uninit(IxDyn(shape));
@@ -171,6 +176,10 @@ impl<T: Float> Rule<T> for Stack {
         Ok(out)
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        let parts: SmallVec<[&ArrayD<T>; 8]> = x.iter().map(|v| v.float()).collect();
+        if let Some(out) = super::rowmajor::join(&parts, self.axis, shape) {
+            return Ok(out);
+        }
         // Written into a row-major result, as `Concat`.
         let mut out = ArrayD::<T>::uninit(IxDyn(shape));
         for (k, v) in x.iter().enumerate() {
@@ -211,7 +220,10 @@ impl<T: Float> Rule<T> for Select {
         out.remove(self.axis);
         Ok(out)
     }
-    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        if let Some(out) = super::rowmajor::select(fin(x, 0), self.axis, self.index, shape) {
+            return Ok(out);
+        }
         Ok(fin(x, 0).index_axis(Axis(self.axis), self.index).as_standard_layout().into_owned())
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {

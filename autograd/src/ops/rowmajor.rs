@@ -1,0 +1,90 @@
+//! Copies between row-major buffers: the fast paths of `select`, `stack` and
+//! `concat` when their inputs are laid out row-major, as the engine's own values are.
+//! A small tensor (an unrolled step of a narrow network) then costs a few slice
+//! copies instead of ndarray's per-axis iteration over dynamic shapes.
+
+use ndarray::{ArrayD, IxDyn};
+
+/// The product of a shape's extents (1 for a scalar).
+fn count(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// An array of `shape` from a row-major buffer of its size.
+fn array<T>(shape: &[usize], v: Vec<T>) -> ArrayD<T> {
+    ArrayD::from_shape_vec(IxDyn(shape), v).expect("a row-major buffer of the shape's size")
+}
+
+/// Index `index` of `axis` of a row-major `x`, the axis removed; `None` for another layout.
+pub(crate) fn select<T: Copy>(x: &ArrayD<T>, axis: usize, index: usize, shape: &[usize]) -> Option<ArrayD<T>> {
+    let s = x.as_slice()?;
+    let (outer, n, inner) = (count(&x.shape()[..axis]), x.shape()[axis], count(&x.shape()[axis + 1..]));
+    let mut v = Vec::with_capacity(outer * inner);
+    for o in 0..outer {
+        let at = (o * n + index) * inner;
+        v.extend_from_slice(&s[at..at + inner]);
+    }
+    Some(array(shape, v))
+}
+
+/// Row-major parts joined along `axis` of the result `shape`: each part contributes,
+/// for every index of the axes before `axis`, its `count(part.shape[axis..])`
+/// contiguous elements. That covers `concat` (parts of the result's rank) and `stack`
+/// (parts without the new axis, one index each). `None` if a part is not row-major.
+pub(crate) fn join<T: Copy>(parts: &[&ArrayD<T>], axis: usize, shape: &[usize]) -> Option<ArrayD<T>> {
+    let mut slices = Vec::with_capacity(parts.len());
+    for p in parts {
+        slices.push((p.as_slice()?, count(&p.shape()[axis.min(p.ndim())..])));
+    }
+    let outer = count(&shape[..axis]);
+    let mut v = Vec::with_capacity(count(shape));
+    for o in 0..outer {
+        for &(s, w) in &slices {
+            v.extend_from_slice(&s[o * w..(o + 1) * w]);
+        }
+    }
+    Some(array(shape, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{concatenate, stack, Axis, ShapeBuilder};
+
+    fn iota(shape: &[usize]) -> ArrayD<f64> {
+        array(shape, (0..count(shape)).map(|v| v as f64).collect())
+    }
+
+    #[test]
+    fn select_matches_index_axis_on_every_axis() {
+        let x = iota(&[3, 4, 5]);
+        for axis in 0..3 {
+            for index in 0..x.shape()[axis] {
+                let want = x.index_axis(Axis(axis), index).to_owned();
+                let got = select(&x, axis, index, want.shape()).expect("row-major");
+                assert_eq!(got, want, "axis {axis} index {index}");
+            }
+        }
+        let mut column_major = ArrayD::zeros(IxDyn(&[3, 4, 5]).f());
+        column_major.assign(&x);
+        assert!(column_major.as_slice().is_none());
+        assert_eq!(select(&column_major, 0, 0, &[4, 5]), None);
+    }
+
+    #[test]
+    fn join_matches_ndarray_for_concat_and_stack() {
+        let (a, b) = (iota(&[2, 3, 4]), iota(&[2, 1, 4]).mapv(|v| v + 100.0));
+        let want = concatenate(Axis(1), &[a.view(), b.view()]).expect("fits");
+        assert_eq!(join(&[&a, &b], 1, want.shape()), Some(want));
+        for axis in 0..3 {
+            let want = stack(Axis(axis), &[a.view(), a.view(), a.view()]).expect("fits");
+            assert_eq!(join(&[&a, &a, &a], axis, want.shape()), Some(want), "stack on axis {axis}");
+        }
+        let want = concatenate(Axis(2), &[a.view(), a.view()]).expect("fits");
+        assert_eq!(join(&[&a, &a], 2, want.shape()), Some(want));
+        let mut column_major = ArrayD::zeros(IxDyn(&[2, 3, 4]).f());
+        column_major.assign(&a);
+        assert!(column_major.as_slice().is_none());
+        assert_eq!(join(&[&a, &column_major], 0, &[4, 3, 4]), None);
+    }
+}
