@@ -250,3 +250,85 @@ fn recomputed_bptt_equals_full_bptt() -> unrolled::autograd::Result<()> {
     }
     Ok(())
 }
+
+/// A sequence whose input projection exceeds one product's rows (16,384 steps × batch)
+/// is projected a segment at a time: the same loss and gradients as short graphs
+/// (recomputed in segments of 100 steps), each segment's projection recorded just
+/// before its first step, the gradient of every stacked step selected only when the
+/// sweep reaches it, and the forward input copies not read again by the backward pass.
+#[test]
+fn long_sequences_project_their_inputs_in_segments() -> unrolled::autograd::Result<()> {
+    use unrolled::autograd::{Graph, Op};
+    use unrolled::layers::{recomputed_bptt, AnyRecurrent, CellKind, Init, RecurrentConfig, RunOptions};
+    let (t, b) = (2100, 8); // 16,800 rows: segments of 2,048 and 52 steps
+    for kind in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn] {
+        let m = AnyRecurrent::new(kind, "m.", RecurrentConfig::new(2, 3));
+        let mut p = unrolled::autograd::ParamStore::<f64>::new();
+        unrolled::layers::init_params(&m.params::<f64>(), &mut p, &Init::torch(3));
+        let x = common::uniform(&[t, b, 2], 4, -1.0, 1.0);
+        let y = common::uniform(&[t, b, 3], 5, -1.0, 1.0);
+        let n = (t * b * 3) as f64;
+        let mse = |g: &mut Graph<f64>, out, y: Option<_>| {
+            let d = g.sub(out, y.expect("targets given"))?;
+            let d = g.square(d)?;
+            let s = g.sum_all(d)?;
+            g.affine(s, 1.0 / n, 0.0)
+        };
+        let mut g = Graph::new();
+        g.set_deferred(true);
+        let xi = g.input(x.clone());
+        let yi = g.input(y.clone());
+        let out = m.forward(&mut g, &p, xi, None, RunOptions::default())?;
+        let l = mse(&mut g, out.output, Some(yi))?;
+        let forward_end = g.len();
+        let grads = g.param_grads(l)?;
+        let keep: Vec<_> = grads.values().copied().chain([l]).collect();
+        g.replay_keeping(&keep)?;
+
+        let want = recomputed_bptt(&m, &p, &x, Some(&y), None, 100, mse)?;
+        assert!((g.value(l)?.sum() - want.loss).abs() <= 1e-12 * want.loss.abs(), "{kind:?}: loss");
+        for (name, &id) in &grads {
+            let (got, w) = (g.value(id)?, &want.grads[name]);
+            let scale = w.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+            let err = got.iter().zip(w.iter()).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= 1e-11 * scale, "{kind:?} {name}: {err:e} of {scale:e}");
+        }
+
+        // Two projection products, the second recorded after the first segment's steps.
+        let nodes = g.nodes();
+        let path = |i: usize| g.scope_info(nodes[i].scope()).path;
+        let projections: Vec<usize> = (0..forward_end)
+            .filter(|&i| matches!(nodes[i].op(), Op::MatMul(_)) && path(i).ends_with("input_projection"))
+            .collect();
+        assert_eq!(projections.len(), 2, "{kind:?}: one product per segment");
+        let step_2047 = (0..forward_end).find(|&i| path(i).contains("/t2047")).expect("step 2047 recorded");
+        assert!(projections[1] > step_2047, "{kind:?}: the second segment is projected after the first one's steps");
+        // The forward copy of the long input segment is read by its product alone (the
+        // backward pass copies it again); the short one's is read again.
+        let copies: Vec<usize> = (0..forward_end)
+            .filter(|&i| matches!(nodes[i].op(), Op::Narrow(_)) && path(i).ends_with("input_projection"))
+            .collect();
+        assert_eq!(copies.len(), 2);
+        for &i in &copies[..1] {
+            let readers = nodes.iter().filter(|n| n.inputs().iter().any(|x| x.index() == i)).count();
+            assert_eq!(readers, 1, "{kind:?}: input copy %{i} is read again by the backward pass");
+        }
+        // W_hh's gradient reads each segment's stacked gate gradients (the projection's
+        // gradient) instead of concatenating every step's again. (A GRU's hidden product
+        // gets gradients of its own, which are concatenated.)
+        if kind != CellKind::Gru {
+            let joined_all = (forward_end..nodes.len())
+                .any(|i| matches!(nodes[i].op(), Op::Concat(_)) && nodes[i].inputs().len() >= t);
+            assert!(!joined_all, "{kind:?}: a concat of every step's gradient");
+        }
+        // Each step's share of the output gradient is selected when its step is reached:
+        // the selects of the stacked output's gradient are not recorded all together.
+        let stack = (0..forward_end).rev().find(|&i| matches!(nodes[i].op(), Op::Stack(_))).expect("stacked outputs");
+        let stack_grad_selects: Vec<usize> = (forward_end..nodes.len())
+            .filter(|&i| matches!(nodes[i].op(), Op::Select(_)) && path(i) == path(stack) + "/grad")
+            .collect();
+        assert_eq!(stack_grad_selects.len(), t);
+        assert!(stack_grad_selects.windows(2).all(|w| w[1] > w[0] + 1), "{kind:?}: selects recorded in one run");
+    }
+    Ok(())
+}

@@ -7,11 +7,14 @@
 //! returns its input gradients; the engine alone sums a broadcast gradient back to
 //! its input's shape and sums the contributions of fan-out, with one n-ary `add_n`
 //! node per node that has several consumers (a parameter used at T steps gets one
-//! sum of T terms, not T - 1 partial sums). Two contributions stay symbolic until
+//! sum of T terms, not T - 1 partial sums). Three contributions stay symbolic until
 //! the node is reached: gradients of slices of one tensor, joined by one concat;
-//! and the weight gradients of linear maps `a bᵀ`, summed as one matrix product
-//! over the stacked steps (`[G; …]ᵀ [A; …]`), so an unrolled network does not
-//! store one weight-sized matrix per step. Every gradient it
+//! the weight gradients of linear maps `a bᵀ`, summed as one matrix product
+//! over the stacked steps (`[G; …]ᵀ [A; …]`, one per stack of step gradients the
+//! sweep has already joined), so an unrolled network does not store one
+//! weight-sized matrix per step; and a stack's gradient, selected for each stacked
+//! input only when the sweep reaches that input, so a lean replay does not hold
+//! every step's share from the start of the backward pass. Every gradient it
 //! records is an ordinary node, so it can be differentiated again.
 
 use std::collections::BTreeMap;
@@ -24,6 +27,11 @@ use crate::float::Float;
 use crate::graph::Graph;
 use crate::node::{DType, NodeId};
 use crate::ops::{Back, Op};
+use crate::scope::ScopeId;
+
+/// A copy of part of a leaf with at least this many rows is copied again where the
+/// backward pass reads it ([`Graph::copied_again`]) rather than kept from the forward pass.
+const TALL_ROWS: usize = 1024;
 
 /// What a node has received so far in a reverse sweep.
 #[derive(Clone, Default)]
@@ -34,6 +42,19 @@ struct Pending {
     slices: Vec<Slice>,
     /// As the `b` of products `c = a bᵀ`: (gradient of `c`, `a`); its gradient is `Σ gᵀ a`.
     pairs: Vec<(NodeId, NodeId)>,
+    /// As an input of a `stack`: the stack's gradient, selected at the node's index
+    /// only when the sweep reaches the node (so a lean replay does not hold every
+    /// step's share of a sequence's gradient from the start of the backward pass).
+    parts: Vec<Part>,
+}
+
+/// Index `index` of `axis` of `grad`, recorded in `scope` (the stack's gradient twin).
+#[derive(Clone, Copy)]
+struct Part {
+    grad: NodeId,
+    axis: usize,
+    index: usize,
+    scope: ScopeId,
 }
 
 /// The gradient of one slice of a node: `start..` along `axis`, one index wide and
@@ -48,7 +69,7 @@ struct Slice {
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.full.is_empty() && self.slices.is_empty() && self.pairs.is_empty()
+        self.full.is_empty() && self.slices.is_empty() && self.pairs.is_empty() && self.parts.is_empty()
     }
 }
 
@@ -225,13 +246,21 @@ impl<T: Float> Graph<T> {
                 pending[inputs[0].index() - lo].slices.push(Slice { axis, start, grad: gi, squeezed });
                 continue;
             }
+            if let crate::ops::Op::Stack(st) = &op {
+                for (k, x) in inputs.iter().enumerate().filter(|&(k, _)| needs[k]) {
+                    let part = Part { grad: gi, axis: st.axis, index: k, scope: twin };
+                    pending[x.index() - lo].parts.push(part);
+                }
+                continue;
+            }
             let mut needs = needs;
             if let crate::ops::Op::MatMul(mm) = &op {
                 let two_d = self.shape_of(inputs[0]).len() == 2 && self.shape_of(inputs[1]).len() == 2;
                 if !mm.trans_a && mm.trans_b && needs[1] && two_d {
                     // c = a bᵀ (a linear map): d/db = gᵀ a. Kept as the pair (g, a); all the
                     // pairs of one weight become one product over the stacked steps.
-                    pending[inputs[1].index() - lo].pairs.push((gi, inputs[0]));
+                    let a = self.copied_again(inputs[0])?;
+                    pending[inputs[1].index() - lo].pairs.push((gi, a));
                     needs[1] = false;
                     if !needs[0] {
                         continue;
@@ -243,6 +272,39 @@ impl<T: Float> Graph<T> {
             self.accumulate(input_grads, &inputs, &needs, lo, pending)?;
         }
         Ok(())
+    }
+
+    /// `x` recorded again from its leaf when it is a tall copy of part of a leaf (a
+    /// reshape, narrow or select of one, with at least `TALL_ROWS` rows when its leading
+    /// axes are flattened: a sequence's
+    /// inputs as its input projection reads them); else `x`. A weight's gradient reads
+    /// its pairs' `a` at the end of the backward pass: copied again there, the forward
+    /// pass's copy is released after the forward product instead of being held through
+    /// the whole backward pass.
+    pub(crate) fn copied_again(&mut self, x: NodeId) -> Result<NodeId> {
+        let mut chain = SmallVec::<[NodeId; 4]>::new();
+        let mut at = x;
+        loop {
+            let node = &self.nodes[at.index()];
+            match node.op {
+                Op::Reshape(_) | Op::Narrow(_) | Op::Select(_) => {
+                    chain.push(at);
+                    at = node.inputs[0];
+                }
+                _ if node.op.is_leaf() => break,
+                _ => return Ok(x),
+            }
+        }
+        let shape = self.shape_of(x);
+        let rows = shape.iter().product::<usize>() / shape.last().copied().filter(|&d| d > 0).unwrap_or(1);
+        if chain.is_empty() || shape.len() < 2 || rows < TALL_ROWS {
+            return Ok(x);
+        }
+        for &c in chain.iter().rev() {
+            let op = self.nodes[c.index()].op.clone();
+            at = self.push(op, &[at])?;
+        }
+        Ok(at)
     }
 
     /// The state blocks' gradients with zeros (of `like`'s shape, broadcast from one
@@ -286,7 +348,7 @@ impl<T: Float> Graph<T> {
     /// one gradient per block at most. `None` otherwise, or for another op.
     fn state_slices(&self, op: &Op, inputs: &[NodeId], p: &Pending) -> Option<SmallVec<[Option<NodeId>; 2]>> {
         let blocks = op.rule::<T>().state_blocks();
-        if blocks == 0 || !p.full.is_empty() || !p.pairs.is_empty() || p.slices.is_empty() {
+        if blocks == 0 || !p.full.is_empty() || !p.pairs.is_empty() || !p.parts.is_empty() || p.slices.is_empty() {
             return None;
         }
         let h = *self.shape_of(inputs[2]).get(1).filter(|&&h| h > 0)?;
@@ -305,25 +367,24 @@ impl<T: Float> Graph<T> {
     /// The sum of a node's gradient contributions, as one node (and kept as the only one):
     /// slices joined by one concat (zeros in the gaps), then everything summed by one `add_n`.
     fn total(&mut self, node: NodeId, p: &mut Pending) -> Result<NodeId> {
+        if !p.parts.is_empty() {
+            let here = self.current_scope();
+            for part in std::mem::take(&mut p.parts) {
+                self.set_current_scope(part.scope);
+                let g = self.select(part.grad, part.axis as isize, part.index);
+                self.set_current_scope(here);
+                p.full.push(g?);
+            }
+        }
         if !p.slices.is_empty() {
             let joined = self.join_slices(node, std::mem::take(&mut p.slices))?;
             p.full.extend(joined);
         }
         if !p.pairs.is_empty() {
-            let mut pairs = std::mem::take(&mut p.pairs);
-            // The steps' gradients may already be joined: an LSTM's gate gradients are
-            // stacked as its input projection's gradient. The weight's product then
-            // reads that join (its rows in step order) instead of copying them again.
-            let g = match self.joined_rows(&mut pairs) {
-                Some(g) => g,
-                None => {
-                    let gs: Vec<NodeId> = pairs.iter().map(|p| p.0).collect();
-                    self.concat(&gs, 0)?
-                }
-            };
-            let xs: Vec<NodeId> = pairs.iter().map(|p| p.1).collect();
-            let x = self.concat(&xs, 0)?;
-            p.full.push(self.matmul_t(g, x, true, false)?);
+            let pairs = std::mem::take(&mut p.pairs);
+            for (g, x) in self.pair_operands(&pairs)? {
+                p.full.push(self.matmul_t(g, x, true, false)?);
+            }
         }
         let t = if p.full.len() == 1 { p.full[0] } else { self.add_n(&p.full)? };
         p.full.clear();
@@ -331,41 +392,71 @@ impl<T: Float> Graph<T> {
         Ok(t)
     }
 
-    /// A node already holding the pairs' gradients one under the other: the 2-D
-    /// reshape of a stack of exactly those gradients (recorded by [`Graph::join_slices`]
-    /// and read by the product that joined them). Reorders `pairs` to its rows' order.
-    fn joined_rows(&self, pairs: &mut [(NodeId, NodeId)]) -> Option<NodeId> {
-        let n = pairs.len();
-        let after = pairs.iter().map(|p| p.0.index()).max()?;
-        if n < 2 || self.shape_of(pairs[0].0).len() != 2 {
-            return None;
+    /// The operands `(G, A)` of the products `Gᵀ A` that sum to a weight's gradient
+    /// `Σ gᵀ a` over its `pairs`:
+    /// - the steps' gradients may already be joined: an LSTM's gate gradients are
+    ///   stacked as its input projection's gradient, one stack per projected segment
+    ///   of steps. Each stack's 2-D reshape is then read as `G` (its rows in step
+    ///   order), with the matching `a`s concatenated, instead of copying them again;
+    /// - otherwise every `g` and every `a` is concatenated, for one product.
+    fn pair_operands(&mut self, pairs: &[(NodeId, NodeId)]) -> Result<Vec<(NodeId, NodeId)>> {
+        if let Some(groups) = self.joined_groups(pairs) {
+            let mut out = Vec::with_capacity(groups.len());
+            for (g, xs) in groups {
+                let x = if xs.len() == 1 { xs[0] } else { self.concat(&xs, 0)? };
+                out.push((g, x));
+            }
+            return Ok(out);
         }
-        let stack = (after + 1..self.nodes.len()).find(|&i| {
-            let node = &self.nodes[i];
-            matches!(node.op, Op::Stack(_)) && node.inputs.len() == n && node.inputs.contains(&pairs[0].0)
-        })?;
-        let rows: Vec<NodeId> = self.nodes[stack].inputs.to_vec();
-        let mut distinct = rows.clone();
-        distinct.sort();
-        distinct.dedup();
-        if distinct.len() != n {
+        if pairs.len() == 1 {
+            return Ok(pairs.to_vec());
+        }
+        let gs: Vec<NodeId> = pairs.iter().map(|p| p.0).collect();
+        let xs: Vec<NodeId> = pairs.iter().map(|p| p.1).collect();
+        Ok(vec![(self.concat(&gs, 0)?, self.concat(&xs, 0)?)])
+    }
+
+    /// Stacks that already hold the pairs' gradients one under the other (recorded by
+    /// [`Graph::join_slices`], each with its 2-D reshape read by the product that
+    /// joined them), covering every pair exactly once: per stack, its reshape and the
+    /// pairs' `a`s in its rows' order. `None` when they do not cover the pairs.
+    fn joined_groups(&self, pairs: &[(NodeId, NodeId)]) -> Option<Vec<(NodeId, Vec<NodeId>)>> {
+        let n = pairs.len();
+        if n < 2 || self.shape_of(pairs[0].0).len() != 2 {
             return None;
         }
         let mut by_grad = pairs.to_vec();
         by_grad.sort_unstable_by_key(|p| p.0);
-        let mut ordered = Vec::with_capacity(n);
-        for r in &rows {
-            let k = by_grad.binary_search_by_key(r, |p| p.0).ok()?;
-            ordered.push(by_grad[k]);
+        if by_grad.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
         }
-        let shape = self.shape_of(self.mk_id(stack));
-        let want = [shape[0] * shape[1], shape[2]];
-        let reshape = (stack + 1..self.nodes.len()).find(|&i| {
-            let node = &self.nodes[i];
-            matches!(node.op, Op::Reshape(_)) && node.inputs[0].index() == stack && node.shape[..] == want
-        })?;
-        pairs.copy_from_slice(&ordered);
-        Some(self.mk_id(reshape))
+        let find = |r: &NodeId| by_grad.binary_search_by_key(r, |p| p.0).ok();
+        let mut used = vec![false; n];
+        let mut covered = 0;
+        let mut groups = Vec::new();
+        for stack in by_grad[0].0.index() + 1..self.nodes.len() {
+            let node = &self.nodes[stack];
+            if !matches!(node.op, Op::Stack(_)) || node.shape.len() != 3 || find(&node.inputs[0]).is_none() {
+                continue;
+            }
+            let mut rows = Vec::with_capacity(node.inputs.len());
+            for r in &node.inputs {
+                let k = find(r).filter(|&k| !used[k])?;
+                used[k] = true;
+                rows.push(by_grad[k].1);
+            }
+            let want = [node.shape[0] * node.shape[1], node.shape[2]];
+            let reshape = (stack + 1..self.nodes.len()).find(|&i| {
+                let r = &self.nodes[i];
+                matches!(r.op, Op::Reshape(_)) && r.inputs[0].index() == stack && r.shape[..] == want
+            })?;
+            covered += rows.len();
+            groups.push((self.mk_id(reshape), rows));
+            if covered == n {
+                return Some(groups);
+            }
+        }
+        None
     }
 
     /// Gradients of slices of `node`: one concat along their axis when they share it and

@@ -135,27 +135,57 @@ pub fn unroll<T: Float, C: Cell<T> + ?Sized>(
     let rank = cell.state_shapes(batch).first().map_or(2, Vec::len);
     let masks = masks(g, opts.lengths, steps, batch, rank)?;
     let order: Vec<usize> = if opts.reverse { (0..steps).rev().collect() } else { (0..steps).collect() };
-    // One matrix multiply for the input projection of every step, when the cell has one.
-    let projected = {
+    // One matrix multiply for the input projection of a segment of steps, when the cell
+    // has one: every step's at once for most sequences, a segment at a time for long
+    // ones, each recorded just before its first step runs, so a lean replay holds one
+    // segment's projection at a time (`PROJECTION_ROWS`).
+    let seg = segment_steps(steps, batch);
+    let source = sliced_from(g, inputs);
+    let layer_scope = g.current_scope();
+    let project = |g: &mut Graph<T>, k: usize| -> Result<Option<NodeId>> {
+        let (start, end) = (k * seg, ((k + 1) * seg).min(steps));
+        let mut g = g.enter(layer_scope)?;
         let mut g = g.scope("input_projection");
-        let ranks_ok = inputs.iter().all(|&x| g.shape(x).map(|s| s.len() == 2).unwrap_or(false));
-        if ranks_ok {
-            let xs = match sliced_from(&g, inputs) {
-                Some(x) => x,
-                None => g.stack(inputs, 0)?,
-            };
-            cell.project_inputs(&mut g, p, xs)?
-        } else {
-            None
-        }
+        let xs = match source {
+            Some(x) if start == 0 && end == steps => x,
+            Some(x) => g.narrow(x, 0, start, end - start)?,
+            None => g.stack(&inputs[start..end], 0)?,
+        };
+        cell.project_inputs(&mut g, p, xs)
     };
+    let ranks_ok = {
+        let g = g.scope("input_projection");
+        inputs.iter().all(|&x| g.shape(x).map(|s| s.len() == 2).unwrap_or(false))
+    };
+    let first = order[0] / seg;
+    let projected = if ranks_ok { project(g, first)? } else { None };
     match projected {
         Some(xp) => {
-            let step = |g: &mut Graph<T>, t: usize, _: Option<NodeId>| g.select(xp, 0, t);
+            let mut current = (first, xp);
+            let step = move |g: &mut Graph<T>, t: usize, _: Option<NodeId>| {
+                let k = t / seg;
+                if k != current.0 {
+                    let xp =
+                        project(g, k)?.ok_or_else(|| invalid(g, "the cell stopped projecting its inputs".into()))?;
+                    current = (k, xp);
+                }
+                g.select(current.1, 0, t - k * seg)
+            };
             run(cell, g, p, state, &order, step, &masks, true)
         }
         None => run(cell, g, p, state, &order, |_, t, _| Ok(inputs[t]), &masks, false),
     }
+}
+
+/// The most rows (time steps × batch) one input-projection product covers. A longer
+/// sequence is projected a segment of steps at a time, each segment just before its
+/// first step, so that a lean replay never holds the projection of every step (at
+/// W5's T = 10000, B = 8, H = 128: 164 MB at once, against 33 MB per segment).
+const PROJECTION_ROWS: usize = 16_384;
+
+/// The steps per input-projection segment for a sequence of `steps` steps of `batch`.
+fn segment_steps(steps: usize, batch: usize) -> usize {
+    (PROJECTION_ROWS / batch.max(1)).clamp(1, steps.max(1))
 }
 
 /// Unrolls `cell` for `steps` steps, where `feed(g, t, prev_output)` makes the input
