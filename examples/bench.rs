@@ -9,7 +9,8 @@
 //! gflops (the SPEC's matrix-multiply FLOPs over the median), peak_gflops (sgemm
 //! with the engine's own matrix multiply, measured in the same process), peak_fraction,
 //! grad_norm (a checksum), nodes (recorded per step: forward, loss and gradient
-//! nodes), and for W5 peak_rss_bytes and rss_above_start_bytes, each W5
+//! nodes), and for W5 peak_rss_bytes, rss_above_start_bytes and (one graph)
+//! peak_value_bytes (`Graph::peak_bytes`: the values held at once), each W5
 //! configuration in a fresh process. A training step replays a graph recorded
 //! once (`mode: "replay"`): everything is recomputed from the parameters and the
 //! batch; W5 and W6 also report the cost of recording (`mode: "record"`).
@@ -326,6 +327,7 @@ fn w5_child(t: usize, chunk: Option<usize>, threads: usize) -> Res<()> {
     let c_n = out.c_n().ok_or("no c_n")?;
     let mut keep = grads.clone();
     keep.extend([loss, out.h_n(), c_n]);
+    let mut values_peak = 0;
     for (k, (xv, yv)) in data.into_iter().enumerate() {
         if k > 0 {
             let (hn, cn) = (g.value(out.h_n())?.clone(), g.value(c_n)?.clone());
@@ -335,6 +337,7 @@ fn w5_child(t: usize, chunk: Option<usize>, threads: usize) -> Res<()> {
         g.set_value(x, xv)?;
         g.set_value(y, yv)?;
         g.replay_keeping(&keep)?;
+        values_peak = values_peak.max(g.peak_bytes());
     }
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     let (_, hwm) = rss();
@@ -344,7 +347,10 @@ fn w5_child(t: usize, chunk: Option<usize>, threads: usize) -> Res<()> {
         Some(c) => format!("T={t},chunk={c}"),
         None => format!("T={t}"),
     };
-    let extra = format!(",\"peak_rss_bytes\":{hwm},\"rss_above_start_bytes\":{}", hwm.saturating_sub(start_rss));
+    let extra = format!(
+        ",\"peak_rss_bytes\":{hwm},\"rss_above_start_bytes\":{},\"peak_value_bytes\":{values_peak}",
+        hwm.saturating_sub(start_rss)
+    );
     let norm = grad_norm(&g, &grads)?;
     print(
         &Line {

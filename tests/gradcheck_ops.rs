@@ -375,6 +375,18 @@ const CASES: &[Case] = &[
     },
     Case { name: "mse_loss", shapes: &[&[2, 3], &[2, 3]], domain: Domain::Any, build: |g, x| g.mse_loss(x[0], x[1]) },
     Case {
+        name: "mse_loss (broadcast)",
+        shapes: &[&[3, 7], &[7]],
+        domain: Domain::Any,
+        build: |g, x| g.mse_loss(x[0], x[1]),
+    },
+    Case {
+        name: "mse_loss (17 elements: the vector pass and its remainder)",
+        shapes: &[&[17], &[17]],
+        domain: Domain::Any,
+        build: |g, x| g.mse_loss(x[0], x[1]),
+    },
+    Case {
         name: "conv2d stride 1 pad 1 + bias",
         shapes: &[&[2, 2, 4, 4], &[3, 2, 3, 3], &[3]],
         domain: Domain::Any,

@@ -195,6 +195,18 @@ fn scopes_annotate_steps_layers_directions_and_gradients() -> Result<()> {
         assert_eq!(all[n.scope().index()], g.scope_info(n.scope()));
     }
     assert_eq!(all[g.node(dx)?.scope().index()].name, "grad");
+    // A scope named "" adds nothing to its children's paths, whichever way they are read,
+    // and the graph's definition loads back.
+    let z = {
+        let mut g = g.scope("");
+        let mut g = g.step(0);
+        g.tanh(x)?
+    };
+    let s = g.node(z)?.scope();
+    assert_eq!(g.scope_info(s).path, "t0");
+    assert_eq!(g.scope_infos()[s.index()], g.scope_info(s));
+    let loaded = Graph::<f64>::from_def(&g.to_def(), &ParamStore::new())?;
+    assert_eq!(loaded.scope_info(s).path, "t0");
     Ok(())
 }
 
@@ -431,5 +443,38 @@ fn fused_cells_split_over_threads_match_row_by_row() -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// A lean replay releases a large copy of part of a leaf after each reader and copies
+/// it again for the next, rather than holding it in between; `peak_bytes` counts the
+/// values held at once.
+#[test]
+fn lean_replays_copy_large_leaf_slices_again_instead_of_holding_them() -> Result<()> {
+    let data: Vec<f32> = (0..4 * 65536).map(|i| (i % 97) as f32 / 97.0).collect();
+    let x = ArrayD::from_shape_vec(IxDyn(&[4, 65536]), data).expect("sized"); // 1 MiB
+    let record = |deferred: bool| -> Result<(Graph<f32>, NodeId, [NodeId; 3])> {
+        let mut g = Graph::<f32>::new();
+        g.set_deferred(deferred);
+        let x = g.input(x.clone());
+        let n = g.narrow(x, 0, 0, 2)?; // 512 KiB: a copy of part of a leaf
+        let a = g.tanh(n)?;
+        let s1 = g.sum_all(a)?;
+        let b = g.exp(x)?; // 1 MiB
+        let s2 = g.sum_all(b)?;
+        let m = g.mul(n, n)?; // `n` read again
+        let s3 = g.sum_all(m)?;
+        Ok((g, n, [s1, s2, s3]))
+    };
+    let (eager, _, want) = record(false)?;
+    let (mut g, n, sums) = record(true)?;
+    g.replay_keeping(&sums)?;
+    for (s, w) in sums.into_iter().zip(want) {
+        assert_eq!(g.value(s)?, eager.value(w)?);
+    }
+    // At `exp`: x and its exponential (1 MiB each) and two scalars; `n` is not held
+    // there (it would add 512 KiB), and copying it again for `mul` peaks no higher.
+    assert_eq!(g.peak_bytes(), 2 * 1_048_576 + 2 * 4);
+    assert!(!g.has_value(n)?);
     Ok(())
 }

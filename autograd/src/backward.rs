@@ -10,8 +10,9 @@
 //! sum of T terms, not T - 1 partial sums). Three contributions stay symbolic until
 //! the node is reached: gradients of slices of one tensor, joined by one concat;
 //! the weight gradients of linear maps `a bᵀ`, summed as one matrix product
-//! over the stacked steps (`[G; …]ᵀ [A; …]`, one per stack of step gradients the
-//! sweep has already joined), so an unrolled network does not store one
+//! over the stacked steps (`[G; …]ᵀ [A; …]`; where the sweep has already stacked
+//! the steps' gradients, a share per stack, recorded with it), so an unrolled
+//! network does not store one
 //! weight-sized matrix per step; and a stack's gradient, selected for each stacked
 //! input only when the sweep reaches that input, so a lean replay does not hold
 //! every step's share from the start of the backward pass. Every gradient it
@@ -28,10 +29,6 @@ use crate::graph::Graph;
 use crate::node::{DType, NodeId};
 use crate::ops::{Back, Op};
 use crate::scope::ScopeId;
-
-/// A copy of part of a leaf with at least this many rows is copied again where the
-/// backward pass reads it ([`Graph::copied_again`]) rather than kept from the forward pass.
-const TALL_ROWS: usize = 1024;
 
 /// What a node has received so far in a reverse sweep.
 #[derive(Clone, Default)]
@@ -211,6 +208,8 @@ impl<T: Float> Graph<T> {
 
     /// The reverse loop over `lo..=out`.
     fn sweep(&mut self, from: usize, lo: usize, out: usize, dep: &[bool], pending: &mut [Pending]) -> Result<()> {
+        // The weights that have received pairs (`Pending::pairs`).
+        let mut paired: Vec<usize> = Vec::new();
         for i in (from..=out).rev() {
             if pending[i - lo].is_empty() || self.nodes[i].op.is_leaf() {
                 continue;
@@ -259,8 +258,11 @@ impl<T: Float> Graph<T> {
                 if !mm.trans_a && mm.trans_b && needs[1] && two_d {
                     // c = a bᵀ (a linear map): d/db = gᵀ a. Kept as the pair (g, a); all the
                     // pairs of one weight become one product over the stacked steps.
-                    let a = self.copied_again(inputs[0])?;
-                    pending[inputs[1].index() - lo].pairs.push((gi, a));
+                    let w = inputs[1].index();
+                    if pending[w - lo].pairs.is_empty() && !paired.contains(&w) {
+                        paired.push(w);
+                    }
+                    pending[w - lo].pairs.push((gi, inputs[0]));
                     needs[1] = false;
                     if !needs[0] {
                         continue;
@@ -268,43 +270,14 @@ impl<T: Float> Graph<T> {
                 }
             }
             let back = Back { out: self.mk_id(i), inputs: &inputs, grad: gi, needs: &needs };
+            let recorded = self.nodes.len();
             let input_grads = op.rule::<T>().backward(self, &back)?;
             self.accumulate(input_grads, &inputs, &needs, lo, pending)?;
-        }
-        Ok(())
-    }
-
-    /// `x` recorded again from its leaf when it is a tall copy of part of a leaf (a
-    /// reshape, narrow or select of one, with at least `TALL_ROWS` rows when its leading
-    /// axes are flattened: a sequence's
-    /// inputs as its input projection reads them); else `x`. A weight's gradient reads
-    /// its pairs' `a` at the end of the backward pass: copied again there, the forward
-    /// pass's copy is released after the forward product instead of being held through
-    /// the whole backward pass.
-    pub(crate) fn copied_again(&mut self, x: NodeId) -> Result<NodeId> {
-        let mut chain = SmallVec::<[NodeId; 4]>::new();
-        let mut at = x;
-        loop {
-            let node = &self.nodes[at.index()];
-            match node.op {
-                Op::Reshape(_) | Op::Narrow(_) | Op::Select(_) => {
-                    chain.push(at);
-                    at = node.inputs[0];
-                }
-                _ if node.op.is_leaf() => break,
-                _ => return Ok(x),
+            if !paired.is_empty() {
+                self.flush_joined_pairs(recorded, lo, pending, &paired)?;
             }
         }
-        let shape = self.shape_of(x);
-        let rows = shape.iter().product::<usize>() / shape.last().copied().filter(|&d| d > 0).unwrap_or(1);
-        if chain.is_empty() || shape.len() < 2 || rows < TALL_ROWS {
-            return Ok(x);
-        }
-        for &c in chain.iter().rev() {
-            let op = self.nodes[c.index()].op.clone();
-            at = self.push(op, &[at])?;
-        }
-        Ok(at)
+        Ok(())
     }
 
     /// The state blocks' gradients with zeros (of `like`'s shape, broadcast from one
@@ -382,9 +355,8 @@ impl<T: Float> Graph<T> {
         }
         if !p.pairs.is_empty() {
             let pairs = std::mem::take(&mut p.pairs);
-            for (g, x) in self.pair_operands(&pairs)? {
-                p.full.push(self.matmul_t(g, x, true, false)?);
-            }
+            let (g, x) = self.pair_operands(&pairs)?;
+            p.full.push(self.matmul_t(g, x, true, false)?);
         }
         let t = if p.full.len() == 1 { p.full[0] } else { self.add_n(&p.full)? };
         p.full.clear();
@@ -392,71 +364,75 @@ impl<T: Float> Graph<T> {
         Ok(t)
     }
 
-    /// The operands `(G, A)` of the products `Gᵀ A` that sum to a weight's gradient
-    /// `Σ gᵀ a` over its `pairs`:
-    /// - the steps' gradients may already be joined: an LSTM's gate gradients are
-    ///   stacked as its input projection's gradient, one stack per projected segment
-    ///   of steps. Each stack's 2-D reshape is then read as `G` (its rows in step
-    ///   order), with the matching `a`s concatenated, instead of copying them again;
-    /// - otherwise every `g` and every `a` is concatenated, for one product.
-    fn pair_operands(&mut self, pairs: &[(NodeId, NodeId)]) -> Result<Vec<(NodeId, NodeId)>> {
-        if let Some(groups) = self.joined_groups(pairs) {
-            let mut out = Vec::with_capacity(groups.len());
-            for (g, xs) in groups {
-                let x = if xs.len() == 1 { xs[0] } else { self.concat(&xs, 0)? };
-                out.push((g, x));
-            }
-            return Ok(out);
-        }
-        if pairs.len() == 1 {
-            return Ok(pairs.to_vec());
+    /// The operands `(G, A)` of the product `Gᵀ A` that sums a weight's remaining
+    /// `pairs` (`Σ gᵀ a`): every `g` and every `a` concatenated, for one product.
+    fn pair_operands(&mut self, pairs: &[(NodeId, NodeId)]) -> Result<(NodeId, NodeId)> {
+        if let [(g, a)] = pairs {
+            return Ok((*g, *a));
         }
         let gs: Vec<NodeId> = pairs.iter().map(|p| p.0).collect();
         let xs: Vec<NodeId> = pairs.iter().map(|p| p.1).collect();
-        Ok(vec![(self.concat(&gs, 0)?, self.concat(&xs, 0)?)])
+        Ok((self.concat(&gs, 0)?, self.concat(&xs, 0)?))
     }
 
-    /// Stacks that already hold the pairs' gradients one under the other (recorded by
-    /// [`Graph::join_slices`], each with its 2-D reshape read by the product that
-    /// joined them), covering every pair exactly once: per stack, its reshape and the
-    /// pairs' `a`s in its rows' order. `None` when they do not cover the pairs.
-    fn joined_groups(&self, pairs: &[(NodeId, NodeId)]) -> Option<Vec<(NodeId, Vec<NodeId>)>> {
-        let n = pairs.len();
-        if n < 2 || self.shape_of(pairs[0].0).len() != 2 {
-            return None;
-        }
-        let mut by_grad = pairs.to_vec();
-        by_grad.sort_unstable_by_key(|p| p.0);
-        if by_grad.windows(2).any(|w| w[0].0 == w[1].0) {
-            return None;
-        }
-        let find = |r: &NodeId| by_grad.binary_search_by_key(r, |p| p.0).ok();
-        let mut used = vec![false; n];
-        let mut covered = 0;
-        let mut groups = Vec::new();
-        for stack in by_grad[0].0.index() + 1..self.nodes.len() {
-            let node = &self.nodes[stack];
-            if !matches!(node.op, Op::Stack(_)) || node.shape.len() != 3 || find(&node.inputs[0]).is_none() {
+    /// The steps' gradients may already be joined: an LSTM's gate gradients are stacked
+    /// as its input projection's gradient (one stack per projected segment of steps),
+    /// and that product reads the stack's 2-D reshape. For every such reshape recorded
+    /// since node `from`, a weight whose pending pairs hold every row of the stack gets
+    /// its share now, as one product reading the reshape (`Rᵀ [a; …]`, the `a`s in the
+    /// stack's row order) instead of copying the rows again at the end; a lean replay
+    /// then releases the stack with the segment instead of holding every segment's
+    /// until the weight is reached.
+    fn flush_joined_pairs(&mut self, from: usize, lo: usize, pending: &mut [Pending], paired: &[usize]) -> Result<()> {
+        for r in from..self.nodes.len() {
+            let node = &self.nodes[r];
+            let (Op::Reshape(_), [stack]) = (&node.op, &node.inputs[..]) else { continue };
+            let st = &self.nodes[stack.index()];
+            let on_steps = matches!(&st.op, Op::Stack(x) if x.axis == 0) && st.shape.len() == 3;
+            if !on_steps || node.shape[..] != [st.shape[0] * st.shape[1], st.shape[2]] {
                 continue;
             }
-            let mut rows = Vec::with_capacity(node.inputs.len());
-            for r in &node.inputs {
-                let k = find(r).filter(|&k| !used[k])?;
-                used[k] = true;
-                rows.push(by_grad[k].1);
-            }
-            let want = [node.shape[0] * node.shape[1], node.shape[2]];
-            let reshape = (stack + 1..self.nodes.len()).find(|&i| {
-                let r = &self.nodes[i];
-                matches!(r.op, Op::Reshape(_)) && r.inputs[0].index() == stack && r.shape[..] == want
-            })?;
-            covered += rows.len();
-            groups.push((self.mk_id(reshape), rows));
-            if covered == n {
-                return Some(groups);
+            let rows: Vec<NodeId> = st.inputs.to_vec();
+            for &w in paired {
+                let pairs = &pending[w - lo].pairs;
+                if pairs.len() < rows.len() {
+                    continue;
+                }
+                let mut by_grad: Vec<(NodeId, usize)> = pairs.iter().enumerate().map(|(k, p)| (p.0, k)).collect();
+                by_grad.sort_unstable();
+                let mut taken = vec![false; pairs.len()];
+                let mut xs = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let at = by_grad.partition_point(|e| e.0 < *row);
+                    let Some(k) = (at..by_grad.len())
+                        .take_while(|&e| by_grad[e].0 == *row)
+                        .map(|e| by_grad[e].1)
+                        .find(|&k| !taken[k])
+                    else {
+                        break;
+                    };
+                    taken[k] = true;
+                    xs.push(pairs[k].1);
+                }
+                if xs.len() != rows.len() {
+                    continue;
+                }
+                let rest: Vec<(NodeId, NodeId)> =
+                    pairs.iter().zip(&taken).filter(|(_, &t)| !t).map(|(p, _)| *p).collect();
+                pending[w - lo].pairs = rest;
+                let here = self.current_scope();
+                let twin = self.grad_scope(self.nodes[w].scope);
+                self.set_current_scope(twin);
+                let share = match xs.len() {
+                    1 => Ok(xs[0]),
+                    _ => self.concat(&xs, 0),
+                }
+                .and_then(|x| self.matmul_t(self.mk_id(r), x, true, false));
+                self.set_current_scope(here);
+                pending[w - lo].full.push(share?);
             }
         }
-        None
+        Ok(())
     }
 
     /// Gradients of slices of `node`: one concat along their axis when they share it and

@@ -55,6 +55,8 @@ pub struct Graph<T: Float> {
     plan: Option<LeanPlan>,
     /// Weights packed for the skinny product kernel, while their values stay put.
     packs: PackCache,
+    /// The most bytes of values held at once during the last lean replay.
+    peak_bytes: usize,
 }
 
 /// Moves the float array out of a node's value slot, leaving the empty placeholder (the
@@ -92,7 +94,17 @@ struct LeanPlan {
     pinned: Vec<bool>,
     /// The last needed node that reads each node ([`LeanPlan::NONE`] if none).
     last: Vec<u32>,
+    /// Large copies of part of a leaf (a reshape, narrow or select of a leaf or of
+    /// such a copy, of at least [`RECOPY_ELEMENTS`] elements): released after every
+    /// reader and copied again for the next, rather than held from a forward reader
+    /// to a backward one (a sequence's input segment, read by its projection and
+    /// again by the weight's gradient).
+    copies: Vec<bool>,
 }
+
+/// The size from which a copy of part of a leaf is made again rather than kept
+/// between its readers ([`Graph::replay_keeping`]).
+const RECOPY_ELEMENTS: usize = 1 << 16;
 
 impl LeanPlan {
     const NONE: u32 = u32::MAX;
@@ -112,6 +124,7 @@ impl LeanPlan {
             }
         }
         let mut last = vec![Self::NONE; n];
+        let mut copies = vec![false; n];
         for (i, node) in nodes.iter().enumerate() {
             pinned[i] |= node.op.is_leaf();
             if needed[i] {
@@ -119,8 +132,13 @@ impl LeanPlan {
                     last[j.index()] = i as u32;
                 }
             }
+            let copy_op = matches!(node.op, Op::Reshape(_) | Op::Narrow(_) | Op::Select(_));
+            copies[i] = copy_op
+                && !pinned[i]
+                && node.shape.iter().product::<usize>() >= RECOPY_ELEMENTS
+                && node.inputs.first().is_some_and(|j| nodes[j.index()].op.is_leaf() || copies[j.index()]);
         }
-        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last }
+        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, copies }
     }
 }
 
@@ -145,6 +163,7 @@ impl<T: Float> Graph<T> {
             empty: empty(),
             plan: None,
             packs: PackCache::default(),
+            peak_bytes: 0,
         }
     }
 
@@ -626,33 +645,106 @@ impl<T: Float> Graph<T> {
     }
 
     fn run_plan(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
-        let (last, pinned) = (&plan.last, &plan.pinned);
+        let (last, pinned, copies) = (&plan.last, &plan.pinned, &plan.copies);
+        let mut live: usize = (0..self.nodes.len()).filter(|&i| self.has[i]).map(|i| self.bytes(i)).sum();
+        let mut peak = live;
         for i in 0..self.nodes.len() {
             if self.nodes[i].op.is_leaf() {
                 continue;
             }
             if !plan.needed[i] {
                 if self.computed(i) {
+                    live -= self.bytes(i);
                     self.release(i);
                 }
                 continue;
             }
+            // A copy released after an earlier reader is made again for this one.
+            for k in 0..self.nodes[i].inputs.len() {
+                let j = self.nodes[i].inputs[k].index();
+                if copies[j] && !self.computed(j) {
+                    self.recopy(j, &mut live)?;
+                    peak = peak.max(live);
+                }
+            }
+            let held = |g: &Self| -> usize {
+                let node = &g.nodes[i];
+                let mut sum = if g.has[i] { g.bytes(i) } else { 0 };
+                for (k, j) in node.inputs.iter().enumerate() {
+                    if g.has[j.index()] && !node.inputs[..k].contains(j) {
+                        sum += g.bytes(j.index());
+                    }
+                }
+                sum
+            };
+            let before = held(self);
             let t0 = timer.is_some().then(std::time::Instant::now);
-            let dying = |j: usize| last[j] == i as u32 && !pinned[j];
+            let dying = |j: usize| (last[j] == i as u32 || copies[j]) && !pinned[j];
             if !self.reshape_in_place(i, dying) && !self.compute_in_place(i, dying) {
                 self.compute(i)?;
             }
             if let (Some(t), Some(t0)) = (timer.as_deref_mut(), t0) {
                 add_time(t, self.nodes[i].op.name(), t0.elapsed());
             }
+            live = live - before + held(self);
+            peak = peak.max(live);
             for k in 0..self.nodes[i].inputs.len() {
                 let j = self.nodes[i].inputs[k].index();
-                if last[j] == i as u32 && !pinned[j] {
+                if (last[j] == i as u32 || copies[j]) && !pinned[j] && self.has[j] {
+                    live -= self.bytes(j);
                     self.release(j);
                 }
             }
         }
+        self.peak_bytes = peak;
         Ok(())
+    }
+
+    /// Computes the released copy `j` of part of a leaf again (and the copies it reads).
+    fn recopy(&mut self, j: usize, live: &mut usize) -> Result<()> {
+        let from = self.nodes[j].inputs[0].index();
+        let from_copy = !self.computed(from);
+        if from_copy {
+            self.recopy(from, live)?;
+        }
+        self.compute(j)?;
+        *live += self.bytes(j);
+        if from_copy {
+            *live -= self.bytes(from);
+            self.release(from);
+        }
+        Ok(())
+    }
+
+    /// The bytes of node `i`'s value (0 without one).
+    fn bytes(&self, i: usize) -> usize {
+        match &self.values[i] {
+            Value::Float(a) => a.len() * std::mem::size_of::<T>(),
+            Value::Index(a) => a.len() * std::mem::size_of::<i64>(),
+        }
+    }
+
+    /// The most bytes of values held at once during the last [`Graph::replay_keeping`]
+    /// (leaves and kept values included): what a lean training step needs, as the
+    /// engine counts it (the allocator's own overhead and the graph's bookkeeping
+    /// are not included).
+    ///
+    /// ```
+    /// use ndarray::ArrayD;
+    /// use unrolled_autograd::Graph;
+    /// # fn main() -> unrolled_autograd::Result<()> {
+    /// let mut g = Graph::<f32>::new();
+    /// g.set_deferred(true);                                      // nothing computed yet
+    /// let x = g.input(ArrayD::zeros(ndarray::IxDyn(&[1000])));  // 4,000 bytes
+    /// let y = g.tanh(x)?;                                        // 4,000
+    /// let s = g.sum_all(y)?;                                     // 4
+    /// g.replay_keeping(&[s])?;
+    /// assert_eq!(g.peak_bytes(), 8_004);                         // x, y and s at once
+    /// assert!(!g.has_value(y)?);                                 // then y is released
+    /// # Ok(()) }
+    /// ```
+    pub fn peak_bytes(&self) -> usize {
+        self.peak_bytes
     }
 
     /// Replays only the first `len` nodes (for example the forward pass recorded before

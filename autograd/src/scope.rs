@@ -158,9 +158,11 @@ impl Scopes {
             segs.push(seg);
             at = parent;
         }
+        // As `all` writes it: a separator only after a non-empty path (a scope named ""
+        // adds nothing to its children's paths).
         let mut path = String::new();
-        for (k, seg) in segs.iter().rev().enumerate() {
-            if k > 0 {
+        for seg in segs.iter().rev() {
+            if !path.is_empty() {
                 path.push('/');
             }
             self.write_segment(&mut path, *seg);

@@ -162,7 +162,6 @@ impl<T: Float> Rule<T> for MatMul {
         } else if shared {
             // Sum over the batch: flatten [B, m, k] and [B, m, n] to 2-D first.
             let (sa, n) = (g.shape_of(a).to_vec(), g.shape_of(gr)[2]);
-            let a = g.copied_again(a)?;
             let a2 = g.reshape(a, &[sa[0] * sa[1], sa[2]])?;
             let g2 = g.reshape(gr, &[sa[0] * sa[1], n])?;
             Some(if tb { g.matmul_t(g2, a2, true, false)? } else { g.matmul_t(a2, g2, true, false)? })

@@ -1,10 +1,11 @@
 //! Losses: softmax cross-entropy with integer targets (fused for numerical
-//! stability) and mean squared error (composed).
+//! stability) and mean squared error (fused: no `[…]`-sized intermediate in the
+//! forward pass; its gradient is recorded as primitives).
 
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
 
-use super::{arity, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
+use super::{arity, broadcast, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
 use crate::graph::Graph;
@@ -32,6 +33,72 @@ pub enum Reduction {
 pub struct CrossEntropy {
     /// The reduction.
     pub reduction: Reduction,
+}
+
+/// Mean squared error `mean((a - b)²)` over the broadcast shape of `a` and `b`, as
+/// `torch.nn.functional.mse_loss`: a scalar, computed in one pass without the
+/// difference or its square as tensors. d/da = 2 (a - b) g / n, d/db = -d/da,
+/// recorded as `sub`, `mul` and `affine` nodes (so it can be differentiated again).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MseLoss;
+
+impl<T: Float> Rule<T> for MseLoss {
+    fn infer(&self, s: &[&[usize]]) -> FResult<Shape> {
+        arity(s, 2)?;
+        broadcast(s[0], s[1])?;
+        Ok(Shape::new())
+    }
+    fn forward(&self, v: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+        let (a, b) = (fin(v, 0), fin(v, 1));
+        let (sum, n) = match (a.shape() == b.shape(), a.as_slice(), b.as_slice()) {
+            (true, Some(a), Some(b)) => (squared_distance(a, b), a.len()),
+            _ => {
+                let d = a - b;
+                (d.iter().map(|&x| x * x).fold(T::zero(), |s, x| s + x), d.len())
+            }
+        };
+        Ok(ArrayD::from_elem(IxDyn(&[]), sum * T::of(1.0 / n as f64)))
+    }
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let (x, y) = (b.inputs[0], b.inputs[1]);
+        let n: usize = broadcast(g.shape_of(x), g.shape_of(y)).expect("checked when recorded").iter().product();
+        let d = g.sub(x, y)?;
+        let up = g.mul_scalar(b.grad, 2.0 / n as f64)?;
+        let gx = g.mul(d, up)?;
+        let gy = if b.needs[1] { Some(g.neg(gx)?) } else { None };
+        grads([b.needs[0].then_some(gx), gy])
+    }
+}
+
+/// `Σ (a_i - b_i)²` over equal-length slices, in 16 interleaved partial sums (so the
+/// pass vectorizes), added pairwise at the end.
+fn squared_distance<T: Float>(a: &[T], b: &[T]) -> T {
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            let mut acc = [T::zero(); 16];
+            let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (xa, xb) in ca.zip(cb) {
+                for k in 0..16 {
+                    let d = xa[k] - xb[k];
+                    acc[k] += d * d;
+                }
+            }
+            for (k, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+                let d = x - y;
+                acc[k] += d * d;
+            }
+            let mut width = 16;
+            while width > 1 {
+                width /= 2;
+                for k in 0..width {
+                    acc[k] += acc[k + width];
+                }
+            }
+            acc[0]
+        },
+    )
 }
 
 /// One-hot encoding of int64 indices `S` into floats `S ++ [classes]`; not differentiable.
@@ -154,8 +221,34 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if the shapes do not broadcast.
     pub fn mse_loss(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
-        let d = self.sub(a, b)?;
-        let sq = self.square(d)?;
-        self.mean_all(sq)
+        self.push(Op::MseLoss(MseLoss), &[a, b])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::Graph;
+    use ndarray::{ArrayD, IxDyn};
+
+    /// The fused loss against the same formula composed of primitives, on the vector
+    /// pass with a remainder and on a broadcast.
+    #[test]
+    fn mse_loss_equals_the_composed_formula() -> crate::Result<()> {
+        for (sa, sb) in [(vec![5, 7], vec![5, 7]), (vec![3, 7], vec![7]), (vec![1], vec![1])] {
+            let mut g = Graph::<f64>::new();
+            let fill = |s: &[usize], k: f64| {
+                let n: usize = s.iter().product();
+                ArrayD::from_shape_vec(IxDyn(s), (0..n).map(|i| (i as f64 * k).sin()).collect()).expect("sized")
+            };
+            let a = g.input(fill(&sa, 0.7));
+            let b = g.input(fill(&sb, 1.3));
+            let fused = g.mse_loss(a, b)?;
+            let d = g.sub(a, b)?;
+            let sq = g.square(d)?;
+            let composed = g.mean_all(sq)?;
+            let (f, c) = (g.value(fused)?.sum(), g.value(composed)?.sum());
+            assert!((f - c).abs() <= 1e-15 * c.abs(), "{sa:?} {sb:?}: {f} against {c}");
+        }
+        Ok(())
     }
 }

@@ -273,6 +273,7 @@ op_table! {
     ScatterAdd = "scatter_add",
     // loss.rs
     CrossEntropy = "cross_entropy",
+    MseLoss = "mse_loss",
     OneHot = "one_hot",
     // conv.rs
     Conv2d = "conv2d",
