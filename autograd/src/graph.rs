@@ -13,6 +13,7 @@ use crate::node::{DType, Node, NodeId, Shape, Value};
 use crate::ops::{Constant, Fail, Input, Op, Param};
 use crate::params::ParamStore;
 use crate::scope::{Direction, ScopeGuard, ScopeId, ScopeInfo, ScopePath, Scopes, Segment};
+use crate::values::Values;
 
 static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
 
@@ -42,15 +43,13 @@ static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
 pub struct Graph<T: Float> {
     tag: u32,
     pub(crate) nodes: Vec<Node>,
-    pub(crate) values: Vec<Value<T>>,
+    pub(crate) values: Values<T>,
     /// Whether each node's value is there (not deferred, released or skipped).
     has: Vec<bool>,
     pub(crate) scopes: Scopes,
     current: ScopeId,
     params: BTreeMap<String, NodeId>,
     deferred: bool,
-    /// The value of a node without one, cloned (cheaper than building it each time).
-    empty: ArrayD<T>,
     /// The last lean replay's plan ([`Graph::replay_keeping`]).
     plan: Option<LeanPlan>,
     /// Weights packed for the skinny product kernel, while their values stay put.
@@ -59,12 +58,11 @@ pub struct Graph<T: Float> {
     peak_bytes: usize,
 }
 
-/// Moves the float array out of a node's value slot, leaving the empty placeholder (the
-/// caller has checked that the slot holds a float array, and updates its flag).
-fn take_float<T: Float>(slot: &mut Value<T>, empty: &ArrayD<T>) -> ArrayD<T> {
-    match std::mem::replace(slot, Value::Float(empty.clone())) {
+/// The float array of a value the caller has checked to be a float value.
+fn into_float<T>(v: Value<T>) -> ArrayD<T> {
+    match v {
         Value::Float(a) => a,
-        _ => unreachable!("checked to be a float value by the caller"),
+        Value::Index(_) => unreachable!("checked to be a float value by the caller"),
     }
 }
 
@@ -154,13 +152,12 @@ impl<T: Float> Graph<T> {
         Graph {
             tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
             nodes: Vec::new(),
-            values: Vec::new(),
+            values: Values::new(),
             has: Vec::new(),
             scopes: Scopes::default(),
             current: ScopeId::ROOT,
             params: BTreeMap::new(),
             deferred: false,
-            empty: empty(),
             plan: None,
             packs: PackCache::default(),
             peak_bytes: 0,
@@ -243,7 +240,7 @@ impl<T: Float> Graph<T> {
     /// Drops node `i`'s value (a lean replay's release).
     fn release(&mut self, i: usize) {
         self.packs.forget(i);
-        self.values[i] = self.placeholder();
+        self.values.clear(i);
         self.has[i] = false;
     }
 
@@ -427,7 +424,6 @@ impl<T: Float> Graph<T> {
         let id = self.mk_id(self.nodes.len());
         self.nodes.push(Node { op, inputs: SmallVec::from_slice(inputs), shape, dtype, scope: self.current });
         self.has.push(value.is_some());
-        let value = value.unwrap_or_else(|| self.placeholder());
         self.values.push(value);
         id
     }
@@ -667,15 +663,12 @@ impl<T: Float> Graph<T> {
                     peak = peak.max(live);
                 }
             }
+            // The bytes of the node and its inputs (an input read twice counts twice on
+            // both sides: computing in place takes only an input read once).
             let held = |g: &Self| -> usize {
                 let node = &g.nodes[i];
-                let mut sum = if g.has[i] { g.bytes(i) } else { 0 };
-                for (k, j) in node.inputs.iter().enumerate() {
-                    if g.has[j.index()] && !node.inputs[..k].contains(j) {
-                        sum += g.bytes(j.index());
-                    }
-                }
-                sum
+                let own = if g.has[i] { g.bytes(i) } else { 0 };
+                own + node.inputs.iter().filter(|j| g.has[j.index()]).map(|j| g.bytes(j.index())).sum::<usize>()
             };
             let before = held(self);
             let t0 = timer.is_some().then(std::time::Instant::now);
@@ -777,7 +770,7 @@ impl<T: Float> Graph<T> {
             return false;
         }
         let shape = IxDyn(&node.shape);
-        let a = take_float(&mut self.values[j], &self.empty);
+        let a = into_float(self.values.take(j));
         self.has[j] = false;
         // Row-major, and a reshape keeps the number of elements (checked when recorded).
         let b = a.into_shape_with_order(shape).expect("a row-major buffer reshapes to the same number of elements");
@@ -797,13 +790,15 @@ impl<T: Float> Graph<T> {
         }
         let fits = |k: usize| {
             let j = ins[k].index();
+            // Cheap tests first: a join of many steps fails the shape test at once, before
+            // the count of `j` among its inputs (quadratic in their number).
             dying(j)
-                && ins.iter().filter(|x| x.index() == j).count() == 1
                 && matches!(&self.values[j], Value::Float(v) if v.shape() == &node.shape[..] && v.is_standard_layout())
+                && ins.iter().filter(|x| x.index() == j).count() == 1
         };
         let Some(pos) = (0..ins.len()).find(|&k| fits(k)) else { return false };
         let j = ins[pos].index();
-        let mut acc = take_float(&mut self.values[j], &self.empty);
+        let mut acc = into_float(self.values.take(j));
         let rule = node.op.rule::<T>();
         let vals: SmallVec<[&Value<T>; 4]> = ins.iter().map(|x| &self.values[x.index()]).collect();
         let done = rule.forward_in_place(&mut acc, pos, &vals);
@@ -816,11 +811,6 @@ impl<T: Float> Graph<T> {
         self.values[i] = Value::Float(acc);
         self.has[i] = true;
         true
-    }
-
-    /// The value of a node that has none (deferred, released or skipped).
-    fn placeholder(&self) -> Value<T> {
-        Value::Float(self.empty.clone())
     }
 
     /// Computes node `i` from its inputs' values.
@@ -1001,9 +991,4 @@ pub struct OpTime {
     pub count: usize,
     /// Their total time.
     pub time: std::time::Duration,
-}
-
-/// The value of a node that has none (deferred or released): an empty array, no allocation.
-fn empty<T: Float>() -> ArrayD<T> {
-    ArrayD::from_shape_vec(IxDyn(&[0]), Vec::new()).expect("an empty array has shape [0]")
 }

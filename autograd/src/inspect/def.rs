@@ -68,7 +68,7 @@ impl<T: Float> Graph<T> {
         let nodes = self
             .nodes
             .iter()
-            .zip(&self.values)
+            .zip(self.values.iter())
             .map(|(n, v)| NodeDef {
                 op: n.op.clone(),
                 inputs: n.inputs.iter().map(|j| j.index()).collect(),
