@@ -158,8 +158,8 @@ impl Scopes {
             segs.push(seg);
             at = parent;
         }
-        // As `all` writes it: a separator only after a non-empty path (a scope named ""
-        // adds nothing to its children's paths).
+        // A separator only after a non-empty path (a scope named "" adds nothing to its
+        // children's paths).
         let mut path = String::new();
         for seg in segs.iter().rev() {
             if !path.is_empty() {
@@ -171,30 +171,6 @@ impl Scopes {
         if let Some(&seg) = segs.first() {
             self.write_segment(&mut name, seg);
         }
-        self.info_with(id, path, name)
-    }
-
-    /// Every scope with its path and name written out, in id order.
-    pub(crate) fn all(&self) -> Vec<ScopeInfo> {
-        let mut out: Vec<ScopeInfo> = Vec::with_capacity(self.recs.len());
-        for (i, rec) in self.recs.iter().enumerate() {
-            let id = ScopeId(i as u32);
-            let (path, name) = match (rec.parent, rec.seg) {
-                (Some(p), Some(seg)) => {
-                    let mut name = String::new();
-                    self.write_segment(&mut name, seg);
-                    let parent = &out[p.index()].path;
-                    let path = if parent.is_empty() { name.clone() } else { format!("{parent}/{name}") };
-                    (path, name)
-                }
-                _ => (String::new(), String::new()),
-            };
-            out.push(self.info_with(id, path, name));
-        }
-        out
-    }
-
-    fn info_with(&self, id: ScopeId, path: String, name: String) -> ScopeInfo {
         let r = &self.recs[id.index()];
         ScopeInfo {
             path,
@@ -205,6 +181,11 @@ impl Scopes {
             gradient: r.gradient,
             name,
         }
+    }
+
+    /// Every scope with its path and name written out, in id order.
+    pub(crate) fn all(&self) -> Vec<ScopeInfo> {
+        (0..self.recs.len()).map(|i| self.info(ScopeId(i as u32))).collect()
     }
 
     fn write_segment(&self, out: &mut String, seg: Segment) {
