@@ -73,6 +73,21 @@ fn axis_infer(shapes: &[&[usize]], axis: usize) -> FResult<Shape> {
     Ok(shape_of(shapes[0]))
 }
 
+/// `f` folded over a row in eight interleaved lanes (so that it vectorizes), then
+/// over the lanes and the remainder: a row's max or sum.
+#[inline(always)]
+fn fold8<T: Float>(row: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; 8];
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = f(acc[k], c[k]);
+        }
+    }
+    rest.iter().fold(acc.iter().fold(init, |a, &v| f(a, v)), |a, &v| f(a, v))
+}
+
 fn lane_max<T: Float>(lane: &ndarray::ArrayViewMut1<T>) -> T {
     lane.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m })
 }
@@ -82,7 +97,32 @@ impl<T: Float> Rule<T> for Softmax {
         axis_infer(s, self.axis)
     }
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-        let mut out = fin(x, 0).to_owned();
+        let x = fin(x, 0);
+        if let (Some(s), true) = (x.as_slice(), self.axis + 1 == x.ndim()) {
+            // Row-major over the last axis (logits): each row in place, one vectorized
+            // pass for the exponentials.
+            let mut v = s.to_vec();
+            let n = x.shape()[self.axis].max(1);
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for row in v.chunks_exact_mut(n) {
+                        let m = fold8(row, T::neg_infinity(), |m, v| if v > m { v } else { m });
+                        for e in row.iter_mut() {
+                            // A masked (-inf) logit gets exactly 0, as `exp` gives.
+                            let d = *e - m;
+                            *e = if d == T::neg_infinity() { T::zero() } else { d.exp_fast() };
+                        }
+                        let s = fold8(row, T::zero(), |a, v| a + v);
+                        for e in row.iter_mut() {
+                            *e /= s;
+                        }
+                    }
+                },
+            );
+            return Ok(ArrayD::from_shape_vec(x.raw_dim(), v).expect("sized"));
+        }
+        let mut out = x.to_owned();
         for mut lane in out.lanes_mut(Axis(self.axis)) {
             let m = lane_max(&lane);
             lane.mapv_inplace(|v| (v - m).exp());
@@ -206,5 +246,45 @@ impl<T: Float> Graph<T> {
         let shape = self.shape_of(x).to_vec();
         let mask = self.push(Op::DropoutMask(DropoutMask { p, seed, shape }), &[])?;
         self.mul(x, mask)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn, ShapeBuilder};
+
+    use super::*;
+
+    /// The row-major softmax over the last axis against the general path (the same
+    /// values laid out column-major), with rows longer and shorter than the 8 lanes.
+    #[test]
+    fn row_major_softmax_matches_the_general_path() {
+        for shape in [[3usize, 19], [4, 5], [2, 8]] {
+            let x = ArrayD::from_shape_fn(IxDyn(&shape), |i| ((i[0] * 31 + i[1] * 7) as f64).sin() * 3.0);
+            let mut xc = ArrayD::zeros(IxDyn(&shape).f());
+            xc.assign(&x);
+            let op = Softmax { axis: 1 };
+            let fast = Rule::<f64>::forward(&op, &[&Value::Float(x)], &shape).expect("valid");
+            let general = Rule::<f64>::forward(&op, &[&Value::Float(xc)], &shape).expect("valid");
+            for (a, b) in fast.iter().zip(&general) {
+                assert!((a - b).abs() <= 1e-15 * b.abs(), "{shape:?}: {a} against {b}");
+            }
+        }
+    }
+
+    /// A masked logit (`-inf`) gets exactly 0 in `f32` too, where the fast `exp`
+    /// saturates; the rest agree with the `f64` result.
+    #[test]
+    fn softmax_gives_masked_logits_exactly_zero() {
+        let v = [0.5, f64::NEG_INFINITY, -1.0, 2.0, -100.0, 0.0, 1.0, -3.0, 0.25];
+        let x64 = ArrayD::from_shape_vec(IxDyn(&[1, 9]), v.to_vec()).expect("sized");
+        let x32 = x64.mapv(|v| v as f32);
+        let op = Softmax { axis: 1 };
+        let p64 = Rule::<f64>::forward(&op, &[&Value::Float(x64)], &[1, 9]).expect("valid");
+        let p32 = Rule::<f32>::forward(&op, &[&Value::Float(x32)], &[1, 9]).expect("valid");
+        assert_eq!((p64[[0, 1]], p32[[0, 1]]), (0.0, 0.0));
+        for (a, b) in p32.iter().zip(&p64) {
+            assert!((f64::from(*a) - b).abs() <= 1e-6 * b.abs() + 1e-30, "{a} against {b}");
+        }
     }
 }

@@ -59,6 +59,11 @@ fn take_shape(x: &[usize], axis: usize, idx: &[usize]) -> Shape {
     x[..axis].iter().chain(idx).chain(&x[axis + 1..]).copied().collect()
 }
 
+/// The element counts before `axis`, along it, and after it.
+fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
+}
+
 fn axis_ok(rank: usize, axis: usize) -> FResult<()> {
     if axis >= rank {
         return Err(Fail::Invalid(format!("axis {axis} out of range for rank {rank}")));
@@ -78,6 +83,18 @@ impl<T: Float> Rule<T> for IndexSelect {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (src, idx) = (fin(x, 0), x[1].index());
         check_index(idx, src.shape()[self.axis])?;
+        if let Some(s) = src.as_slice() {
+            // Row-major: one slice copy per picked row (an embedding lookup).
+            let (outer, n, inner) = split_at_axis(src.shape(), self.axis);
+            let mut out = Vec::with_capacity(outer * idx.len() * inner);
+            for o in 0..outer {
+                for &i in idx {
+                    let at = (o * n + i as usize) * inner;
+                    out.extend_from_slice(&s[at..at + inner]);
+                }
+            }
+            return Ok(ArrayD::from_shape_vec(IxDyn(shape), out).expect("sized"));
+        }
         let picks: Vec<usize> = idx.iter().map(|&i| i as usize).collect();
         let out = src.select(Axis(self.axis), &picks);
         Ok(out.to_shape(IxDyn(shape)).expect("sized").into_owned())
@@ -105,6 +122,23 @@ impl<T: Float> Rule<T> for IndexAdd {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (src, idx) = (fin(x, 0), x[1].index());
         check_index(idx, self.size)?;
+        if let Some(s) = src.as_slice() {
+            // Row-major: each slice added at its row, in the order of the index (the
+            // same sums, in the same order, as the general path below).
+            let (outer, inner) =
+                (shape[..self.axis].iter().product::<usize>(), shape[self.axis + 1..].iter().product());
+            let mut out = vec![T::zero(); outer * self.size * inner];
+            for o in 0..outer {
+                for (k, &i) in idx.iter().enumerate() {
+                    let from = &s[(o * idx.len() + k) * inner..][..inner];
+                    let to = &mut out[(o * self.size + i as usize) * inner..][..inner];
+                    for (t, &f) in to.iter_mut().zip(from) {
+                        *t += f;
+                    }
+                }
+            }
+            return Ok(ArrayD::from_shape_vec(IxDyn(shape), out).expect("sized"));
+        }
         let mut flat_shape: Vec<usize> = shape.to_vec();
         flat_shape[self.axis] = idx.len();
         let src = src.to_shape(IxDyn(&flat_shape)).expect("sized");
@@ -215,5 +249,43 @@ impl<T: Float> Graph<T> {
     pub fn gather(&mut self, x: NodeId, axis: isize, idx: NodeId) -> Result<NodeId> {
         let axis = self.axis("gather", x, axis)?;
         self.push(Op::Gather(Gather { axis }), &[x, idx])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn, ShapeBuilder};
+
+    use super::*;
+
+    /// The same values laid out column-major, so the ops take their general path.
+    fn column_major(x: &ArrayD<f64>) -> ArrayD<f64> {
+        let mut c = ArrayD::zeros(IxDyn(x.shape()).f());
+        c.assign(x);
+        c
+    }
+
+    /// The row-major paths of `index_select` and `index_add` against the general ones,
+    /// on every axis, with repeated indices and a 2-D index.
+    #[test]
+    fn row_major_index_paths_match_the_general_ones() {
+        let x = ArrayD::from_shape_fn(IxDyn(&[3, 4, 5]), |i| (i[0] * 20 + i[1] * 5 + i[2]) as f64 * 0.37);
+        let idx = Value::Index(ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1, 0, 1, 2, 2, 0]).expect("sized"));
+        for axis in 0..3 {
+            let sel = IndexSelect { axis };
+            let shape = take_shape(x.shape(), axis, &[2, 3]);
+            let (xr, xc) = (Value::Float(x.clone()), Value::Float(column_major(&x)));
+            let fast = Rule::<f64>::forward(&sel, &[&xr, &idx], &shape).expect("valid");
+            let general = Rule::<f64>::forward(&sel, &[&xc, &idx], &shape).expect("valid");
+            assert!(xc.float().as_slice().is_none(), "the general path is taken");
+            assert_eq!(fast, general, "index_select on axis {axis}");
+
+            let add = IndexAdd { axis, size: x.shape()[axis] };
+            let g = fast.mapv(|v| v.sin());
+            let (gr, gc) = (Value::Float(g.clone()), Value::Float(column_major(&g)));
+            let fast = Rule::<f64>::forward(&add, &[&gr, &idx], x.shape()).expect("valid");
+            let general = Rule::<f64>::forward(&add, &[&gc, &idx], x.shape()).expect("valid");
+            assert_eq!(fast, general, "index_add on axis {axis}");
+        }
     }
 }
