@@ -95,13 +95,25 @@ fn binary_row_major<T: Float>(
 
 /// `acc[j] = f(acc[j], other[j])`, `other` broadcast to `acc`'s shape (checked when
 /// the op was recorded). A row-major `other` of `acc`'s shape, or matching its trailing
-/// axes (a bias), is combined in passes that vectorize.
+/// axes (a bias), or a scalar, is combined in passes that vectorize.
 #[inline(always)]
 pub(crate) fn combine_in_place<T: Float>(acc: &mut ArrayD<T>, other: &ArrayD<T>, f: impl Fn(T, T) -> T) {
     let lead = other.shape().iter().take_while(|&&d| d == 1).count();
     let tail = &other.shape()[lead..];
     let fits = tail.len() <= acc.ndim() && acc.shape()[acc.ndim() - tail.len()..] == *tail;
     if let (true, Some(o), Some(a)) = (fits, other.as_slice(), acc.as_slice_mut()) {
+        if let [y] = *o {
+            // A scalar (a loss's upstream gradient): one pass, not a pass per element.
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for x in a.iter_mut() {
+                        *x = f(*x, y);
+                    }
+                },
+            );
+            return;
+        }
         if !o.is_empty() {
             crate::simd::vectorized(
                 #[inline(always)]
@@ -673,5 +685,27 @@ impl<T: Float> Graph<T> {
     /// As [`Graph::affine`].
     pub fn detach(&mut self, x: NodeId) -> Result<NodeId> {
         self.push(super::Op::Detach(Detach), &[x])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::combine_in_place;
+
+    /// Every vectorized case of `combine_in_place` (same shape, trailing axes, scalar
+    /// of rank 0 and of rank 2) against ndarray's broadcasting.
+    #[test]
+    fn combine_in_place_matches_broadcasting() {
+        let acc = ArrayD::from_shape_fn(IxDyn(&[3, 4, 5]), |i| (i[0] * 20 + i[1] * 5 + i[2]) as f64 * 0.1);
+        for shape in [vec![3, 4, 5], vec![4, 5], vec![1, 5], vec![], vec![1, 1]] {
+            let n: usize = shape.iter().product();
+            let other = ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|k| k as f64 - 1.5).collect()).expect("sized");
+            let mut got = acc.clone();
+            combine_in_place(&mut got, &other, |a, b| a * b - a);
+            let want = &acc * &other - &acc;
+            assert_eq!(got, want, "other of shape {shape:?}");
+        }
     }
 }
