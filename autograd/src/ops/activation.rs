@@ -251,9 +251,10 @@ impl<T: Float> Graph<T> {
 
 #[cfg(test)]
 mod tests {
-    use ndarray::{ArrayD, IxDyn, ShapeBuilder};
+    use ndarray::{ArrayD, IxDyn};
 
     use super::*;
+    use crate::ops::column_major;
 
     /// The row-major softmax over the last axis against the general path (the same
     /// values laid out column-major), with rows longer and shorter than the 8 lanes.
@@ -261,8 +262,7 @@ mod tests {
     fn row_major_softmax_matches_the_general_path() {
         for shape in [[3usize, 19], [4, 5], [2, 8]] {
             let x = ArrayD::from_shape_fn(IxDyn(&shape), |i| ((i[0] * 31 + i[1] * 7) as f64).sin() * 3.0);
-            let mut xc = ArrayD::zeros(IxDyn(&shape).f());
-            xc.assign(&x);
+            let xc = column_major(&x);
             let op = Softmax { axis: 1 };
             let fast = Rule::<f64>::forward(&op, &[&Value::Float(x)], &shape).expect("valid");
             let general = Rule::<f64>::forward(&op, &[&Value::Float(xc)], &shape).expect("valid");

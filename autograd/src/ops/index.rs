@@ -125,8 +125,7 @@ impl<T: Float> Rule<T> for IndexAdd {
         if let Some(s) = src.as_slice() {
             // Row-major: each slice added at its row, in the order of the index (the
             // same sums, in the same order, as the general path below).
-            let (outer, inner) =
-                (shape[..self.axis].iter().product::<usize>(), shape[self.axis + 1..].iter().product());
+            let (outer, _, inner) = split_at_axis(shape, self.axis);
             let mut out = vec![T::zero(); outer * self.size * inner];
             for o in 0..outer {
                 for (k, &i) in idx.iter().enumerate() {
@@ -254,16 +253,10 @@ impl<T: Float> Graph<T> {
 
 #[cfg(test)]
 mod tests {
-    use ndarray::{ArrayD, IxDyn, ShapeBuilder};
+    use ndarray::{ArrayD, IxDyn};
 
     use super::*;
-
-    /// The same values laid out column-major, so the ops take their general path.
-    fn column_major(x: &ArrayD<f64>) -> ArrayD<f64> {
-        let mut c = ArrayD::zeros(IxDyn(x.shape()).f());
-        c.assign(x);
-        c
-    }
+    use crate::ops::column_major;
 
     /// The row-major paths of `index_select` and `index_add` against the general ones,
     /// on every axis, with repeated indices and a 2-D index.
