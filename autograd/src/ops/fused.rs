@@ -17,6 +17,7 @@ use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+use super::fresh::filled;
 use super::{arity, fin, grads, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
@@ -100,14 +101,19 @@ impl<T: Float> Rule<T> for LstmCell {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (rows, h) = (shape[0], shape[1] / 6);
         let (xp, hh, c) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
-        let mut out = vec![T::zero(); rows * 6 * h];
-        for_rows(&mut out, 6 * h, &|r0, out| {
-            let (xp, hh, c) = (&xp[r0 * 4 * h..], &hh[r0 * 4 * h..], &c[r0 * h..]);
-            crate::simd::vectorized(
-                #[inline(always)]
-                || lstm_forward_rows(out, xp, hh, c, h),
-            );
-        });
+        // SAFETY: `lstm_forward_rows` writes all six blocks of every row (gates first,
+        // then `c'` and `h'` from them) and reads only what it has written.
+        let out = unsafe {
+            filled(rows * 6 * h, |out| {
+                for_rows(out, 6 * h, &|r0, out| {
+                    let (xp, hh, c) = (&xp[r0 * 4 * h..], &hh[r0 * 4 * h..], &c[r0 * h..]);
+                    crate::simd::vectorized(
+                        #[inline(always)]
+                        || lstm_forward_rows(out, xp, hh, c, h),
+                    );
+                })
+            })
+        };
         Ok(out_array(rows, 6 * h, out))
     }
 
@@ -194,46 +200,57 @@ impl<T: Float> Rule<T> for LstmCellGrad {
         let (gw, zeros) = if self.state_only { (h, vec![T::zero(); h]) } else { (6 * h, Vec::new()) };
         let one = T::one();
         let w = shape[1];
-        let mut res = vec![T::zero(); rows * w];
-        for_rows(&mut res, w, &|r0, res| {
-            let (out, c, gr) = (&out[r0 * 6 * h..], &c[r0 * h..], &gr[r0 * gw..]);
-            let gc = if self.state_only { &gc[r0 * h..] } else { &gc[..] };
-            let (mut dc, mut tc) = (vec![T::zero(); h], vec![T::zero(); h]);
-            crate::simd::vectorized(
-                #[inline(always)]
-                || {
-                    for (k, ((r, o), (cp, g))) in res
-                        .chunks_exact_mut(w)
-                        .zip(out.chunks_exact(6 * h))
-                        .zip(c.chunks_exact(h).zip(gr.chunks_exact(gw)))
-                        .enumerate()
-                    {
-                        let (cn, ig, fg, gg, og) =
-                            (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..4 * h], &o[4 * h..5 * h], &o[5 * h..]);
-                        let (g_h, g_c, g_i, g_f, g_g, g_o) = if self.state_only {
-                            let z = &zeros[..];
-                            (g, &gc[k * h..(k + 1) * h], z, z, z, z)
-                        } else {
-                            (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..4 * h], &g[4 * h..5 * h], &g[5 * h..])
-                        };
-                        // dc = g_c + g_h o (1 - tanh²c'), the gradient reaching c' (passes that vectorize).
-                        map1(&mut tc, cn, |c| c.tanh_fast());
-                        map4(&mut dc, g_c, g_h, og, &tc, |gc, gh, o, t| gc + gh * o * (one - t * t));
-                        if self.of == LstmGradOf::Cell {
-                            map2(r, &dc, fg, |d, f| d * f);
-                            continue;
-                        }
-                        let (ri, rest) = r.split_at_mut(h);
-                        let (rf, rest) = rest.split_at_mut(h);
-                        let (rg, ro) = rest.split_at_mut(h);
-                        map4(ri, &dc, gg, g_i, ig, |d, g, t, i| (d * g + t) * i * (one - i));
-                        map4(rf, &dc, cp, g_f, fg, |d, c, t, f| (d * c + t) * f * (one - f));
-                        map4(rg, &dc, ig, g_g, gg, |d, i, t, g| (d * i + t) * (one - g * g));
-                        map4(ro, g_h, &tc, g_o, og, |gh, t, go, o| (gh * t + go) * o * (one - o));
-                    }
-                },
-            );
-        });
+        // SAFETY: each row is written whole: `dc·f` (of the cell), or the four gate blocks.
+        let res = unsafe {
+            filled(rows * w, |res| {
+                for_rows(res, w, &|r0, res| {
+                    let (out, c, gr) = (&out[r0 * 6 * h..], &c[r0 * h..], &gr[r0 * gw..]);
+                    let gc = if self.state_only { &gc[r0 * h..] } else { &gc[..] };
+                    let (mut dc, mut tc) = (vec![T::zero(); h], vec![T::zero(); h]);
+                    crate::simd::vectorized(
+                        #[inline(always)]
+                        || {
+                            for (k, ((r, o), (cp, g))) in res
+                                .chunks_exact_mut(w)
+                                .zip(out.chunks_exact(6 * h))
+                                .zip(c.chunks_exact(h).zip(gr.chunks_exact(gw)))
+                                .enumerate()
+                            {
+                                let (cn, ig, fg, gg, og) =
+                                    (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..4 * h], &o[4 * h..5 * h], &o[5 * h..]);
+                                let (g_h, g_c, g_i, g_f, g_g, g_o) = if self.state_only {
+                                    let z = &zeros[..];
+                                    (g, &gc[k * h..(k + 1) * h], z, z, z, z)
+                                } else {
+                                    (
+                                        &g[..h],
+                                        &g[h..2 * h],
+                                        &g[2 * h..3 * h],
+                                        &g[3 * h..4 * h],
+                                        &g[4 * h..5 * h],
+                                        &g[5 * h..],
+                                    )
+                                };
+                                // dc = g_c + g_h o (1 - tanh²c'), the gradient reaching c' (passes that vectorize).
+                                map1(&mut tc, cn, |c| c.tanh_fast());
+                                map4(&mut dc, g_c, g_h, og, &tc, |gc, gh, o, t| gc + gh * o * (one - t * t));
+                                if self.of == LstmGradOf::Cell {
+                                    map2(r, &dc, fg, |d, f| d * f);
+                                    continue;
+                                }
+                                let (ri, rest) = r.split_at_mut(h);
+                                let (rf, rest) = rest.split_at_mut(h);
+                                let (rg, ro) = rest.split_at_mut(h);
+                                map4(ri, &dc, gg, g_i, ig, |d, g, t, i| (d * g + t) * i * (one - i));
+                                map4(rf, &dc, cp, g_f, fg, |d, c, t, f| (d * c + t) * f * (one - f));
+                                map4(rg, &dc, ig, g_g, gg, |d, i, t, g| (d * i + t) * (one - g * g));
+                                map4(ro, g_h, &tc, g_o, og, |gh, t, go, o| (gh * t + go) * o * (one - o));
+                            }
+                        },
+                    );
+                })
+            })
+        };
         Ok(out_array(rows, w, res))
     }
 
@@ -332,29 +349,34 @@ impl<T: Float> Rule<T> for GruCell {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (rows, h) = (shape[0], shape[1] / 4);
         let (xp, hp, hs) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
-        let mut out = vec![T::zero(); rows * 4 * h];
-        for_rows(&mut out, 4 * h, &|r0, out| {
-            let (xp, hp, hs) = (&xp[r0 * 3 * h..], &hp[r0 * 3 * h..], &hs[r0 * h..]);
-            crate::simd::vectorized(
-                #[inline(always)]
-                || {
-                    for ((o, (zx, zh)), hv) in out
-                        .chunks_exact_mut(4 * h)
-                        .zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h)))
-                        .zip(hs.chunks_exact(h))
-                    {
-                        // Each pass reads and writes few enough slices to vectorize.
-                        let (oh, rest) = o.split_at_mut(h);
-                        let (or, rest) = rest.split_at_mut(h);
-                        let (oz, on) = rest.split_at_mut(h);
-                        map2(or, &zx[..h], &zh[..h], |a, b| sigmoid(a + b));
-                        map2(oz, &zx[h..2 * h], &zh[h..2 * h], |a, b| sigmoid(a + b));
-                        map3(on, &zx[2 * h..], or, &zh[2 * h..], |x, r, hn| (x + r * hn).tanh_fast());
-                        map3(oh, oz, on, hv, |z, n, hv| (T::one() - z) * n + z * hv);
-                    }
-                },
-            );
-        });
+        // SAFETY: every row's four blocks are written (`r`, `z`, `n`, then `h'`), each read only
+        // after it is written.
+        let out = unsafe {
+            filled(rows * 4 * h, |out| {
+                for_rows(out, 4 * h, &|r0, out| {
+                    let (xp, hp, hs) = (&xp[r0 * 3 * h..], &hp[r0 * 3 * h..], &hs[r0 * h..]);
+                    crate::simd::vectorized(
+                        #[inline(always)]
+                        || {
+                            for ((o, (zx, zh)), hv) in out
+                                .chunks_exact_mut(4 * h)
+                                .zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h)))
+                                .zip(hs.chunks_exact(h))
+                            {
+                                // Each pass reads and writes few enough slices to vectorize.
+                                let (oh, rest) = o.split_at_mut(h);
+                                let (or, rest) = rest.split_at_mut(h);
+                                let (oz, on) = rest.split_at_mut(h);
+                                map2(or, &zx[..h], &zh[..h], |a, b| sigmoid(a + b));
+                                map2(oz, &zx[h..2 * h], &zh[h..2 * h], |a, b| sigmoid(a + b));
+                                map3(on, &zx[2 * h..], or, &zh[2 * h..], |x, r, hn| (x + r * hn).tanh_fast());
+                                map3(oh, oz, on, hv, |z, n, hv| (T::one() - z) * n + z * hv);
+                            }
+                        },
+                    );
+                })
+            })
+        };
         Ok(out_array(rows, 4 * h, out))
     }
 
@@ -411,44 +433,49 @@ impl<T: Float> Rule<T> for GruCellGrad {
         let (out, hp, hs, gr) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)), flat(fin(x, 3)));
         let one = T::one();
         let w = shape[1];
-        let mut res = vec![T::zero(); rows * w];
         // Without taps' gradients (`state_only`) their blocks read as zeros.
         let (gw, zeros) = if self.state_only { (h, vec![T::zero(); h]) } else { (4 * h, Vec::new()) };
-        for_rows(&mut res, w, &|r0, res| {
-            let (out, hp, hs, gr) = (&out[r0 * 4 * h..], &hp[r0 * 3 * h..], &hs[r0 * h..], &gr[r0 * gw..]);
-            crate::simd::vectorized(
-                #[inline(always)]
-                || {
-                    for (r, ((o, zh), (hv, g))) in res.chunks_exact_mut(w).zip(
-                        out.chunks_exact(4 * h)
-                            .zip(hp.chunks_exact(3 * h))
-                            .zip(hs.chunks_exact(h).zip(gr.chunks_exact(gw))),
-                    ) {
-                        let (rg, zg, ng) = (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..]);
-                        let (g_h, g_r, g_z, g_n) = if self.state_only {
-                            (g, &zeros[..], &zeros[..], &zeros[..])
-                        } else {
-                            (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..])
-                        };
-                        if self.of == GruGradOf::State {
-                            map2(r, g_h, zg, |g, z| g * z);
-                            continue;
-                        }
-                        // Passes that vectorize: dn first (dr reads it), then dr and dz.
-                        let (dr, rest) = r.split_at_mut(h);
-                        let (dz, dn) = rest.split_at_mut(h);
-                        map4(dn, g_h, zg, g_n, ng, |gh, z, gn, n| (gh * (one - z) + gn) * (one - n * n));
-                        map4(dr, dn, &zh[2 * h..], g_r, rg, |dn, hn, gr, r| (dn * hn + gr) * r * (one - r));
-                        map5(dz, g_h, hv, ng, g_z, zg, |gh, hv, n, gz, z| (gh * (hv - n) + gz) * z * (one - z));
-                        if self.of == GruGradOf::Hidden {
-                            for (d, &r) in dn.iter_mut().zip(rg) {
-                                *d *= r;
+        // SAFETY: each row is written whole: `g_h·z` (of the state), or the three gate blocks
+        // (`dn` first, read by `dr` and then scaled in place for the hidden product).
+        let res = unsafe {
+            filled(rows * w, |res| {
+                for_rows(res, w, &|r0, res| {
+                    let (out, hp, hs, gr) = (&out[r0 * 4 * h..], &hp[r0 * 3 * h..], &hs[r0 * h..], &gr[r0 * gw..]);
+                    crate::simd::vectorized(
+                        #[inline(always)]
+                        || {
+                            for (r, ((o, zh), (hv, g))) in res.chunks_exact_mut(w).zip(
+                                out.chunks_exact(4 * h)
+                                    .zip(hp.chunks_exact(3 * h))
+                                    .zip(hs.chunks_exact(h).zip(gr.chunks_exact(gw))),
+                            ) {
+                                let (rg, zg, ng) = (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..]);
+                                let (g_h, g_r, g_z, g_n) = if self.state_only {
+                                    (g, &zeros[..], &zeros[..], &zeros[..])
+                                } else {
+                                    (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..])
+                                };
+                                if self.of == GruGradOf::State {
+                                    map2(r, g_h, zg, |g, z| g * z);
+                                    continue;
+                                }
+                                // Passes that vectorize: dn first (dr reads it), then dr and dz.
+                                let (dr, rest) = r.split_at_mut(h);
+                                let (dz, dn) = rest.split_at_mut(h);
+                                map4(dn, g_h, zg, g_n, ng, |gh, z, gn, n| (gh * (one - z) + gn) * (one - n * n));
+                                map4(dr, dn, &zh[2 * h..], g_r, rg, |dn, hn, gr, r| (dn * hn + gr) * r * (one - r));
+                                map5(dz, g_h, hv, ng, g_z, zg, |gh, hv, n, gz, z| (gh * (hv - n) + gz) * z * (one - z));
+                                if self.of == GruGradOf::Hidden {
+                                    for (d, &r) in dn.iter_mut().zip(rg) {
+                                        *d *= r;
+                                    }
+                                }
                             }
-                        }
-                    }
-                },
-            );
-        });
+                        },
+                    );
+                })
+            })
+        };
         Ok(out_array(rows, w, res))
     }
 

@@ -3,9 +3,10 @@
 //! read through its strides, never copied, and every backward rule is another
 //! product with flags, so no transpose node is ever recorded.
 
-use ndarray::{ArrayD, ArrayView2, Axis, Ix2, Ix3};
+use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, ArrayViewMutD, Axis, Ix2, Ix3};
 use serde::{Deserialize, Serialize};
 
+use super::fresh::filled;
 use super::{arity, fin, grads, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
@@ -56,6 +57,46 @@ fn mat(s: &[usize], t: bool) -> (usize, usize) {
 }
 
 impl MatMul {
+    /// The inner dimension of `op(a) @ op(b)`.
+    fn inner<T>(&self, a: &ArrayD<T>) -> usize {
+        mat(a.shape(), self.trans_a).1
+    }
+
+    /// `out = op(a) @ op(b) + beta * out` for shapes `infer` accepted.
+    fn product_into<T: Float>(
+        &self,
+        a: &ArrayD<T>,
+        b: &ArrayD<T>,
+        shape: &[usize],
+        beta: T,
+        out: &mut ArrayViewMutD<'_, T>,
+    ) {
+        match (a.ndim(), b.ndim()) {
+            (2, 2) => {
+                let mut o = out.view_mut().into_dimensionality::<Ix2>().expect("rank 2");
+                gemm(T::one(), &view2(a, self.trans_a), &view2(b, self.trans_b), beta, &mut o);
+            }
+            (3, 2) => {
+                let (bs, m, k) = (a.shape()[0], a.shape()[1], a.shape()[2]);
+                let a2 = a.to_shape((bs * m, k)).expect("sized");
+                let mut o = out.view_mut().into_shape_with_order((bs * m, shape[2])).expect("contiguous");
+                gemm(T::one(), &a2.view(), &view2(b, self.trans_b), beta, &mut o);
+            }
+            _ => {
+                let a3 = a.view().into_dimensionality::<Ix3>().expect("rank 3");
+                let b3 = b.view().into_dimensionality::<Ix3>().expect("rank 3");
+                let mut o3 = out.view_mut().into_dimensionality::<Ix3>().expect("rank 3");
+                for i in 0..shape[0] {
+                    let (ai, bi) = (a3.index_axis(Axis(0), i), b3.index_axis(Axis(0), i));
+                    let ai = if self.trans_a { ai.reversed_axes() } else { ai };
+                    let bi = if self.trans_b { bi.reversed_axes() } else { bi };
+                    let mut oi = o3.index_axis_mut(Axis(0), i);
+                    gemm(T::one(), &ai, &bi, beta, &mut oi);
+                }
+            }
+        }
+    }
+
     /// The forward product of two matrices reading `b` through a packed copy that
     /// `packed` supplies (made once, kept while `b` does not change): the same
     /// product as [`Rule::forward`], for an `f32` product with few rows and a
@@ -75,9 +116,21 @@ impl MatMul {
             return None;
         }
         let pk = packed(&bv)?;
-        let mut out = ArrayD::zeros(shape);
-        let mut o = out.view_mut().into_dimensionality::<Ix2>().ok()?;
-        gemm_packed(T::one(), &av, pk, T::zero(), &mut o).then_some(out)
+        let (m, n) = (av.nrows(), bv.ncols());
+        let mut done = false;
+        // SAFETY: with beta = 0 the product writes every element of `o` without
+        // reading it; when it does not apply it has written nothing, and the buffer is
+        // cleared before it is dropped.
+        let out = unsafe {
+            filled(m * n, |s| {
+                let mut o = ArrayViewMut2::from_shape((m, n), &mut *s).expect("sized");
+                done = gemm_packed(T::one(), &av, pk, T::zero(), &mut o);
+                if !done {
+                    s.fill(T::zero());
+                }
+            })
+        };
+        done.then(|| ArrayD::from_shape_vec(shape, out).expect("sized"))
     }
 }
 
@@ -109,37 +162,24 @@ impl<T: Float> Rule<T> for MatMul {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (a, b) = (fin(x, 0), fin(x, 1));
         // A small product is accumulated into zeros (beta = 1): the same values as
-        // beta = 0, without a BLAS's separate pass that clears the output first. A large
-        // output is written without being read first (beta = 0): its fresh pages then
-        // fault once as writes, not as reads of the shared zero page followed by a
-        // copy-on-write fault and a TLB flush on every core.
-        let mut out = ArrayD::zeros(shape);
-        let beta = if out.len() <= SMALL_OUTPUT { T::one() } else { T::zero() };
-        match (a.ndim(), b.ndim()) {
-            (2, 2) => {
-                let mut o = out.view_mut().into_dimensionality::<Ix2>().expect("rank 2");
-                gemm(T::one(), &view2(a, self.trans_a), &view2(b, self.trans_b), beta, &mut o);
-            }
-            (3, 2) => {
-                let (bs, m, k) = (a.shape()[0], a.shape()[1], a.shape()[2]);
-                let a2 = a.to_shape((bs * m, k)).expect("sized");
-                let mut o = out.view_mut().into_shape_with_order((bs * m, shape[2])).expect("contiguous");
-                gemm(T::one(), &a2.view(), &view2(b, self.trans_b), beta, &mut o);
-            }
-            _ => {
-                let a3 = a.view().into_dimensionality::<Ix3>().expect("rank 3");
-                let b3 = b.view().into_dimensionality::<Ix3>().expect("rank 3");
-                let mut o3 = out.view_mut().into_dimensionality::<Ix3>().expect("rank 3");
-                for i in 0..shape[0] {
-                    let (ai, bi) = (a3.index_axis(Axis(0), i), b3.index_axis(Axis(0), i));
-                    let ai = if self.trans_a { ai.reversed_axes() } else { ai };
-                    let bi = if self.trans_b { bi.reversed_axes() } else { bi };
-                    let mut oi = o3.index_axis_mut(Axis(0), i);
-                    gemm(T::one(), &ai, &bi, beta, &mut oi);
-                }
-            }
+        // beta = 0, without a BLAS's separate pass that clears the output first. A
+        // large output is written without being read first (beta = 0) into a buffer
+        // that was never cleared, so it is written once.
+        let len = shape.iter().product::<usize>();
+        if len <= SMALL_OUTPUT || self.inner(a) == 0 {
+            let mut out = ArrayD::zeros(shape);
+            self.product_into(a, b, shape, T::one(), &mut out.view_mut());
+            return Ok(out);
         }
-        Ok(out)
+        // SAFETY: with beta = 0 and a nonempty inner dimension, every backend writes
+        // each element of the output without reading it (BLAS semantics).
+        let out = unsafe {
+            filled(len, |s| {
+                let mut o = ArrayViewMutD::from_shape(shape, s).expect("sized");
+                self.product_into(a, b, shape, T::zero(), &mut o);
+            })
+        };
+        Ok(ArrayD::from_shape_vec(shape, out).expect("sized"))
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
