@@ -1,5 +1,5 @@
-//! Copies between row-major buffers: the fast paths of `select`, `stack` and
-//! `concat` when their inputs are laid out row-major, as the engine's own values are,
+//! Copies between row-major buffers: the fast paths of `select`, `narrow`, `stack`
+//! and `concat` when their inputs are laid out row-major, as the engine's own values are,
 //! and the result is small. A small tensor (an unrolled step of a narrow network)
 //! then costs a few slice copies instead of ndarray's per-axis iteration over
 //! dynamic shapes. Large results keep ndarray's copy, which measured faster into
@@ -23,15 +23,29 @@ fn array<T>(shape: &[usize], v: Vec<T>) -> ArrayD<T> {
 /// Index `index` of `axis` of a row-major `x`, the axis removed; `None` for another
 /// layout or a large result.
 pub(crate) fn select<T: Copy>(x: &ArrayD<T>, axis: usize, index: usize, shape: &[usize]) -> Option<ArrayD<T>> {
+    // Without the axis of length 1, the same elements in the same order.
+    narrow(x, axis, index, 1, shape)
+}
+
+/// Indices `start..start + len` of `axis` of a row-major `x` (a narrow, the result
+/// `shape`): one contiguous run per index of the axes before `axis`. `None` for
+/// another layout or a large result.
+pub(crate) fn narrow<T: Copy>(
+    x: &ArrayD<T>,
+    axis: usize,
+    start: usize,
+    len: usize,
+    shape: &[usize],
+) -> Option<ArrayD<T>> {
     if count(shape) > MAX_ELEMENTS {
         return None;
     }
     let s = x.as_slice()?;
     let (outer, n, inner) = (count(&x.shape()[..axis]), x.shape()[axis], count(&x.shape()[axis + 1..]));
-    let mut v = Vec::with_capacity(outer * inner);
+    let mut v = Vec::with_capacity(outer * len * inner);
     for o in 0..outer {
-        let at = (o * n + index) * inner;
-        v.extend_from_slice(&s[at..at + inner]);
+        let at = (o * n + start) * inner;
+        v.extend_from_slice(&s[at..at + len * inner]);
     }
     Some(array(shape, v))
 }
@@ -62,7 +76,7 @@ pub(crate) fn join<T: Copy>(parts: &[&ArrayD<T>], axis: usize, shape: &[usize]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{concatenate, stack, Axis, ShapeBuilder};
+    use ndarray::{concatenate, stack, Axis, ShapeBuilder, Slice};
 
     fn iota(shape: &[usize]) -> ArrayD<f64> {
         array(shape, (0..count(shape)).map(|v| v as f64).collect())
@@ -82,6 +96,25 @@ mod tests {
         column_major.assign(&x);
         assert!(column_major.as_slice().is_none());
         assert_eq!(select(&column_major, 0, 0, &[4, 5]), None);
+    }
+
+    #[test]
+    fn narrow_matches_slice_axis_on_every_axis() {
+        let x = iota(&[3, 4, 5]);
+        for axis in 0..3 {
+            let n = x.shape()[axis];
+            for start in 0..n {
+                for len in 0..=n - start {
+                    let want = x.slice_axis(Axis(axis), Slice::from(start..start + len)).to_owned();
+                    let got = narrow(&x, axis, start, len, want.shape()).expect("row-major");
+                    assert_eq!(got, want, "axis {axis} start {start} len {len}");
+                }
+            }
+        }
+        let mut column_major = ArrayD::zeros(IxDyn(&[3, 4, 5]).f());
+        column_major.assign(&x);
+        assert_eq!(narrow(&column_major, 1, 1, 2, &[3, 2, 5]), None);
+        assert_eq!(narrow(&iota(&[2, MAX_ELEMENTS + 1]), 0, 1, 1, &[1, MAX_ELEMENTS + 1]), None);
     }
 
     #[test]

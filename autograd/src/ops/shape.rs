@@ -144,7 +144,10 @@ impl<T: Float> Rule<T> for Narrow {
         out[self.axis] = self.len;
         Ok(out)
     }
-    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        if let Some(out) = super::rowmajor::narrow(fin(x, 0), self.axis, self.start, self.len, shape) {
+            return Ok(out);
+        }
         let sl = Slice::from(self.start..self.start + self.len);
         Ok(fin(x, 0).slice_axis(Axis(self.axis), sl).to_owned())
     }
