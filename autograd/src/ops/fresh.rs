@@ -2,7 +2,10 @@
 
 use std::any::TypeId;
 
+use ndarray::{ArrayD, IxDyn};
+
 use crate::float::Float;
+use crate::gemm::for_rows;
 
 /// A buffer of `n` elements, written by `fill`.
 ///
@@ -24,6 +27,23 @@ pub(crate) unsafe fn filled<T: Float>(n: usize, fill: impl FnOnce(&mut [T])) -> 
     }
     // SAFETY: `T` is `f32` or `f64`, and the caller's contract is `uncleared`'s.
     unsafe { uncleared(n, fill) }
+}
+
+/// A `[rows, width]` array whose rows `f(first_row, block)` writes, the blocks of
+/// whole rows split over the engine's threads as by [`for_rows`]: the fused cells'
+/// kernels and their gradients.
+///
+/// # Safety
+/// As [`filled`]: `f` must write every element of its block before it reads that
+/// element.
+pub(crate) unsafe fn filled_rows<T: Float>(
+    rows: usize,
+    width: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) -> ArrayD<T> {
+    // SAFETY: `for_rows` hands each row to `f` once, and `f` writes it whole.
+    let v = unsafe { filled(rows * width, |out| for_rows(out, width, f)) };
+    ArrayD::from_shape_vec(IxDyn(&[rows, width]), v).expect("a buffer of rows × width elements")
 }
 
 /// [`filled`]'s release path: `n` elements of `f32` or `f64`, never cleared.

@@ -17,11 +17,10 @@ use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::fresh::filled;
+use super::fresh::filled_rows;
 use super::{arity, fin, grads, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
-use crate::gemm::for_rows;
 use crate::graph::Graph;
 use crate::node::{NodeId, Shape, Value};
 use crate::ops::activation::sigmoid;
@@ -34,10 +33,6 @@ fn flat<T: Float>(a: &ArrayD<T>) -> Cow<'_, [T]> {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(a.iter().copied().collect()),
     }
-}
-
-fn out_array<T>(rows: usize, cols: usize, v: Vec<T>) -> ArrayD<T> {
-    ArrayD::from_shape_vec(IxDyn(&[rows, cols]), v).expect("sized by the caller")
 }
 
 /// Checks that `s[k]` is `[B, width]` for the batch `B` of `s[0]`.
@@ -104,17 +99,15 @@ impl<T: Float> Rule<T> for LstmCell {
         // SAFETY: `lstm_forward_rows` writes all six blocks of every row (gates first,
         // then `c'` and `h'` from them) and reads only what it has written.
         let out = unsafe {
-            filled(rows * 6 * h, |out| {
-                for_rows(out, 6 * h, &|r0, out| {
-                    let (xp, hh, c) = (&xp[r0 * 4 * h..], &hh[r0 * 4 * h..], &c[r0 * h..]);
-                    crate::simd::vectorized(
-                        #[inline(always)]
-                        || lstm_forward_rows(out, xp, hh, c, h),
-                    );
-                })
+            filled_rows(rows, 6 * h, &|r0, out| {
+                let (xp, hh, c) = (&xp[r0 * 4 * h..], &hh[r0 * 4 * h..], &c[r0 * h..]);
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || lstm_forward_rows(out, xp, hh, c, h),
+                );
             })
         };
-        Ok(out_array(rows, 6 * h, out))
+        Ok(out)
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
@@ -202,56 +195,54 @@ impl<T: Float> Rule<T> for LstmCellGrad {
         let w = shape[1];
         // SAFETY: each row is written whole: `dc·f` (of the cell), or the four gate blocks.
         let res = unsafe {
-            filled(rows * w, |res| {
-                for_rows(res, w, &|r0, res| {
-                    let (out, c, gr) = (&out[r0 * 6 * h..], &c[r0 * h..], &gr[r0 * gw..]);
-                    let gc = if self.state_only { &gc[r0 * h..] } else { &gc[..] };
-                    let (mut dc, mut tc) = (vec![T::zero(); h], vec![T::zero(); h]);
-                    crate::simd::vectorized(
-                        #[inline(always)]
-                        || {
-                            for (k, ((r, o), (cp, g))) in res
-                                .chunks_exact_mut(w)
-                                .zip(out.chunks_exact(6 * h))
-                                .zip(c.chunks_exact(h).zip(gr.chunks_exact(gw)))
-                                .enumerate()
-                            {
-                                let (cn, ig, fg, gg, og) =
-                                    (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..4 * h], &o[4 * h..5 * h], &o[5 * h..]);
-                                let (g_h, g_c, g_i, g_f, g_g, g_o) = if self.state_only {
-                                    let z = &zeros[..];
-                                    (g, &gc[k * h..(k + 1) * h], z, z, z, z)
-                                } else {
-                                    (
-                                        &g[..h],
-                                        &g[h..2 * h],
-                                        &g[2 * h..3 * h],
-                                        &g[3 * h..4 * h],
-                                        &g[4 * h..5 * h],
-                                        &g[5 * h..],
-                                    )
-                                };
-                                // dc = g_c + g_h o (1 - tanh²c'), the gradient reaching c' (passes that vectorize).
-                                map1(&mut tc, cn, |c| c.tanh_fast());
-                                map4(&mut dc, g_c, g_h, og, &tc, |gc, gh, o, t| gc + gh * o * (one - t * t));
-                                if self.of == LstmGradOf::Cell {
-                                    map2(r, &dc, fg, |d, f| d * f);
-                                    continue;
-                                }
-                                let (ri, rest) = r.split_at_mut(h);
-                                let (rf, rest) = rest.split_at_mut(h);
-                                let (rg, ro) = rest.split_at_mut(h);
-                                map4(ri, &dc, gg, g_i, ig, |d, g, t, i| (d * g + t) * i * (one - i));
-                                map4(rf, &dc, cp, g_f, fg, |d, c, t, f| (d * c + t) * f * (one - f));
-                                map4(rg, &dc, ig, g_g, gg, |d, i, t, g| (d * i + t) * (one - g * g));
-                                map4(ro, g_h, &tc, g_o, og, |gh, t, go, o| (gh * t + go) * o * (one - o));
+            filled_rows(rows, w, &|r0, res| {
+                let (out, c, gr) = (&out[r0 * 6 * h..], &c[r0 * h..], &gr[r0 * gw..]);
+                let gc = if self.state_only { &gc[r0 * h..] } else { &gc[..] };
+                let (mut dc, mut tc) = (vec![T::zero(); h], vec![T::zero(); h]);
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (k, ((r, o), (cp, g))) in res
+                            .chunks_exact_mut(w)
+                            .zip(out.chunks_exact(6 * h))
+                            .zip(c.chunks_exact(h).zip(gr.chunks_exact(gw)))
+                            .enumerate()
+                        {
+                            let (cn, ig, fg, gg, og) =
+                                (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..4 * h], &o[4 * h..5 * h], &o[5 * h..]);
+                            let (g_h, g_c, g_i, g_f, g_g, g_o) = if self.state_only {
+                                let z = &zeros[..];
+                                (g, &gc[k * h..(k + 1) * h], z, z, z, z)
+                            } else {
+                                (
+                                    &g[..h],
+                                    &g[h..2 * h],
+                                    &g[2 * h..3 * h],
+                                    &g[3 * h..4 * h],
+                                    &g[4 * h..5 * h],
+                                    &g[5 * h..],
+                                )
+                            };
+                            // dc = g_c + g_h o (1 - tanh²c'), the gradient reaching c' (passes that vectorize).
+                            map1(&mut tc, cn, |c| c.tanh_fast());
+                            map4(&mut dc, g_c, g_h, og, &tc, |gc, gh, o, t| gc + gh * o * (one - t * t));
+                            if self.of == LstmGradOf::Cell {
+                                map2(r, &dc, fg, |d, f| d * f);
+                                continue;
                             }
-                        },
-                    );
-                })
+                            let (ri, rest) = r.split_at_mut(h);
+                            let (rf, rest) = rest.split_at_mut(h);
+                            let (rg, ro) = rest.split_at_mut(h);
+                            map4(ri, &dc, gg, g_i, ig, |d, g, t, i| (d * g + t) * i * (one - i));
+                            map4(rf, &dc, cp, g_f, fg, |d, c, t, f| (d * c + t) * f * (one - f));
+                            map4(rg, &dc, ig, g_g, gg, |d, i, t, g| (d * i + t) * (one - g * g));
+                            map4(ro, g_h, &tc, g_o, og, |gh, t, go, o| (gh * t + go) * o * (one - o));
+                        }
+                    },
+                );
             })
         };
-        Ok(out_array(rows, w, res))
+        Ok(res)
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
@@ -352,32 +343,30 @@ impl<T: Float> Rule<T> for GruCell {
         // SAFETY: every row's four blocks are written (`r`, `z`, `n`, then `h'`), each read only
         // after it is written.
         let out = unsafe {
-            filled(rows * 4 * h, |out| {
-                for_rows(out, 4 * h, &|r0, out| {
-                    let (xp, hp, hs) = (&xp[r0 * 3 * h..], &hp[r0 * 3 * h..], &hs[r0 * h..]);
-                    crate::simd::vectorized(
-                        #[inline(always)]
-                        || {
-                            for ((o, (zx, zh)), hv) in out
-                                .chunks_exact_mut(4 * h)
-                                .zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h)))
-                                .zip(hs.chunks_exact(h))
-                            {
-                                // Each pass reads and writes few enough slices to vectorize.
-                                let (oh, rest) = o.split_at_mut(h);
-                                let (or, rest) = rest.split_at_mut(h);
-                                let (oz, on) = rest.split_at_mut(h);
-                                map2(or, &zx[..h], &zh[..h], |a, b| sigmoid(a + b));
-                                map2(oz, &zx[h..2 * h], &zh[h..2 * h], |a, b| sigmoid(a + b));
-                                map3(on, &zx[2 * h..], or, &zh[2 * h..], |x, r, hn| (x + r * hn).tanh_fast());
-                                map3(oh, oz, on, hv, |z, n, hv| (T::one() - z) * n + z * hv);
-                            }
-                        },
-                    );
-                })
+            filled_rows(rows, 4 * h, &|r0, out| {
+                let (xp, hp, hs) = (&xp[r0 * 3 * h..], &hp[r0 * 3 * h..], &hs[r0 * h..]);
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        for ((o, (zx, zh)), hv) in out
+                            .chunks_exact_mut(4 * h)
+                            .zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h)))
+                            .zip(hs.chunks_exact(h))
+                        {
+                            // Each pass reads and writes few enough slices to vectorize.
+                            let (oh, rest) = o.split_at_mut(h);
+                            let (or, rest) = rest.split_at_mut(h);
+                            let (oz, on) = rest.split_at_mut(h);
+                            map2(or, &zx[..h], &zh[..h], |a, b| sigmoid(a + b));
+                            map2(oz, &zx[h..2 * h], &zh[h..2 * h], |a, b| sigmoid(a + b));
+                            map3(on, &zx[2 * h..], or, &zh[2 * h..], |x, r, hn| (x + r * hn).tanh_fast());
+                            map3(oh, oz, on, hv, |z, n, hv| (T::one() - z) * n + z * hv);
+                        }
+                    },
+                );
             })
         };
-        Ok(out_array(rows, 4 * h, out))
+        Ok(out)
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
@@ -438,45 +427,43 @@ impl<T: Float> Rule<T> for GruCellGrad {
         // SAFETY: each row is written whole: `g_h·z` (of the state), or the three gate blocks
         // (`dn` first, read by `dr` and then scaled in place for the hidden product).
         let res = unsafe {
-            filled(rows * w, |res| {
-                for_rows(res, w, &|r0, res| {
-                    let (out, hp, hs, gr) = (&out[r0 * 4 * h..], &hp[r0 * 3 * h..], &hs[r0 * h..], &gr[r0 * gw..]);
-                    crate::simd::vectorized(
-                        #[inline(always)]
-                        || {
-                            for (r, ((o, zh), (hv, g))) in res.chunks_exact_mut(w).zip(
-                                out.chunks_exact(4 * h)
-                                    .zip(hp.chunks_exact(3 * h))
-                                    .zip(hs.chunks_exact(h).zip(gr.chunks_exact(gw))),
-                            ) {
-                                let (rg, zg, ng) = (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..]);
-                                let (g_h, g_r, g_z, g_n) = if self.state_only {
-                                    (g, &zeros[..], &zeros[..], &zeros[..])
-                                } else {
-                                    (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..])
-                                };
-                                if self.of == GruGradOf::State {
-                                    map2(r, g_h, zg, |g, z| g * z);
-                                    continue;
-                                }
-                                // Passes that vectorize: dn first (dr reads it), then dr and dz.
-                                let (dr, rest) = r.split_at_mut(h);
-                                let (dz, dn) = rest.split_at_mut(h);
-                                map4(dn, g_h, zg, g_n, ng, |gh, z, gn, n| (gh * (one - z) + gn) * (one - n * n));
-                                map4(dr, dn, &zh[2 * h..], g_r, rg, |dn, hn, gr, r| (dn * hn + gr) * r * (one - r));
-                                map5(dz, g_h, hv, ng, g_z, zg, |gh, hv, n, gz, z| (gh * (hv - n) + gz) * z * (one - z));
-                                if self.of == GruGradOf::Hidden {
-                                    for (d, &r) in dn.iter_mut().zip(rg) {
-                                        *d *= r;
-                                    }
+            filled_rows(rows, w, &|r0, res| {
+                let (out, hp, hs, gr) = (&out[r0 * 4 * h..], &hp[r0 * 3 * h..], &hs[r0 * h..], &gr[r0 * gw..]);
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (r, ((o, zh), (hv, g))) in res.chunks_exact_mut(w).zip(
+                            out.chunks_exact(4 * h)
+                                .zip(hp.chunks_exact(3 * h))
+                                .zip(hs.chunks_exact(h).zip(gr.chunks_exact(gw))),
+                        ) {
+                            let (rg, zg, ng) = (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..]);
+                            let (g_h, g_r, g_z, g_n) = if self.state_only {
+                                (g, &zeros[..], &zeros[..], &zeros[..])
+                            } else {
+                                (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..])
+                            };
+                            if self.of == GruGradOf::State {
+                                map2(r, g_h, zg, |g, z| g * z);
+                                continue;
+                            }
+                            // Passes that vectorize: dn first (dr reads it), then dr and dz.
+                            let (dr, rest) = r.split_at_mut(h);
+                            let (dz, dn) = rest.split_at_mut(h);
+                            map4(dn, g_h, zg, g_n, ng, |gh, z, gn, n| (gh * (one - z) + gn) * (one - n * n));
+                            map4(dr, dn, &zh[2 * h..], g_r, rg, |dn, hn, gr, r| (dn * hn + gr) * r * (one - r));
+                            map5(dz, g_h, hv, ng, g_z, zg, |gh, hv, n, gz, z| (gh * (hv - n) + gz) * z * (one - z));
+                            if self.of == GruGradOf::Hidden {
+                                for (d, &r) in dn.iter_mut().zip(rg) {
+                                    *d *= r;
                                 }
                             }
-                        },
-                    );
-                })
+                        }
+                    },
+                );
             })
         };
-        Ok(out_array(rows, w, res))
+        Ok(res)
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
