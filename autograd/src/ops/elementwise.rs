@@ -304,15 +304,14 @@ macro_rules! unary_map {
             let Some(s) = a.as_slice() else { return Ok(a.mapv($f)) };
             // Row-major: one pass at the machine's vector width.
             // SAFETY: `map1` writes every element of `v` and reads none of them.
-            let v = unsafe {
-                $crate::ops::fresh::filled(s.len(), |v| {
+            Ok(unsafe {
+                $crate::ops::fresh::filled(a.shape(), |v| {
                     $crate::simd::vectorized(
                         #[inline(always)]
                         || $crate::simd::map1(v, s, $f),
                     )
                 })
-            };
-            Ok(ArrayD::from_shape_vec(a.raw_dim(), v).expect("sized"))
+            })
         }
         fn forward_in_place(&self, acc: &mut ArrayD<T>, _: usize, _: &[&Value<T>]) -> bool {
             $crate::ops::elementwise::apply_in_place(acc, $f)

@@ -7,7 +7,7 @@ use ndarray::{ArrayD, IxDyn};
 use crate::float::Float;
 use crate::gemm::for_rows;
 
-/// A buffer of `n` elements, written by `fill`.
+/// An array of `shape` whose elements `fill` writes, in row-major order.
 ///
 /// In a release build, for `f32` and `f64`, the buffer is not cleared first:
 /// clearing is a pass over fresh memory as long as the kernel's own (a recurrent
@@ -18,15 +18,18 @@ use crate::gemm::for_rows;
 ///
 /// # Safety
 /// `fill` must write every element of its slice before it reads that element.
-pub(crate) unsafe fn filled<T: Float>(n: usize, fill: impl FnOnce(&mut [T])) -> Vec<T> {
+pub(crate) unsafe fn filled<T: Float>(shape: &[usize], fill: impl FnOnce(&mut [T])) -> ArrayD<T> {
+    let n = shape.iter().product();
     let plain = TypeId::of::<T>() == TypeId::of::<f32>() || TypeId::of::<T>() == TypeId::of::<f64>();
-    if cfg!(debug_assertions) || !plain {
+    let v = if cfg!(debug_assertions) || !plain {
         let mut v = vec![if plain { T::nan() } else { T::zero() }; n];
         fill(&mut v);
-        return v;
-    }
-    // SAFETY: `T` is `f32` or `f64`, and the caller's contract is `uncleared`'s.
-    unsafe { uncleared(n, fill) }
+        v
+    } else {
+        // SAFETY: `T` is `f32` or `f64`, and the caller's contract is `uncleared`'s.
+        unsafe { uncleared(n, fill) }
+    };
+    ArrayD::from_shape_vec(IxDyn(shape), v).expect("a buffer of the shape's size")
 }
 
 /// A `[rows, width]` array whose rows `f(first_row, block)` writes, the blocks of
@@ -42,8 +45,7 @@ pub(crate) unsafe fn filled_rows<T: Float>(
     f: &(dyn Fn(usize, &mut [T]) + Sync),
 ) -> ArrayD<T> {
     // SAFETY: `for_rows` hands each row to `f` once, and `f` writes it whole.
-    let v = unsafe { filled(rows * width, |out| for_rows(out, width, f)) };
-    ArrayD::from_shape_vec(IxDyn(&[rows, width]), v).expect("a buffer of rows × width elements")
+    unsafe { filled(&[rows, width], |out| for_rows(out, width, f)) }
 }
 
 /// [`filled`]'s release path: `n` elements of `f32` or `f64`, never cleared.
@@ -89,10 +91,10 @@ mod tests {
     fn every_element_is_what_fill_wrote() {
         for n in [0, 1, 17, 1 << 16] {
             // SAFETY: the closure writes every element and reads none.
-            let v = unsafe { filled::<f32>(n, |s| s.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32)) };
+            let v = unsafe { filled::<f32>(&[n], |s| s.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32)) };
             assert_eq!(v.len(), n);
             assert!(v.iter().enumerate().all(|(i, &x)| x == i as f32));
-            let w = unsafe { filled::<f64>(n, |s| s.fill(-2.5)) };
+            let w = unsafe { filled::<f64>(&[n], |s| s.fill(-2.5)) };
             assert!(w.len() == n && w.iter().all(|&x| x == -2.5));
         }
     }
@@ -101,8 +103,8 @@ mod tests {
     #[test]
     fn an_element_left_unwritten_is_nan_under_test() {
         // SAFETY: with debug assertions the buffer is initialized (NaN) before `fill`.
-        let v = unsafe { filled::<f32>(4, |s| s[..3].fill(1.0)) };
-        assert_eq!(&v[..3], &[1.0; 3]);
+        let v = unsafe { filled::<f32>(&[4], |s| s[..3].fill(1.0)) };
+        assert_eq!(v.as_slice().expect("row-major")[..3], [1.0; 3]);
         assert!(v[3].is_nan());
     }
 }

@@ -116,21 +116,20 @@ impl MatMul {
             return None;
         }
         let pk = packed(&bv)?;
-        let (m, n) = (av.nrows(), bv.ncols());
         let mut done = false;
         // SAFETY: with beta = 0 the product writes every element of `o` without
         // reading it; when it does not apply it has written nothing, and the buffer is
         // cleared before it is dropped.
         let out = unsafe {
-            filled(m * n, |s| {
-                let mut o = ArrayViewMut2::from_shape((m, n), &mut *s).expect("sized");
+            filled(shape, |s| {
+                let mut o = ArrayViewMut2::from_shape((av.nrows(), bv.ncols()), &mut *s).expect("sized");
                 done = gemm_packed(T::one(), &av, pk, T::zero(), &mut o);
                 if !done {
                     s.fill(T::zero());
                 }
             })
         };
-        done.then(|| ArrayD::from_shape_vec(shape, out).expect("sized"))
+        done.then_some(out)
     }
 }
 
@@ -173,13 +172,12 @@ impl<T: Float> Rule<T> for MatMul {
         }
         // SAFETY: with beta = 0 and a nonempty inner dimension, every backend writes
         // each element of the output without reading it (BLAS semantics).
-        let out = unsafe {
-            filled(len, |s| {
+        Ok(unsafe {
+            filled(shape, |s| {
                 let mut o = ArrayViewMutD::from_shape(shape, s).expect("sized");
                 self.product_into(a, b, shape, T::zero(), &mut o);
             })
-        };
-        Ok(ArrayD::from_shape_vec(shape, out).expect("sized"))
+        })
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
