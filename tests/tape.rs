@@ -86,6 +86,43 @@ fn fan_out_gradient_is_the_sum_over_steps() -> Result<()> {
 }
 
 #[test]
+fn a_weight_shared_by_many_rows_gets_its_gradient_in_bounded_products() -> Result<()> {
+    // y = Σ_t sum(x_t wᵀ) over 10 steps of 4,096 rows: dy/dw[i, j] = Σ_t Σ_r x_t[r, j].
+    // The steps' pairs (g_t, x_t) are summed as one product once they pass 32,768
+    // rows, and the rest when the sweep reaches w: two products, not one over all
+    // 40,960 rows (which would hold every step's g and x until the end).
+    let (rows, steps) = (4096, 10);
+    let mut st = ParamStore::new();
+    st.insert("w", ArrayD::from_shape_fn(IxDyn(&[2, 3]), |i| 0.1 * (i[0] + 2 * i[1]) as f64));
+    let mut g = Graph::<f64>::new();
+    let w = g.param(&st, "w")?;
+    let mut want = [0.0; 3];
+    let mut terms = Vec::new();
+    for t in 0..steps {
+        let x = ArrayD::from_shape_fn(IxDyn(&[rows, 3]), |i| ((i[0] * 7 + i[1] * 3 + t) % 11) as f64 / 11.0 - 0.4);
+        for (j, w) in want.iter_mut().enumerate() {
+            *w += x.index_axis(ndarray::Axis(1), j).sum();
+        }
+        let mut g = g.step(t);
+        let x = g.constant(x);
+        let y = g.matmul_t(x, w, false, true)?;
+        terms.push(g.sum_all(y)?);
+    }
+    let l = g.add_n(&terms)?;
+    let before = g.len();
+    let dw = g.grad(l, &[w])?[0];
+    let products = g.nodes()[before..].iter().filter(|n| matches!(n.op(), Op::MatMul(_))).count();
+    assert_eq!(products, 2);
+    let got = g.value(dw)?;
+    for i in 0..2 {
+        for (j, w) in want.iter().enumerate() {
+            assert!((got[[i, j]] - w).abs() <= 1e-12 * w.abs().max(1.0), "dw[{i}, {j}] = {} against {w}", got[[i, j]]);
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn branches_off_the_path_cost_nothing() -> Result<()> {
     let build = |with_branch: bool| -> Result<(usize, usize)> {
         let mut g = Graph::<f64>::new();

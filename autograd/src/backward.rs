@@ -11,9 +11,9 @@
 //! the node is reached: gradients of slices of one tensor, joined by one concat;
 //! the weight gradients of linear maps `a bᵀ`, summed as one matrix product
 //! over the stacked steps (`[G; …]ᵀ [A; …]`; where the sweep has already stacked
-//! the steps' gradients, a share per stack, recorded with it), so an unrolled
-//! network does not store one
-//! weight-sized matrix per step; and a stack's gradient, selected for each stacked
+//! the steps' gradients, a share per stack, recorded with it; otherwise a share per
+//! 32,768 rows of steps), so an unrolled network does not store one weight-sized
+//! matrix per step, nor every step's pair until the weight is reached; and a stack's gradient, selected for each stacked
 //! input only when the sweep reaches that input, so a lean replay does not hold
 //! every step's share from the start of the backward pass. Every gradient it
 //! records is an ordinary node, so it can be differentiated again.
@@ -39,6 +39,9 @@ struct Pending {
     slices: Vec<Slice>,
     /// As the `b` of products `c = a bᵀ`: (gradient of `c`, `a`); its gradient is `Σ gᵀ a`.
     pairs: Vec<(NodeId, NodeId)>,
+    /// The rows of the `g`s in `pairs` (their product is recorded once they pass
+    /// [`PAIR_ROWS`]).
+    pair_rows: usize,
     /// As an input of a `stack`: the stack's gradient, selected at the node's index
     /// only when the sweep reaches the node (so a lean replay does not hold every
     /// step's share of a sequence's gradient from the start of the backward pass).
@@ -63,6 +66,14 @@ struct Slice {
     grad: NodeId,
     squeezed: bool,
 }
+
+/// The most rows of pending pairs a weight holds before their share of its gradient
+/// is recorded as one product: every step's `g` and `a` are otherwise held (and
+/// concatenated) until the sweep reaches the weight, which for a long sequence is
+/// memory linear in its length twice over. Above the 16,384 rows of the layers'
+/// projected segments, whose pairs are taken with their stack
+/// (`Graph::flush_joined_pairs`) before they get here.
+const PAIR_ROWS: usize = 1 << 15;
 
 impl Pending {
     fn is_empty(&self) -> bool {
@@ -263,6 +274,10 @@ impl<T: Float> Graph<T> {
                         paired.push(w);
                     }
                     pending[w - lo].pairs.push((gi, inputs[0]));
+                    pending[w - lo].pair_rows += self.shape_of(gi)[0];
+                    if pending[w - lo].pair_rows > PAIR_ROWS {
+                        self.flush_pairs(w, &mut pending[w - lo])?;
+                    }
                     needs[1] = false;
                     if !needs[0] {
                         continue;
@@ -355,6 +370,7 @@ impl<T: Float> Graph<T> {
         }
         if !p.pairs.is_empty() {
             let pairs = std::mem::take(&mut p.pairs);
+            p.pair_rows = 0;
             let (g, x) = self.pair_operands(&pairs)?;
             p.full.push(self.matmul_t(g, x, true, false)?);
         }
@@ -362,6 +378,20 @@ impl<T: Float> Graph<T> {
         p.full.clear();
         p.full.push(t);
         Ok(t)
+    }
+
+    /// Records weight `w`'s share of its pending pairs now (one product, in the
+    /// weight's gradient scope), releasing them.
+    fn flush_pairs(&mut self, w: usize, p: &mut Pending) -> Result<()> {
+        let pairs = std::mem::take(&mut p.pairs);
+        p.pair_rows = 0;
+        let here = self.current_scope();
+        let twin = self.grad_scope(self.nodes[w].scope);
+        self.set_current_scope(twin);
+        let share = self.pair_operands(&pairs).and_then(|(g, x)| self.matmul_t(g, x, true, false));
+        self.set_current_scope(here);
+        p.full.push(share?);
+        Ok(())
     }
 
     /// The operands `(G, A)` of the product `Gᵀ A` that sums a weight's remaining
@@ -419,6 +449,7 @@ impl<T: Float> Graph<T> {
                 }
                 let rest: Vec<(NodeId, NodeId)> =
                     pairs.iter().zip(&taken).filter(|(_, &t)| !t).map(|(p, _)| *p).collect();
+                pending[w - lo].pair_rows = rest.iter().map(|p| self.shape_of(p.0)[0]).sum();
                 pending[w - lo].pairs = rest;
                 let here = self.current_scope();
                 let twin = self.grad_scope(self.nodes[w].scope);
