@@ -369,10 +369,7 @@ impl<T: Float> Graph<T> {
             p.full.extend(joined);
         }
         if !p.pairs.is_empty() {
-            let pairs = std::mem::take(&mut p.pairs);
-            p.pair_rows = 0;
-            let (g, x) = self.pair_operands(&pairs)?;
-            p.full.push(self.matmul_t(g, x, true, false)?);
+            self.flush_pairs(node.index(), p)?;
         }
         let t = if p.full.len() == 1 { p.full[0] } else { self.add_n(&p.full)? };
         p.full.clear();
