@@ -13,7 +13,8 @@
 //! over the stacked steps (`[G; …]ᵀ [A; …]`; where the sweep has already stacked
 //! the steps' gradients, a share per stack, recorded with it; otherwise a share per
 //! 32,768 rows of steps), so an unrolled network does not store one weight-sized
-//! matrix per step, nor every step's pair until the weight is reached; and a stack's gradient, selected for each stacked
+//! matrix per step, nor every step's pair until the weight is reached; and a
+//! stack's gradient, selected for each stacked
 //! input only when the sweep reaches that input, so a lean replay does not hold
 //! every step's share from the start of the backward pass. Every gradient it
 //! records is an ordinary node, so it can be differentiated again.
@@ -382,12 +383,10 @@ impl<T: Float> Graph<T> {
     fn flush_pairs(&mut self, w: usize, p: &mut Pending) -> Result<()> {
         let pairs = std::mem::take(&mut p.pairs);
         p.pair_rows = 0;
-        let here = self.current_scope();
         let twin = self.grad_scope(self.nodes[w].scope);
-        self.set_current_scope(twin);
-        let share = self.pair_operands(&pairs).and_then(|(g, x)| self.matmul_t(g, x, true, false));
-        self.set_current_scope(here);
-        p.full.push(share?);
+        let mut g = self.enter_known(twin);
+        let (gs, xs) = g.pair_operands(&pairs)?;
+        p.full.push(g.matmul_t(gs, xs, true, false)?);
         Ok(())
     }
 
