@@ -294,7 +294,7 @@ fn w4(args: &Args, threads: usize, peak: &mut Peak) -> Res<()> {
         let peak = peak.refresh();
         let mut opt = AnyOptimizer::by_name("adam", 1e-3)?;
         let times = time_replay(&mut g, args, keep, |g| {
-            let gv = grads.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<_>>()?;
+            let gv = grads.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.to_owned()))).collect::<Res<_>>()?;
             opt.step(&mut p, &gv)?;
             g.load_params(&p)?;
             Ok(())
@@ -347,7 +347,7 @@ fn w5_child(t: usize, chunk: Option<usize>, threads: usize) -> Res<()> {
     let mut values_peak = 0;
     for (k, (xv, yv)) in data.into_iter().enumerate() {
         if k > 0 {
-            let (hn, cn) = (g.value(out.h_n())?.clone(), g.value(c_n)?.clone());
+            let (hn, cn) = (g.value(out.h_n())?.to_owned(), g.value(c_n)?.to_owned());
             g.set_value(h0, hn)?;
             g.set_value(c0, cn)?;
         }

@@ -22,7 +22,7 @@ use unrolled::layers::{
     clip_grad_norm, init_params, Adam, Gru, GruVariant, Init, Optimizer, ParamSpec, Recurrent, RecurrentConfig, Role,
     RunOptions,
 };
-use unrolled::ndarray::{Array2, ArrayD};
+use unrolled::ndarray::Array2;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -105,7 +105,7 @@ impl Tagger {
     fn accuracy(&self, x: &Array2<i64>, y: &Array2<i64>) -> Res<Vec<f64>> {
         let mut g = Graph::<f32>::new();
         let logits = self.logits(&mut g, x)?;
-        let l: &ArrayD<f32> = g.value(logits)?;
+        let l = g.value(logits)?;
         Ok((0..T)
             .map(|t| {
                 let right = (0..y.ncols()).filter(|&j| i64::from(l[[t, j, 1]] > l[[t, j, 0]]) == y[[t, j]]).count();

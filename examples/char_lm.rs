@@ -184,7 +184,8 @@ fn hello(args: &Args) -> Res<()> {
         if step % 20 == 0 {
             show(&g, step)?;
         }
-        let gv = grads.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<BTreeMap<_, _>>>()?;
+        let gv =
+            grads.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.to_owned()))).collect::<Res<BTreeMap<_, _>>>()?;
         opt.step(&mut params, &gv)?;
     }
     let next = model.generate(&params, &vocab.encode("hell")?, 1, 0.0, 0, &mut Rng::new(0))?;
@@ -305,11 +306,11 @@ fn main() -> Res<()> {
             g.replay_keeping(&keep)?;
             let gv = grad_nodes
                 .iter()
-                .map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone())))
+                .map(|(k, &id)| Ok((k.clone(), g.value(id)?.to_owned())))
                 .collect::<Res<BTreeMap<_, _>>>()?;
             // Carry the final state into the next batch as a value: the truncation.
             let carried: Vec<ArrayD<f32>> =
-                out.rnn.final_state.iter().map(|&s| g.value(s).cloned()).collect::<Result<_, _>>()?;
+                out.rnn.final_state.iter().map(|&s| g.value(s).map(|v| v.to_owned())).collect::<Result<_, _>>()?;
             for (&s, v) in state.iter().zip(carried) {
                 g.set_value(s, v)?;
             }

@@ -141,7 +141,8 @@ fn main() -> Res<()> {
             g.replay()?;
         }
         losses.push(g.scalar_value(loss)?);
-        let gv = grads.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<BTreeMap<_, _>>>()?;
+        let gv =
+            grads.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.to_owned()))).collect::<Res<BTreeMap<_, _>>>()?;
         opt.step(&mut params, &gv)?;
     }
     println!(

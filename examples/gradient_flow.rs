@@ -97,8 +97,10 @@ fn train_sgd(
             g.replay()?;
         }
         losses.push(g.scalar_value(loss)?);
-        let mut grads =
-            grad_nodes.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<BTreeMap<_, _>>>()?;
+        let mut grads = grad_nodes
+            .iter()
+            .map(|(k, &id)| Ok((k.clone(), g.value(id)?.to_owned())))
+            .collect::<Res<BTreeMap<_, _>>>()?;
         norms.push(match clip {
             Some(c) => clip_grad_norm(&mut grads, c, 2.0)?,
             None => grad_norm(&grads, 2.0)?,

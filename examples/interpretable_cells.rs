@@ -117,10 +117,12 @@ fn train(args: &Args, data: &[i64], vocab: usize) -> Res<(CharRnn, ParamStore<f3
         g.set_index_value(targets, window(1)?)?;
         g.load_params(&params)?;
         g.replay_keeping(&keep)?;
-        let mut grads =
-            grad_nodes.iter().map(|(k, &id)| Ok((k.clone(), g.value(id)?.clone()))).collect::<Res<BTreeMap<_, _>>>()?;
+        let mut grads = grad_nodes
+            .iter()
+            .map(|(k, &id)| Ok((k.clone(), g.value(id)?.to_owned())))
+            .collect::<Res<BTreeMap<_, _>>>()?;
         let carried: Vec<ArrayD<f32>> =
-            out.rnn.final_state.iter().map(|&s| g.value(s).cloned()).collect::<Result<_, _>>()?;
+            out.rnn.final_state.iter().map(|&s| g.value(s).map(|v| v.to_owned())).collect::<Result<_, _>>()?;
         for (&s, v) in state.iter().zip(carried) {
             g.set_value(s, v)?;
         }

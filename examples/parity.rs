@@ -20,7 +20,7 @@ use unrolled::layers::{
     clip_grad_norm, init_params, many_to_one, Adam, GruVariant, Init, Optimizer, ParamSpec, Pool, Recurrent,
     RecurrentConfig, Role, RunOptions,
 };
-use unrolled::ndarray::{ArrayD, IxDyn};
+use unrolled::ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -90,7 +90,7 @@ fn forward(
 }
 
 /// The fraction of rows of `logits [B, 2]` whose larger entry is the label.
-fn accuracy(logits: &ArrayD<f32>, labels: &[i64]) -> f64 {
+fn accuracy(logits: ArrayViewD<f32>, labels: &[i64]) -> f64 {
     let right = labels.iter().enumerate().filter(|&(j, &y)| i64::from(logits[[j, 1]] > logits[[j, 0]]) == y).count();
     right as f64 / labels.len() as f64
 }

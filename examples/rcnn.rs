@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use clap::Parser;
 use unrolled::autograd::{Graph, ParamStore, Reduction, Rng};
 use unrolled::layers::{clip_grad_norm, Adam, Optimizer, Rcnn};
-use unrolled::ndarray::{Array4, ArrayD, IxDyn};
+use unrolled::ndarray::{Array4, ArrayD, ArrayViewD, IxDyn};
 
 /// Train an RCNN and a feed-forward CNN with the same parameters on the path task.
 #[derive(Parser, Debug)]
@@ -65,7 +65,7 @@ fn batch(rng: &mut Rng, n: usize) -> (ArrayD<f32>, ArrayD<i64>) {
     (img.into_dyn(), ArrayD::from_shape_vec(IxDyn(&[n]), labels).expect("sized"))
 }
 
-fn accuracy(logits: &ArrayD<f32>, labels: &ArrayD<i64>) -> f64 {
+fn accuracy(logits: ArrayViewD<f32>, labels: &ArrayD<i64>) -> f64 {
     let hits = labels.iter().enumerate().filter(|&(i, &l)| (logits[[i, 1]] > logits[[i, 0]]) == (l == 1)).count();
     hits as f64 / labels.len() as f64
 }

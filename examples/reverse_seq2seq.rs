@@ -19,7 +19,7 @@ use unrolled::autograd::{Graph, NodeId, ParamStore, Reduction, Rng};
 use unrolled::layers::{
     clip_grad_norm, init_params, split_steps, Adam, Cell, Gru, GruVariant, Init, Optimizer, ParamSpec, Role, Seq2Seq,
 };
-use unrolled::ndarray::{s, Array1, Array2, ArrayD, Axis};
+use unrolled::ndarray::{s, Array1, Array2, ArrayViewD, Axis};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -60,7 +60,7 @@ fn batch(rng: &mut Rng, b: usize) -> (Array2<i64>, Array2<i64>) {
 }
 
 /// The index of the largest entry of each row of `[B, C]` logits.
-fn argmax(logits: &ArrayD<f32>) -> Vec<i64> {
+fn argmax(logits: ArrayViewD<f32>) -> Vec<i64> {
     logits
         .rows()
         .into_iter()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use ndarray::{s, ArrayD, Axis, IxDyn};
+use ndarray::{s, ArrayD, ArrayViewD, Axis, IxDyn};
 use unrolled::autograd::{Error, Graph, ParamStore, Result};
 use unrolled::layers::{
     orthogonal, split_steps, Cell, GruVariant, Init, Lstm, Nonlinearity, Recurrent, RecurrentConfig, RunOptions, State,
@@ -46,11 +46,11 @@ fn stepwise_cell_loop_equals_the_layer() -> Result<()> {
     // The layer computes every step's input projection in one matrix multiply (and the
     // weight gradient of it in one), the loop one per step: the same sums, grouped
     // differently, so they agree to rounding.
-    let rel = |a: &ArrayD<f64>, b: &ArrayD<f64>| {
+    let rel = |a: ArrayViewD<f64>, b: ArrayViewD<f64>| {
         a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs() / x.abs().max(1.0)).fold(0.0, f64::max)
     };
-    let out_err = rel(g1.value(out.output)?, g2.value(h)?);
-    let grad_err = d1.iter().map(|(k, v)| rel(v, &d2[k])).fold(0.0, f64::max);
+    let out_err = rel(g1.value(out.output)?.view(), g2.value(h)?.view());
+    let grad_err = d1.iter().map(|(k, v)| rel(v.view(), d2[k].view())).fold(0.0, f64::max);
     eprintln!("stepwise vs layer: outputs {out_err:e}, gradients {grad_err:e}");
     assert!(out_err <= 1e-14 && grad_err <= 1e-14, "outputs {out_err:e}, gradients {grad_err:e}");
     assert_eq!(d1.keys().collect::<Vec<_>>(), d2.keys().collect::<Vec<_>>());
@@ -69,9 +69,9 @@ fn variable_lengths_match_separate_runs() -> Result<()> {
     let mut g = Graph::new();
     let xb = g.input(x.clone());
     let out = lstm.forward(&mut g, &p, xb, None, RunOptions { lengths: Some(&lengths), ..Default::default() })?;
-    let batch_out = g.value(out.output)?.clone();
-    let batch_h = g.value(out.h_n())?.clone();
-    let batch_c = g.value(out.c_n().unwrap())?.clone();
+    let batch_out = g.value(out.output)?.to_owned();
+    let batch_h = g.value(out.h_n())?.to_owned();
+    let batch_c = g.value(out.c_n().unwrap())?.to_owned();
     for (b, &len) in lengths.iter().enumerate() {
         let mut g1 = Graph::new();
         let xs = g1.input(x.slice(s![0..len, b..b + 1, ..]).to_owned().into_dyn());
@@ -206,7 +206,7 @@ fn dropout_between_layers_only_in_training() -> Result<()> {
         let xi = g.input(x.clone());
         let o = lstm.forward(&mut g, &p, xi, None, RunOptions { train, seed, lengths: None })?;
         let masks = g.nodes().iter().filter(|n| n.op().name() == "dropout_mask").count();
-        Ok((g.value(o.output)?.clone(), masks))
+        Ok((g.value(o.output)?.to_owned(), masks))
     };
     let (eval, m0) = run(false, 0)?;
     let (eval2, _) = run(false, 1)?;
@@ -286,9 +286,9 @@ fn fused_cells_equal_their_primitive_ops() -> Result<()> {
             let n2: Vec<_> = n2.into_iter().map(|d| g.sum_all(d)).collect::<Result<_>>()?;
             let n2 = g.add_n(&n2)?;
             let ddw = g.grad(n2, &w)?;
-            let mut vals = vec![g.value(ys)?.clone(), g.value(l)?.clone()];
-            vals.extend(taps.iter().map(|&t| g.value(t).cloned()).collect::<Result<Vec<_>>>()?);
-            let grads = dw.iter().chain(&ddw).map(|&d| g.value(d).cloned()).collect::<Result<Vec<_>>>()?;
+            let mut vals = vec![g.value(ys)?.to_owned(), g.value(l)?.to_owned()];
+            vals.extend(taps.iter().map(|&t| g.value(t).map(|v| v.to_owned())).collect::<Result<Vec<_>>>()?);
+            let grads = dw.iter().chain(&ddw).map(|&d| g.value(d).map(|v| v.to_owned())).collect::<Result<Vec<_>>>()?;
             Ok((vals, grads))
         };
         let (v1, g1) = run(fused)?;

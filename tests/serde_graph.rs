@@ -49,7 +49,7 @@ fn json_round_trip_and_rebuild() -> Result<()> {
     assert_eq!(back.to_json(), json, "serialization is deterministic");
 
     let mut h = Graph::<f64>::from_def(&back, &st)?;
-    h.set_value(h.id(x.index()).unwrap(), g.value(x)?.clone())?;
+    h.set_value(h.id(x.index()).unwrap(), g.value(x)?.to_owned())?;
     for i in [ids, tgt] {
         h.set_index_value(h.id(i.index()).unwrap(), g.index_value(i)?.clone())?;
     }

@@ -366,7 +366,7 @@ fn lean_replay_adds_into_a_dying_operand_with_the_same_values() -> Result<()> {
     let loss = g.sum_all(s)?;
     let dx = g.grad(loss, &[x])?[0];
     g.replay()?;
-    let (want_s, want_dx) = (g.value(s)?.clone(), g.value(dx)?.clone());
+    let (want_s, want_dx) = (g.value(s)?.to_owned(), g.value(dx)?.to_owned());
     g.replay_keeping(&[s, dx])?;
     assert_eq!(g.value(s)?, &want_s);
     assert_eq!(g.value(dx)?, &want_dx);
@@ -393,7 +393,7 @@ fn lean_replay_computes_elementwise_ops_in_place_with_the_same_values() -> Resul
     let dx = g.grad(loss, &[x, bias, col])?;
     let keep = [loss, dx[0], dx[1], dx[2]];
     g.replay()?;
-    let want: Vec<ArrayD<f64>> = keep.iter().map(|&k| g.value(k).cloned()).collect::<Result<_>>()?;
+    let want: Vec<ArrayD<f64>> = keep.iter().map(|&k| g.value(k).map(|v| v.to_owned())).collect::<Result<_>>()?;
     g.replay_keeping(&keep)?;
     for (k, w) in keep.iter().zip(&want) {
         assert_eq!(g.value(*k)?, w, "bit for bit");
@@ -418,17 +418,17 @@ fn replays_read_a_weight_packed_once_and_see_it_change() -> Result<()> {
     }
     let loss = g.sum_all(x)?;
     let dw = g.grad(loss, &[w])?[0];
-    let eager = (g.value(loss)?.clone(), g.value(dw)?.clone());
+    let eager = (g.value(loss)?.to_owned(), g.value(dw)?.to_owned());
     let close =
         |a: &ArrayD<f32>, b: &ArrayD<f32>| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()));
     for _ in 0..2 {
         g.replay()?;
-        assert!(close(g.value(loss)?, &eager.0) && close(g.value(dw)?, &eager.1));
+        assert!(close(&g.value(loss)?.to_owned(), &eager.0) && close(&g.value(dw)?.to_owned(), &eager.1));
     }
     let w2 = common::uniform(&[3 * h, h], 13, -0.3, 0.3).mapv(|v| v as f32);
     g.set_value(w, w2.clone())?;
     g.replay_keeping(&[loss, dw])?;
-    let after = (g.value(loss)?.clone(), g.value(dw)?.clone());
+    let after = (g.value(loss)?.to_owned(), g.value(dw)?.to_owned());
     // The same graph recorded afresh with the new weight.
     let mut f = Graph::<f32>::new();
     let w = f.input(w2);
@@ -441,7 +441,7 @@ fn replays_read_a_weight_packed_once_and_see_it_change() -> Result<()> {
     let loss = f.sum_all(x)?;
     let dw = f.grad(loss, &[w])?[0];
     assert!(!close(&after.0, &eager.0), "the new weight changes the loss");
-    assert!(close(&after.0, f.value(loss)?) && close(&after.1, f.value(dw)?));
+    assert!(close(&after.0, &f.value(loss)?.to_owned()) && close(&after.1, &f.value(dw)?.to_owned()));
     Ok(())
 }
 
@@ -465,9 +465,9 @@ fn fused_cells_split_over_threads_match_row_by_row() -> Result<()> {
         let y = g.mul(out, w)?;
         let loss = g.sum_all(y)?;
         let grads = g.grad(loss, &[xp, hh, s])?;
-        let mut vals = vec![g.value(out)?.clone()];
+        let mut vals = vec![g.value(out)?.to_owned()];
         for d in grads {
-            vals.push(g.value(d)?.clone());
+            vals.push(g.value(d)?.to_owned());
         }
         Ok(vals)
     };
@@ -513,5 +513,67 @@ fn lean_replays_copy_large_leaf_slices_again_instead_of_holding_them() -> Result
     // there (it would add 512 KiB), and copying it again for `mul` peaks no higher.
     assert_eq!(g.peak_bytes(), 2 * 1_048_576 + 2 * 4);
     assert!(!g.has_value(n)?);
+    Ok(())
+}
+
+/// A reshape, or a slice along the first axis, of a large row-major value is the same
+/// memory (no copy, no bytes of its own in `peak_bytes`), and a lean replay never
+/// computes into a buffer a view still reads.
+#[test]
+fn large_reshapes_and_leading_slices_are_views_of_their_input() -> Result<()> {
+    let x = ArrayD::from_shape_fn(IxDyn(&[8, 4096]), |i| ((i[0] * 4096 + i[1]) % 101) as f32 / 101.0); // 128 KiB
+    let record = |deferred: bool| -> Result<(Graph<f32>, [NodeId; 3], [NodeId; 3])> {
+        let mut g = Graph::<f32>::new();
+        g.set_deferred(deferred);
+        let x = g.input(x.clone());
+        let y = g.tanh(x)?;
+        let r = g.reshape(y, &[4, 8192])?;
+        let sr = g.sum_all(r)?;
+        let s = g.select(y, 0, 3)?;
+        // `y`'s last reader: without the view `s` it would be computed into `y`'s buffer.
+        let z = g.exp(y)?;
+        let sz = g.sum_all(z)?;
+        let w = g.mul(s, s)?;
+        let sw = g.sum_all(w)?;
+        Ok((g, [y, r, s], [sr, sz, sw]))
+    };
+    let (eager, [y, r, s], want) = record(false)?;
+    let base = eager.value(y)?.as_ptr();
+    assert_eq!(eager.value(r)?.as_ptr(), base, "the reshape is y's memory");
+    assert_eq!(eager.value(s)?.as_ptr(), base.wrapping_add(3 * 4096), "row 3 is y's memory");
+    let row3 = x.index_axis(ndarray::Axis(0), 3).mapv(f32::tanh);
+    assert!(eager.value(s)?.iter().zip(&row3).all(|(a, b)| (a - b).abs() < 1e-6), "row 3 of tanh(x)");
+    let (mut g, _, sums) = record(true)?;
+    for _ in 0..2 {
+        g.replay_keeping(&sums)?;
+        for (&s, &w) in sums.iter().zip(&want) {
+            assert_eq!(g.value(s)?, eager.value(w)?);
+        }
+    }
+    // Held at once at `exp`: x, y and exp(y) (128 KiB each) and the three sums (kept
+    // from the replay before); the views of y add nothing.
+    assert_eq!(g.peak_bytes(), 3 * 131_072 + 3 * 4);
+    Ok(())
+}
+
+/// A parameter that a view reads gets its new value from `load_params`, and the view
+/// follows at the next replay.
+#[test]
+fn a_viewed_parameter_takes_new_values() -> Result<()> {
+    let (rows, cols) = (96, 256);
+    let mut store = ParamStore::<f64>::new();
+    store.insert("w", common::uniform(&[rows, cols], 3, -1.0, 1.0));
+    let mut g = Graph::<f64>::new();
+    let w = g.param(&store, "w")?;
+    let top = g.narrow(w, 0, 0, 64)?;
+    let loss = g.sum_all(top)?;
+    let first = g.scalar_value(loss)?;
+    store.insert("w", common::uniform(&[rows, cols], 4, -1.0, 1.0));
+    g.load_params(&store)?;
+    g.replay()?;
+    let want: f64 = store.get("w").expect("inserted").rows().into_iter().take(64).flatten().sum();
+    let got = g.scalar_value(loss)?;
+    assert!((got - want).abs() < 1e-9 && (got - first).abs() > 1e-3, "{got} against {want} (was {first})");
+    assert_eq!(g.value(w)?, store.get("w").expect("inserted").view());
     Ok(())
 }

@@ -152,7 +152,7 @@ fn tbptt_windows_with_k2_longer_than_k1() -> Result<()> {
         let loss = g.sum_all(h)?;
         let grads = g.param_grad_values(loss)?;
         let dx = g.grad(loss, &[xi])?[0];
-        let dx = g.value(dx)?.clone();
+        let dx = g.value(dx)?.to_owned();
         assert!(dx.outer_iter().take(w.start).all(|r| r.iter().all(|&v| v == 0.0)), "no gradient before the cut");
         let cuts = g.nodes().iter().filter(|n| g.scope_info(n.scope()).path == "tbptt_cut").count();
         assert_eq!(cuts, if w.start == 0 { 0 } else { 1 });
@@ -162,7 +162,7 @@ fn tbptt_windows_with_k2_longer_than_k1() -> Result<()> {
         let xs: Vec<_> = (w.start..w.end).map(|t| g2.input(x.index_axis(ndarray::Axis(0), t).to_owned())).collect();
         let init = match &h_start {
             None => None,
-            Some(s) => Some(State::one(g2.constant(g.value(s.h())?.clone()))),
+            Some(s) => Some(State::one(g2.constant(g.value(s.h())?.to_owned()))),
         };
         let win2 = unroll(&cell, &mut g2, &p, &xs, init, UnrollOptions::default())?;
         let h2 = g2.stack(&win2.outputs[w.loss_from - w.start..], 0)?;

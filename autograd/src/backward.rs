@@ -559,6 +559,6 @@ impl<T: Float> Graph<T> {
     /// As [`Graph::grad`].
     pub fn param_grad_values(&mut self, loss: NodeId) -> Result<BTreeMap<String, ArrayD<T>>> {
         let gs = self.param_grads(loss)?;
-        gs.into_iter().map(|(k, id)| Ok((k, self.value(id)?.clone()))).collect()
+        gs.into_iter().map(|(k, id)| Ok((k, self.value(id)?.to_owned()))).collect()
     }
 }

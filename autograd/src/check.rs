@@ -122,7 +122,7 @@ where
     };
     let (mut g, ids, loss) = evaluate(&scalar, inputs)?;
     let grads = g.grad(loss, &ids)?;
-    let analytic: Vec<ArrayD<f64>> = grads.iter().map(|&d| g.value(d).cloned()).collect::<Result<_>>()?;
+    let analytic: Vec<ArrayD<f64>> = grads.iter().map(|&d| g.value(d).map(|v| v.to_owned())).collect::<Result<_>>()?;
 
     let mut report = GradcheckReport {
         order,

@@ -3,14 +3,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::gemm::PackCache;
-use crate::node::{DType, Node, NodeId, Shape, Value};
-use crate::ops::{Constant, Fail, Input, Op, Param};
+use crate::node::{with_float, DType, Node, NodeId, Shape, Tensor, Value};
+use crate::ops::{Constant, Fail, Input, Op, Param, Rule};
 use crate::params::ParamStore;
 use crate::scope::{Direction, ScopeGuard, ScopeId, ScopeInfo, ScopePath, Scopes, Segment};
 use crate::values::Values;
@@ -46,6 +46,8 @@ pub struct Graph<T: Float> {
     pub(crate) values: Values<T>,
     /// Whether each node's value is there (not deferred, released or skipped).
     has: Vec<bool>,
+    /// Whether node `i`'s value is a view of another value's buffer (`Value::Shared`).
+    view: Vec<bool>,
     pub(crate) scopes: Scopes,
     current: ScopeId,
     params: BTreeMap<String, NodeId>,
@@ -58,11 +60,48 @@ pub struct Graph<T: Float> {
     peak_bytes: usize,
 }
 
+/// Values of fewer elements than this are copied rather than viewed: for them a copy
+/// costs less than sharing the buffer.
+const VIEW_ELEMENTS: usize = 1 << 14;
+
+/// Node's value as a view of its one input's buffer, when its op makes one
+/// ([`Rule::forward_view`]) of a row-major input: the input's value then shares its
+/// buffer (it becomes [`Value::Shared`], once).
+fn view_of<T: Float>(
+    rule: &dyn Rule<T>,
+    inputs: &[NodeId],
+    values: &mut Values<T>,
+    shape: &[usize],
+) -> Option<Tensor<T>> {
+    let [j] = inputs else { return None };
+    let j = j.index();
+    let s = values[j].shape();
+    if !rule.views(s) || s.iter().product::<usize>() < VIEW_ELEMENTS {
+        return None;
+    }
+    let row_major = match &values[j] {
+        Value::Float(a) => a.is_standard_layout(),
+        Value::Shared(a) => a.is_standard_layout(),
+        Value::Index(_) => false,
+    };
+    if !row_major {
+        return None;
+    }
+    if let Value::Float(_) = &values[j] {
+        let a = into_float(values.take(j));
+        values[j] = Value::Shared(a.into_shared());
+    }
+    match &values[j] {
+        Value::Shared(x) => Some(rule.forward_view(x, shape)),
+        _ => None,
+    }
+}
+
 /// The float array of a value the caller has checked to be a float value.
 fn into_float<T>(v: Value<T>) -> ArrayD<T> {
     match v {
         Value::Float(a) => a,
-        Value::Index(_) => unreachable!("checked to be a float value by the caller"),
+        Value::Shared(_) | Value::Index(_) => unreachable!("checked to own its float buffer by the caller"),
     }
 }
 
@@ -154,6 +193,7 @@ impl<T: Float> Graph<T> {
             nodes: Vec::new(),
             values: Values::new(),
             has: Vec::new(),
+            view: Vec::new(),
             scopes: Scopes::default(),
             current: ScopeId::ROOT,
             params: BTreeMap::new(),
@@ -258,18 +298,35 @@ impl<T: Float> Graph<T> {
         Ok(self.computed(id.index()))
     }
 
-    /// The float value of `id`.
+    /// The float value of `id`, as a view of the graph's buffer (`.to_owned()` copies
+    /// it out). A large reshape or slice along the first axis shares its input's
+    /// buffer, so its view reads the same memory.
+    ///
+    /// ```
+    /// use ndarray::ArrayD;
+    /// use unrolled_autograd::Graph;
+    /// # fn main() -> unrolled_autograd::Result<()> {
+    /// let mut g = Graph::<f32>::new();
+    /// let x = g.input(ArrayD::ones(ndarray::IxDyn(&[64, 512])));
+    /// let y = g.tanh(x)?;
+    /// let row = g.select(y, 0, 5)?; // no copy: row 5 of y's buffer
+    /// assert_eq!(g.value(row)?.as_ptr(), g.value(y)?.as_ptr().wrapping_add(5 * 512));
+    /// let copy: ndarray::ArrayD<f32> = g.value(row)?.to_owned();
+    /// assert_eq!(copy.shape(), &[512]);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::ForeignNode`] for another graph's id, [`Error::DTypeMismatch`] for an index node,
     /// [`Error::NotComputed`] for a node without a value (deferred, or released by a lean replay).
-    pub fn value(&self, id: NodeId) -> Result<&ArrayD<T>> {
+    pub fn value(&self, id: NodeId) -> Result<ArrayViewD<'_, T>> {
         self.check(id, "value")?;
         if !self.computed(id.index()) {
             return Err(self.not_computed("value", id.index()));
         }
         match &self.values[id.index()] {
-            Value::Float(a) => Ok(a),
+            Value::Float(a) => Ok(a.view()),
+            Value::Shared(a) => Ok(a.view()),
             Value::Index(_) => Err(self.dtype_err("value", 0, T::DTYPE, DType::I64)),
         }
     }
@@ -285,7 +342,7 @@ impl<T: Float> Graph<T> {
         }
         match &self.values[id.index()] {
             Value::Index(a) => Ok(a),
-            Value::Float(_) => Err(self.dtype_err("index_value", 0, DType::I64, T::DTYPE)),
+            Value::Float(_) | Value::Shared(_) => Err(self.dtype_err("index_value", 0, DType::I64, T::DTYPE)),
         }
     }
 
@@ -315,7 +372,7 @@ impl<T: Float> Graph<T> {
     fn leaf(&mut self, op: Op, value: Value<T>) -> NodeId {
         let shape: Shape = value.shape().iter().copied().collect();
         let dtype = match value {
-            Value::Float(_) => T::DTYPE,
+            Value::Float(_) | Value::Shared(_) => T::DTYPE,
             Value::Index(_) => DType::I64,
         };
         self.append(op, &[], shape, dtype, Some(value))
@@ -424,6 +481,7 @@ impl<T: Float> Graph<T> {
         let id = self.mk_id(self.nodes.len());
         self.nodes.push(Node { op, inputs: SmallVec::from_slice(inputs), shape, dtype, scope: self.current });
         self.has.push(value.is_some());
+        self.view.push(false);
         self.values.push(value);
         id
     }
@@ -451,6 +509,11 @@ impl<T: Float> Graph<T> {
         }
         if let Some(j) = inputs.iter().find(|j| !self.computed(j.index())) {
             return Err(self.not_computed(name, j.index()));
+        }
+        if let Some(v) = view_of(rule, inputs, &mut self.values, &shape) {
+            let id = self.append(op, inputs, shape, T::DTYPE, Some(Value::Shared(v)));
+            self.view[id.index()] = true;
+            return Ok(id);
         }
         let vals: SmallVec<[&Value<T>; 4]> = inputs.iter().map(|i| &self.values[i.index()]).collect();
         let out = rule.forward(&vals, &shape).map_err(|f| self.fail(name, f, inputs))?;
@@ -494,7 +557,7 @@ impl<T: Float> Graph<T> {
         let node = &self.nodes[id.index()];
         let kind_ok = matches!(node.op, Op::Input(_) | Op::Constant(_) | Op::Param(_));
         let dtype = match value {
-            Value::Float(_) => T::DTYPE,
+            Value::Float(_) | Value::Shared(_) => T::DTYPE,
             Value::Index(_) => DType::I64,
         };
         if !kind_ok {
@@ -550,8 +613,11 @@ impl<T: Float> Graph<T> {
             leaves.iter().filter_map(|&(n, id)| store.get(n).map(|v| (id.index(), v))).collect();
         for (i, v) in updates {
             self.packs.forget(i);
-            if let Value::Float(dst) = &mut self.values[i] {
-                dst.assign(v);
+            match &mut self.values[i] {
+                Value::Float(dst) => dst.assign(v),
+                // Views of the old value keep it; the leaf gets a buffer of its own.
+                shared @ Value::Shared(_) => *shared = Value::Float(v.clone()),
+                Value::Index(_) => {}
             }
         }
         Ok(())
@@ -709,10 +775,13 @@ impl<T: Float> Graph<T> {
         Ok(())
     }
 
-    /// The bytes of node `i`'s value (0 without one).
+    /// The bytes of node `i`'s value (0 without one). A view of another value's
+    /// buffer counts none of its own.
     fn bytes(&self, i: usize) -> usize {
         match &self.values[i] {
             Value::Float(a) => a.len() * std::mem::size_of::<T>(),
+            Value::Shared(_) if self.view[i] => 0,
+            Value::Shared(a) => a.len() * std::mem::size_of::<T>(),
             Value::Index(a) => a.len() * std::mem::size_of::<i64>(),
         }
     }
@@ -775,6 +844,7 @@ impl<T: Float> Graph<T> {
         // Row-major, and a reshape keeps the number of elements (checked when recorded).
         let b = a.into_shape_with_order(shape).expect("a row-major buffer reshapes to the same number of elements");
         self.values[i] = Value::Float(b);
+        self.view[i] = false;
         self.has[i] = true;
         true
     }
@@ -809,6 +879,7 @@ impl<T: Float> Graph<T> {
         }
         self.has[j] = false;
         self.values[i] = Value::Float(acc);
+        self.view[i] = false;
         self.has[i] = true;
         true
     }
@@ -820,12 +891,19 @@ impl<T: Float> Graph<T> {
             return Err(self.not_computed(node.op.name(), j.index()));
         }
         if let Some(out) = self.matmul_packed(i) {
+            self.view[i] = false;
             self.values[i] = Value::Float(out);
             self.has[i] = true;
             return Ok(());
         }
         let node = &self.nodes[i];
         let rule = node.op.rule::<T>();
+        if let Some(v) = view_of(rule, &node.inputs, &mut self.values, &node.shape) {
+            self.values[i] = Value::Shared(v);
+            (self.has[i], self.view[i]) = (true, true);
+            return Ok(());
+        }
+        self.view[i] = false;
         let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
         let result = rule.forward(&vals, &node.shape);
         drop(vals);
@@ -856,8 +934,16 @@ impl<T: Float> Graph<T> {
         if !self.nodes[b].op.is_leaf() {
             return None;
         }
-        let (Value::Float(av), Value::Float(bv)) = (&self.values[a], &self.values[b]) else { return None };
-        mm.forward_packed(av, bv, &node.shape, |v| self.packs.get(b, mm.trans_b, v))
+        if self.nodes[a].dtype == DType::I64 || self.nodes[b].dtype == DType::I64 {
+            return None;
+        }
+        let packs = &mut self.packs;
+        with_float!(&self.values[a], |av| with_float!(&self.values[b], |bv| mm.forward_packed(
+            av,
+            bv,
+            &node.shape,
+            |v| packs.get(b, mm.trans_b, v)
+        )))
     }
 
     /// As [`Graph::replay`], timing every node: per op name, how many nodes ran and

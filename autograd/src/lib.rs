@@ -72,7 +72,7 @@ pub use error::{Error, Result};
 pub use float::Float;
 pub use graph::{Graph, OpTime};
 pub use inspect::{Collapse, GraphDef, NodeDef, NodeLabel, Query, Summary};
-pub use node::{DType, Node, NodeId, Shape, Value};
+pub use node::{DType, Node, NodeId, Shape, Tensor, Value};
 pub use ops::{ActivationKind, Cmp, Op, Reduction};
 pub use params::{ParamScope, ParamStore};
 pub use rng::Rng;

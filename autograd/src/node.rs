@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use ndarray::ArrayD;
+use ndarray::{ArcArray, ArrayD, ArrayViewD, IxDyn};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -67,20 +67,33 @@ impl fmt::Display for DType {
     }
 }
 
+/// A float tensor whose buffer several values share: a view (a reshape of a
+/// row-major value, a slice along its first axis) and the value it views.
+pub type Tensor<T> = ArcArray<T, IxDyn>;
+
 /// A node's value: floats of the graph's element type, or integer indices.
+///
+/// Most float values own their buffer ([`Value::Float`]); a reshape or a slice along
+/// the first axis of a row-major value is the same memory, not a copy, and that value
+/// and its views then hold the buffer together ([`Value::Shared`]). Read either with
+/// [`Graph::value`](crate::Graph::value), which gives a view of the elements.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value<T> {
     /// A float tensor.
     Float(ArrayD<T>),
     /// An integer tensor (token ids, class labels).
     Index(ArrayD<i64>),
+    /// A float tensor sharing its buffer with other values.
+    Shared(Tensor<T>),
 }
 
 impl<T> Value<T> {
     /// The float tensor; an internal invariant (dtypes are checked when a node is built).
-    pub(crate) fn float(&self) -> &ArrayD<T> {
+    #[inline]
+    pub(crate) fn float(&self) -> ArrayViewD<'_, T> {
         match self {
-            Value::Float(a) => a,
+            Value::Float(a) => a.view(),
+            Value::Shared(a) => a.view(),
             Value::Index(_) => unreachable!("dtype checked when the node was built"),
         }
     }
@@ -88,16 +101,52 @@ impl<T> Value<T> {
     pub(crate) fn index(&self) -> &ArrayD<i64> {
         match self {
             Value::Index(a) => a,
-            Value::Float(_) => unreachable!("dtype checked when the node was built"),
+            Value::Float(_) | Value::Shared(_) => unreachable!("dtype checked when the node was built"),
+        }
+    }
+    /// A row-major copy of the float tensor in a buffer of its own (a plain clone of
+    /// an owned row-major buffer: the cheapest copy for small values).
+    pub(crate) fn float_copy(&self) -> ArrayD<T>
+    where
+        T: Clone,
+    {
+        match self {
+            Value::Float(a) if a.is_standard_layout() => a.clone(),
+            Value::Float(a) => a.as_standard_layout().into_owned(),
+            Value::Shared(a) => a.as_standard_layout().into_owned(),
+            Value::Index(_) => unreachable!("dtype checked when the node was built"),
+        }
+    }
+
+    /// The float elements in row-major order, when they are laid out so.
+    pub(crate) fn float_slice(&self) -> Option<&[T]> {
+        match self {
+            Value::Float(a) => a.as_slice(),
+            Value::Shared(a) => a.as_slice(),
+            Value::Index(_) => unreachable!("dtype checked when the node was built"),
         }
     }
     pub(crate) fn shape(&self) -> &[usize] {
         match self {
             Value::Float(a) => a.shape(),
+            Value::Shared(a) => a.shape(),
             Value::Index(a) => a.shape(),
         }
     }
 }
+
+/// `$body` with `$a` bound to the float array of `$v` (owned or shared) without
+/// making a view of it: for hot paths generic over the array's storage.
+macro_rules! with_float {
+    ($v:expr, |$a:ident| $body:expr) => {
+        match $v {
+            $crate::node::Value::Float($a) => $body,
+            $crate::node::Value::Shared($a) => $body,
+            $crate::node::Value::Index(_) => unreachable!("dtype checked when the node was built"),
+        }
+    };
+}
+pub(crate) use with_float;
 
 /// One recorded operation: what it is, what it reads, what it makes, and where.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use ndarray::ArrayD;
+use ndarray::{ArrayBase, ArrayD, Data, IxDyn};
 
 use crate::error::Result;
 use crate::float::Float;
@@ -50,7 +50,7 @@ pub fn format_number(v: f64, digits: usize) -> String {
 
 /// One tensor: a header `name [shape]`, then one line per row of the last axis,
 /// prefixed with the row's index.
-pub fn format_tensor<T: Float>(name: &str, a: &ArrayD<T>, digits: usize) -> String {
+pub fn format_tensor<T: Float, S: Data<Elem = T>>(name: &str, a: &ArrayBase<S, IxDyn>, digits: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{name} {:?}", a.shape());
     if a.ndim() == 0 {

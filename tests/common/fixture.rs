@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayBase, ArrayD, Data, IxDyn};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -114,7 +114,7 @@ impl Compare {
     }
 
     /// Compares element by element: |a - e| <= tol * max(1, |e|).
-    pub fn tensor(&mut self, what: &str, actual: &ArrayD<f64>, expected: &Tensor) {
+    pub fn tensor<S: Data<Elem = f64>>(&mut self, what: &str, actual: &ArrayBase<S, IxDyn>, expected: &Tensor) {
         if actual.shape() != &expected.shape[..] {
             self.failures.push(format!("{what}: shape {:?}, expected {:?}", actual.shape(), expected.shape));
             return;

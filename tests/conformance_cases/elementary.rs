@@ -42,7 +42,7 @@ pub fn gradcheck_sanity(f: &Fixture) -> Result<Compare, String> {
         [("P", p), ("Q", q), ("u", u), ("v", v), ("w", wc), ("e", e), ("lg", lg), ("sm", sm)];
     for name in f.expected_names("outputs") {
         let id = named.iter().find(|(n, _)| *n == name).map(|(_, id)| *id).ok_or(format!("unknown output {name}"))?;
-        cmp.tensor(&format!("outputs.{name}"), g.value(id).map_err(err)?, &f.expected_tensor("outputs", &name)?);
+        cmp.tensor(&format!("outputs.{name}"), &g.value(id).map_err(err)?, &f.expected_tensor("outputs", &name)?);
     }
     cmp.number("loss", g.scalar_value(loss).map_err(err)?, f.expected_number("loss")?);
 
@@ -51,7 +51,7 @@ pub fn gradcheck_sanity(f: &Fixture) -> Result<Compare, String> {
     let grads = g.grad(loss, &ids).map_err(err)?;
     for name in f.expected_names("grads") {
         let k = leaves.iter().position(|(n, _)| *n == name).ok_or(format!("unknown grad {name}"))?;
-        cmp.tensor(&format!("grads.{name}"), g.value(grads[k]).map_err(err)?, &f.expected_tensor("grads", &name)?);
+        cmp.tensor(&format!("grads.{name}"), &g.value(grads[k]).map_err(err)?, &f.expected_tensor("grads", &name)?);
     }
     let inter: Vec<NodeId> = named.iter().map(|n| n.1).collect();
     let igrads = g.grad(loss, &inter).map_err(err)?;
@@ -59,7 +59,7 @@ pub fn gradcheck_sanity(f: &Fixture) -> Result<Compare, String> {
         let k = named.iter().position(|(n, _)| *n == name).ok_or(format!("unknown intermediate {name}"))?;
         cmp.tensor(
             &format!("intermediate_grads.{name}"),
-            g.value(igrads[k]).map_err(err)?,
+            &g.value(igrads[k]).map_err(err)?,
             &f.expected_tensor("intermediate_grads", &name)?,
         );
     }

@@ -265,7 +265,7 @@ pub fn truncated_bptt(f: &Fixture) -> R<Compare> {
     let loss = r.add(a, b)?;
     let bg = r.g.grad(loss, &[hbar, cbar]).map_err(e)?;
     for (name, id) in [("h_boundary", bg[0]), ("c_boundary", bg[1])] {
-        let v = r.g.value(id).map_err(e)?.clone();
+        let v = r.g.value(id).map_err(e)?.to_owned();
         let t = f.expected_tensor("boundary_grads", name)?;
         r.cmp.tensor(&format!("boundary_grads.{name}"), &v, &t);
     }

@@ -77,7 +77,7 @@ impl<'f> Run<'f> {
 
     /// Compares `expected.outputs[name]` with a node.
     pub fn output(&mut self, name: &str, id: NodeId) -> R<()> {
-        let v = self.g.value(id).map_err(e)?.clone();
+        let v = self.g.value(id).map_err(e)?.to_owned();
         self.output_value(name, &v)
     }
 
@@ -115,7 +115,7 @@ impl<'f> Run<'f> {
             let v = self.g.value(d).map_err(e)?;
             let v = match block {
                 Some((k, len)) => v.slice_axis(Axis(0), Slice::from(k * len..(k + 1) * len)).to_owned(),
-                None => v.clone(),
+                None => v.to_owned(),
             };
             let t = self.f.expected_tensor("grads", n)?;
             self.cmp.tensor(&format!("grads.{n}"), &v, &t);

@@ -61,7 +61,7 @@ pub fn second_order(f: &Fixture) -> R<Compare> {
         ("hvp_joint", "weight_hh_l0", hj[0]),
         ("hvp_joint", "x", hj[1]),
     ] {
-        let v = r.g.value(id).map_err(e)?.clone();
+        let v = r.g.value(id).map_err(e)?.to_owned();
         let t = f.expected_tensor(section, name)?;
         r.cmp.tensor(&format!("{section}.{name}"), &v, &t);
     }

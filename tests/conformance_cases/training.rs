@@ -89,7 +89,7 @@ pub fn lm_trajectory(f: &Fixture) -> R<Compare> {
             g.replay().map_err(e)?;
         }
         let mut grads: BTreeMap<String, ArrayD<f64>> =
-            grad_nodes.iter().map(|(k, &id)| Ok((k.clone(), g.value(id).map_err(e)?.clone()))).collect::<R<_>>()?;
+            grad_nodes.iter().map(|(k, &id)| Ok((k.clone(), g.value(id).map_err(e)?.to_owned()))).collect::<R<_>>()?;
         losses.push(g.scalar_value(loss).map_err(e)?);
         if n == 0 {
             cmp.number("loss", losses[0], f.expected_number("loss")?);
@@ -165,16 +165,16 @@ pub fn tbptt_trajectory(f: &Fixture) -> R<Compare> {
             g.replay().map_err(e)?;
         }
         let grads: BTreeMap<String, ArrayD<f64>> =
-            grad_nodes.iter().map(|(k, &id)| Ok((k.clone(), g.value(id).map_err(e)?.clone()))).collect::<R<_>>()?;
+            grad_nodes.iter().map(|(k, &id)| Ok((k.clone(), g.value(id).map_err(e)?.to_owned()))).collect::<R<_>>()?;
         losses.push(g.scalar_value(loss).map_err(e)?);
         norms.push(grad_norm(&grads, 2.0).map_err(e)?);
         if n == 0 {
             cmp.number("loss", losses[0], f.expected_number("loss")?);
             let mut gx = ArrayD::zeros(x_all.raw_dim());
-            gx.slice_axis_mut(Axis(0), Slice::from(0..k)).assign(g.value(input_grads[0]).map_err(e)?);
+            gx.slice_axis_mut(Axis(0), Slice::from(0..k)).assign(&g.value(input_grads[0]).map_err(e)?);
             let mut all = grads.clone();
             all.insert("x".into(), gx);
-            all.insert("h0".into(), g.value(input_grads[1]).map_err(e)?.clone());
+            all.insert("h0".into(), g.value(input_grads[1]).map_err(e)?.to_owned());
             for name in f.expected_names("grads") {
                 cmp.tensor(
                     &format!("grads.{name}"),
@@ -183,7 +183,7 @@ pub fn tbptt_trajectory(f: &Fixture) -> R<Compare> {
                 );
             }
         }
-        let h_n = g.value(out.h_n()).map_err(e)?.clone();
+        let h_n = g.value(out.h_n()).map_err(e)?.to_owned();
         hidden.push(h_n);
         opt.step(&mut store, &grads).map_err(e)?;
     }

@@ -76,7 +76,9 @@ impl<T: Float> Graph<T> {
                 dtype: n.dtype,
                 scope: n.scope.index(),
                 value: match (&n.op, v) {
-                    (Op::Constant(_), Value::Float(a)) => Some(a.iter().map(|x| x.f64()).collect()),
+                    (Op::Constant(_), Value::Float(_) | Value::Shared(_)) => {
+                        Some(v.float().iter().map(|x| x.f64()).collect())
+                    }
                     _ => None,
                 },
             })

@@ -27,7 +27,8 @@ pub(crate) fn attrs(op: &Op) -> String {
 pub(crate) fn call<T: Float>(g: &Graph<T>, i: usize) -> String {
     let node: &Node = &g.nodes[i];
     let mut extra = attrs(&node.op);
-    if let (Op::Constant(_), Value::Float(v)) = (&node.op, &g.values[i]) {
+    if let (Op::Constant(_), Value::Float(_) | Value::Shared(_)) = (&node.op, &g.values[i]) {
+        let v = g.values[i].float();
         if v.len() == 1 {
             extra = format_number(v.iter().next().map_or(0.0, |x| x.f64()), 6);
         }

@@ -1,7 +1,7 @@
 //! Convolution (NCHW cross-correlation as PyTorch's `conv2d`), its two adjoints,
 //! and the channel-window sum behind local response normalization.
 
-use ndarray::{Array2, ArrayD, ArrayView3, ArrayViewMut3, Axis, Ix4, IxDyn};
+use ndarray::{Array2, ArrayBase, ArrayD, ArrayView3, ArrayViewMut3, Axis, Data, Ix4, IxDyn};
 use serde::{Deserialize, Serialize};
 
 use super::{arity, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
@@ -141,7 +141,7 @@ fn conv_dims(geo: Conv2dGeometry, x: &[usize], w: &[usize]) -> FResult<(Dims, Sh
     Ok((d, Shape::from_slice(&[x[0], w[0], ho, wo])))
 }
 
-fn weight2<T: Float>(w: &ArrayD<T>, d: &Dims) -> Array2<T> {
+fn weight2<T: Float, S: Data<Elem = T>>(w: &ArrayBase<S, IxDyn>, d: &Dims) -> Array2<T> {
     let o = w.shape()[0];
     w.to_shape((o, d.c * d.kh * d.kw)).expect("sized").into_owned()
 }
@@ -154,7 +154,7 @@ impl<T: Float> Rule<T> for Conv2d {
     fn forward(&self, v: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (x, w) = (fin(v, 0), fin(v, 1));
         let (d, _) = conv_dims(self.geometry, x.shape(), w.shape())?;
-        let w2 = weight2(w, &d);
+        let w2 = weight2(&w, &d);
         let x4 = x.view().into_dimensionality::<Ix4>().expect("rank 4");
         let mut out = ArrayD::zeros(shape);
         for n in 0..shape[0] {
@@ -202,7 +202,7 @@ impl<T: Float> Rule<T> for Conv2dInputGrad {
     fn forward(&self, v: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (gy, w) = (fin(v, 0), fin(v, 1));
         let (d, _) = conv_dims(self.geometry, shape, w.shape())?;
-        let w2t = weight2(w, &d).reversed_axes();
+        let w2t = weight2(&w, &d).reversed_axes();
         let o = w.shape()[0];
         let mut out = ArrayD::zeros(shape);
         let mut cols = Array2::zeros((w2t.nrows(), d.ho * d.wo));

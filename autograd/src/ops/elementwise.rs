@@ -1,7 +1,7 @@
 //! Elementwise ops: broadcasting arithmetic, scalar affine maps, powers, exp/log,
 //! comparisons (masks), `where`, `clamp` and `detach`.
 
-use ndarray::{ArrayD, Zip};
+use ndarray::{ArrayBase, ArrayD, Data, IxDyn, Zip};
 use serde::{Deserialize, Serialize};
 
 use super::{arity, broadcast, fin, grads, shape_of, Back, FResult, Grads, Rule};
@@ -55,15 +55,14 @@ macro_rules! binary_forward {
             binary_infer(shapes)
         }
         fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-            let (a, b) = (fin(x, 0), fin(x, 1));
-            Ok(binary_row_major(a, b, shape, |a, o| a $op o).unwrap_or_else(|| a $op b))
+            Ok(binary_row_major(x[0], x[1], shape, |a, o| a $op o).unwrap_or_else(|| &fin(x, 0) $op &fin(x, 1)))
         }
         fn forward_in_place(&self, acc: &mut ArrayD<T>, pos: usize, x: &[&Value<T>]) -> bool {
             let other = fin(x, 1 - pos);
             if pos == 0 {
-                combine_in_place(acc, other, |a, o| a $op o);
+                combine_in_place(acc, &other, |a, o| a $op o);
             } else {
-                combine_in_place(acc, other, |a, o| o $op a);
+                combine_in_place(acc, &other, |a, o| o $op a);
             }
             true
         }
@@ -74,19 +73,14 @@ macro_rules! binary_forward {
 /// row-major and already of the result's shape (the other then broadcast over it by
 /// [`combine_in_place`]); `None` when neither is.
 #[inline(always)]
-fn binary_row_major<T: Float>(
-    a: &ArrayD<T>,
-    b: &ArrayD<T>,
-    shape: &[usize],
-    f: impl Fn(T, T) -> T,
-) -> Option<ArrayD<T>> {
-    if a.shape() == shape && a.is_standard_layout() {
-        let mut acc = a.clone();
-        combine_in_place(&mut acc, b, f);
+fn binary_row_major<T: Float>(a: &Value<T>, b: &Value<T>, shape: &[usize], f: impl Fn(T, T) -> T) -> Option<ArrayD<T>> {
+    if a.shape() == shape && a.float_slice().is_some() {
+        let mut acc = a.float_copy();
+        combine_in_place(&mut acc, &b.float(), f);
         Some(acc)
-    } else if b.shape() == shape && b.is_standard_layout() {
-        let mut acc = b.clone();
-        combine_in_place(&mut acc, a, |x, o| f(o, x));
+    } else if b.shape() == shape && b.float_slice().is_some() {
+        let mut acc = b.float_copy();
+        combine_in_place(&mut acc, &a.float(), |x, o| f(o, x));
         Some(acc)
     } else {
         None
@@ -97,7 +91,11 @@ fn binary_row_major<T: Float>(
 /// the op was recorded). A row-major `other` of `acc`'s shape, or matching its trailing
 /// axes (a bias), or a scalar, is combined in passes that vectorize.
 #[inline(always)]
-pub(crate) fn combine_in_place<T: Float>(acc: &mut ArrayD<T>, other: &ArrayD<T>, f: impl Fn(T, T) -> T) {
+pub(crate) fn combine_in_place<T: Float, S: Data<Elem = T>>(
+    acc: &mut ArrayD<T>,
+    other: &ArrayBase<S, IxDyn>,
+    f: impl Fn(T, T) -> T,
+) {
     let lead = other.shape().iter().take_while(|&&d| d == 1).count();
     let tail = &other.shape()[lead..];
     let fits = tail.len() <= acc.ndim() && acc.shape()[acc.ndim() - tail.len()..] == *tail;
@@ -199,9 +197,9 @@ impl<T: Float> Rule<T> for AddN {
         Ok(shape_of(first))
     }
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-        let mut out = fin(x, 0).as_standard_layout().into_owned();
+        let mut out = x[0].float_copy();
         for v in &x[1..] {
-            combine_in_place(&mut out, v.float(), |a, o| a + o);
+            combine_in_place(&mut out, &v.float(), |a, o| a + o);
         }
         Ok(out)
     }
@@ -263,7 +261,7 @@ impl<T: Float> Rule<T> for PowScalar {
         Ok(if p == 2.0 {
             x.mapv(|v| v * v)
         } else if p == 1.0 {
-            x.clone()
+            x.to_owned()
         } else if p == 0.5 {
             x.mapv(|v| v.sqrt())
         } else if p == -1.0 {
@@ -372,7 +370,7 @@ impl<T: Float> Rule<T> for Detach {
         unary_infer(s)
     }
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(fin(x, 0).clone())
+        Ok(fin(x, 0).to_owned())
     }
     fn backward(&self, _: &mut Graph<T>, _: &Back) -> Result<Grads> {
         grads([None])
@@ -470,9 +468,10 @@ impl<T: Float> Rule<T> for Where {
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let mut out = ArrayD::zeros(shape);
-        let c = fin(x, 0).broadcast(shape).expect("inferred");
-        let a = fin(x, 1).broadcast(shape).expect("inferred");
-        let b = fin(x, 2).broadcast(shape).expect("inferred");
+        let (c, a, b) = (fin(x, 0), fin(x, 1), fin(x, 2));
+        let c = c.broadcast(shape).expect("inferred");
+        let a = a.broadcast(shape).expect("inferred");
+        let b = b.broadcast(shape).expect("inferred");
         Zip::from(&mut out).and(&c).and(&a).and(&b).for_each(|o, &c, &a, &b| {
             *o = if c != T::zero() { a } else { b };
         });

@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -28,8 +28,8 @@ use crate::ops::elementwise::combine_in_place;
 use crate::simd::{map1, map2, map3, map4, map5};
 
 /// The elements of `a` in row-major order, borrowed when `a` is contiguous.
-fn flat<T: Float>(a: &ArrayD<T>) -> Cow<'_, [T]> {
-    match a.as_slice() {
+fn flat<T: Float>(a: ArrayViewD<'_, T>) -> Cow<'_, [T]> {
+    match a.to_slice() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(a.iter().copied().collect()),
     }
@@ -571,10 +571,10 @@ impl<T: Float> Rule<T> for ActivationGrad {
         }
         // acc holds y (pos 0) or g (pos 1); the other input is the other one.
         match (self.kind, pos) {
-            (ActivationKind::Tanh, 0) => combine_in_place(acc, other, |y, g| g * (one - y * y)),
-            (ActivationKind::Tanh, _) => combine_in_place(acc, other, |g, y| g * (one - y * y)),
-            (ActivationKind::Sigmoid, 0) => combine_in_place(acc, other, |y, g| g * y * (one - y)),
-            (ActivationKind::Sigmoid, _) => combine_in_place(acc, other, |g, y| g * y * (one - y)),
+            (ActivationKind::Tanh, 0) => combine_in_place(acc, &other, |y, g| g * (one - y * y)),
+            (ActivationKind::Tanh, _) => combine_in_place(acc, &other, |g, y| g * (one - y * y)),
+            (ActivationKind::Sigmoid, 0) => combine_in_place(acc, &other, |y, g| g * y * (one - y)),
+            (ActivationKind::Sigmoid, _) => combine_in_place(acc, &other, |g, y| g * y * (one - y)),
         }
         true
     }

@@ -3,7 +3,7 @@
 //! read through its strides, never copied, and every backward rule is another
 //! product with flags, so no transpose node is ever recorded.
 
-use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, ArrayViewMutD, Axis, Ix2, Ix3};
+use ndarray::{ArrayBase, ArrayD, ArrayView2, ArrayViewMut2, ArrayViewMutD, Axis, Data, Ix2, Ix3, IxDyn};
 use serde::{Deserialize, Serialize};
 
 use super::fresh::filled;
@@ -37,7 +37,7 @@ pub struct MatMul {
     pub trans_b: bool,
 }
 
-fn view2<T>(a: &ArrayD<T>, t: bool) -> ArrayView2<'_, T> {
+fn view2<T, S: Data<Elem = T>>(a: &ArrayBase<S, IxDyn>, t: bool) -> ArrayView2<'_, T> {
     let v = a.view().into_dimensionality::<Ix2>().expect("rank checked by infer");
     if t {
         v.reversed_axes()
@@ -58,15 +58,15 @@ fn mat(s: &[usize], t: bool) -> (usize, usize) {
 
 impl MatMul {
     /// The inner dimension of `op(a) @ op(b)`.
-    fn inner<T>(&self, a: &ArrayD<T>) -> usize {
+    fn inner<T, S: Data<Elem = T>>(&self, a: &ArrayBase<S, IxDyn>) -> usize {
         mat(a.shape(), self.trans_a).1
     }
 
     /// `out = op(a) @ op(b) + beta * out` for shapes `infer` accepted.
-    fn product_into<T: Float>(
+    fn product_into<T: Float, S: Data<Elem = T>, S2: Data<Elem = T>>(
         &self,
-        a: &ArrayD<T>,
-        b: &ArrayD<T>,
+        a: &ArrayBase<S, IxDyn>,
+        b: &ArrayBase<S2, IxDyn>,
         shape: &[usize],
         beta: T,
         out: &mut ArrayViewMutD<'_, T>,
@@ -101,10 +101,10 @@ impl MatMul {
     /// `packed` supplies (made once, kept while `b` does not change): the same
     /// product as [`Rule::forward`], for an `f32` product with few rows and a
     /// transposed `b`. `None` when that does not apply.
-    pub(crate) fn forward_packed<'p, T: Float>(
+    pub(crate) fn forward_packed<'p, T: Float, S: Data<Elem = T>, S2: Data<Elem = T>>(
         &self,
-        a: &ArrayD<T>,
-        b: &ArrayD<T>,
+        a: &ArrayBase<S, IxDyn>,
+        b: &ArrayBase<S2, IxDyn>,
         shape: &[usize],
         packed: impl FnOnce(&ArrayView2<'_, T>) -> Option<&'p Packed>,
     ) -> Option<ArrayD<T>> {
@@ -165,9 +165,9 @@ impl<T: Float> Rule<T> for MatMul {
         // large output is written without being read first (beta = 0) into a buffer
         // that was never cleared, so it is written once.
         let len = shape.iter().product::<usize>();
-        if len <= SMALL_OUTPUT || self.inner(a) == 0 {
+        if len <= SMALL_OUTPUT || self.inner(&a) == 0 {
             let mut out = ArrayD::zeros(shape);
-            self.product_into(a, b, shape, T::one(), &mut out.view_mut());
+            self.product_into(&a, &b, shape, T::one(), &mut out.view_mut());
             return Ok(out);
         }
         // SAFETY: with beta = 0 and a nonempty inner dimension, every backend writes
@@ -175,7 +175,7 @@ impl<T: Float> Rule<T> for MatMul {
         Ok(unsafe {
             filled(shape, |s| {
                 let mut o = ArrayViewMutD::from_shape(shape, s).expect("sized");
-                self.product_into(a, b, shape, T::zero(), &mut o);
+                self.product_into(&a, &b, shape, T::zero(), &mut o);
             })
         })
     }

@@ -53,7 +53,7 @@ impl<T: Float> Rule<T> for MseLoss {
         let (sum, n) = match (a.shape() == b.shape(), a.as_slice(), b.as_slice()) {
             (true, Some(a), Some(b)) => (squared_distance(a, b), a.len()),
             _ => {
-                let d = a - b;
+                let d = &a - &b;
                 (d.iter().map(|&x| x * x).fold(T::zero(), |s, x| s + x), d.len())
             }
         };

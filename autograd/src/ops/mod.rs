@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use crate::error::Result;
 use crate::float::Float;
 use crate::graph::Graph;
-use crate::node::{NodeId, Shape, Value};
+use crate::node::{NodeId, Shape, Tensor, Value};
 
 pub mod activation;
 pub mod conv;
@@ -85,6 +85,17 @@ pub(crate) trait Rule<T: Float> {
     fn forward_in_place(&self, _acc: &mut ArrayD<T>, _pos: usize, _inputs: &[&Value<T>]) -> bool {
         false
     }
+    /// Whether the output of a row-major input of shape `input` is a row-major view
+    /// of the input's buffer ([`Rule::forward_view`]): a reshape, a slice along the
+    /// first axis (or after axes of length 1). `false` (the default) for every op that
+    /// computes its output.
+    fn views(&self, _input: &[usize]) -> bool {
+        false
+    }
+    /// The output as a view of `x`'s buffer, for the inputs [`Rule::views`] accepts.
+    fn forward_view(&self, _x: &Tensor<T>, _shape: &[usize]) -> Tensor<T> {
+        unreachable!("only called for ops that make views")
+    }
     /// How many `[B, H]` state blocks (`H` the width of input 2) lead the output: a
     /// fused step's `h'` (and `c'`). 0 (the default) for every other op.
     fn state_blocks(&self) -> usize {
@@ -142,7 +153,8 @@ pub(crate) fn grads(v: impl IntoIterator<Item = Option<NodeId>>) -> Result<Grads
 }
 
 /// The float input `k`.
-pub(crate) fn fin<'a, T>(inputs: &[&'a Value<T>], k: usize) -> &'a ArrayD<T> {
+#[inline]
+pub(crate) fn fin<'a, T>(inputs: &[&'a Value<T>], k: usize) -> ndarray::ArrayViewD<'a, T> {
     inputs[k].float()
 }
 
@@ -299,7 +311,9 @@ impl Op {
 /// The same values laid out column-major: an input that makes an op with a
 /// row-major fast path take its general path.
 #[cfg(test)]
-pub(crate) fn column_major<T: Float>(x: &ArrayD<T>) -> ArrayD<T> {
+pub(crate) fn column_major<T: Float, S: ndarray::Data<Elem = T>>(
+    x: &ndarray::ArrayBase<S, ndarray::IxDyn>,
+) -> ArrayD<T> {
     use ndarray::ShapeBuilder;
     let mut c = ArrayD::zeros(ndarray::IxDyn(x.shape()).f());
     c.assign(x);

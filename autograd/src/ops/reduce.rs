@@ -1,7 +1,7 @@
 //! Reductions: sum, mean, max over axes or everything, and `sum_to` (the
 //! reduction the engine uses to bring a broadcast gradient back to its input's shape).
 
-use ndarray::{ArrayD, Axis, IxDyn, Zip};
+use ndarray::{ArrayBase, ArrayD, Axis, Data, IxDyn, Zip};
 use serde::{Deserialize, Serialize};
 
 use super::{arity, broadcast, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
@@ -62,13 +62,13 @@ fn reduced_shape(x: &[usize], axes: &[usize], keepdim: bool) -> FResult<Shape> {
         .collect())
 }
 
-fn reduce<T: Float>(
-    x: &ArrayD<T>,
+fn reduce<T: Float, S: Data<Elem = T>>(
+    x: &ArrayBase<S, IxDyn>,
     axes: &[usize],
     keepdim: bool,
     f: impl Fn(ndarray::ArrayViewD<T>, Axis) -> ArrayD<T>,
 ) -> ArrayD<T> {
-    let mut v = x.clone();
+    let mut v = x.to_owned();
     for &a in axes.iter().rev() {
         let r = f(v.view(), Axis(a));
         v = if keepdim { r.insert_axis(Axis(a)) } else { r };
@@ -93,7 +93,7 @@ impl<T: Float> Rule<T> for Sum {
         reduced_shape(s[0], &self.axes, self.keepdim)
     }
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(reduce(fin(x, 0), &self.axes, self.keepdim, |v, a| v.sum_axis(a)))
+        Ok(reduce(&fin(x, 0), &self.axes, self.keepdim, |v, a| v.sum_axis(a)))
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let xs = g.shape_of(b.inputs[0]).to_vec();
@@ -112,7 +112,7 @@ impl<T: Float> Rule<T> for Max {
         reduced_shape(s[0], &self.axes, self.keepdim)
     }
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(reduce(fin(x, 0), &self.axes, self.keepdim, max_axis))
+        Ok(reduce(&fin(x, 0), &self.axes, self.keepdim, max_axis))
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let x = b.inputs[0];
@@ -133,7 +133,7 @@ impl<T: Float> Rule<T> for MaxMask {
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let x = fin(x, 0);
-        let m = reduce(x, &self.axes, true, max_axis);
+        let m = reduce(&x, &self.axes, true, max_axis);
         let mut mask = ArrayD::zeros(shape);
         let mb = m.broadcast(IxDyn(shape)).expect("keepdim");
         Zip::from(&mut mask).and(x).and(&mb).for_each(|o, &v, &m| *o = if v == m { T::one() } else { T::zero() });
@@ -154,7 +154,7 @@ impl<T: Float> Rule<T> for SumTo {
         }
     }
     fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(sum_to(fin(x, 0), &self.shape))
+        Ok(sum_to(&fin(x, 0), &self.shape))
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let s = g.shape_of(b.inputs[0]).to_vec();
@@ -162,7 +162,7 @@ impl<T: Float> Rule<T> for SumTo {
     }
 }
 
-pub(crate) fn sum_to<T: Float>(x: &ArrayD<T>, shape: &[usize]) -> ArrayD<T> {
+pub(crate) fn sum_to<T: Float, S: Data<Elem = T>>(x: &ArrayBase<S, IxDyn>, shape: &[usize]) -> ArrayD<T> {
     let lead = x.ndim() - shape.len();
     let len: usize = shape.iter().product();
     // Leading axes only (a bias gradient): rows of a row-major buffer summed in one pass.

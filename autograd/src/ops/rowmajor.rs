@@ -8,7 +8,7 @@
 /// The largest result (in elements) copied here.
 const MAX_ELEMENTS: usize = 1 << 16;
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayBase, ArrayD, Data, IxDyn};
 
 /// The product of a shape's extents (1 for a scalar).
 fn count(shape: &[usize]) -> usize {
@@ -22,7 +22,12 @@ fn array<T>(shape: &[usize], v: Vec<T>) -> ArrayD<T> {
 
 /// Index `index` of `axis` of a row-major `x`, the axis removed; `None` for another
 /// layout or a large result.
-pub(crate) fn select<T: Copy>(x: &ArrayD<T>, axis: usize, index: usize, shape: &[usize]) -> Option<ArrayD<T>> {
+pub(crate) fn select<T: Copy, S: Data<Elem = T>>(
+    x: &ArrayBase<S, IxDyn>,
+    axis: usize,
+    index: usize,
+    shape: &[usize],
+) -> Option<ArrayD<T>> {
     // Without the axis of length 1, the same elements in the same order.
     narrow(x, axis, index, 1, shape)
 }
@@ -30,8 +35,8 @@ pub(crate) fn select<T: Copy>(x: &ArrayD<T>, axis: usize, index: usize, shape: &
 /// Indices `start..start + len` of `axis` of a row-major `x` (a narrow, the result
 /// `shape`): one contiguous run per index of the axes before `axis`. `None` for
 /// another layout or a large result.
-pub(crate) fn narrow<T: Copy>(
-    x: &ArrayD<T>,
+pub(crate) fn narrow<T: Copy, S: Data<Elem = T>>(
+    x: &ArrayBase<S, IxDyn>,
     axis: usize,
     start: usize,
     len: usize,
@@ -55,13 +60,18 @@ pub(crate) fn narrow<T: Copy>(
 /// contiguous elements. That covers `concat` (parts of the result's rank) and `stack`
 /// (parts without the new axis, one index each). `None` if a part is not row-major,
 /// or for a large result.
-pub(crate) fn join<T: Copy>(parts: &[&ArrayD<T>], axis: usize, shape: &[usize]) -> Option<ArrayD<T>> {
+/// Each part comes as its elements (`None` unless row-major) and its shape.
+pub(crate) fn join<'a, T: Copy + 'a>(
+    parts: impl ExactSizeIterator<Item = (Option<&'a [T]>, &'a [usize])>,
+    axis: usize,
+    shape: &[usize],
+) -> Option<ArrayD<T>> {
     if count(shape) > MAX_ELEMENTS {
         return None;
     }
     let mut slices = Vec::with_capacity(parts.len());
-    for p in parts {
-        slices.push((p.as_slice()?, count(&p.shape()[axis.min(p.ndim())..])));
+    for (s, ps) in parts {
+        slices.push((s?, count(&ps[axis.min(ps.len())..])));
     }
     let outer = count(&shape[..axis]);
     let mut v = Vec::with_capacity(count(shape));
@@ -77,6 +87,10 @@ pub(crate) fn join<T: Copy>(parts: &[&ArrayD<T>], axis: usize, shape: &[usize]) 
 mod tests {
     use super::*;
     use ndarray::{concatenate, stack, Axis, ShapeBuilder, Slice};
+
+    fn parts<'a>(xs: &[&'a ArrayD<f64>]) -> impl ExactSizeIterator<Item = (Option<&'a [f64]>, &'a [usize])> + use<'a> {
+        xs.iter().map(|x| (x.as_slice(), x.shape())).collect::<Vec<_>>().into_iter()
+    }
 
     fn iota(shape: &[usize]) -> ArrayD<f64> {
         array(shape, (0..count(shape)).map(|v| v as f64).collect())
@@ -121,20 +135,20 @@ mod tests {
     fn join_matches_ndarray_for_concat_and_stack() {
         let (a, b) = (iota(&[2, 3, 4]), iota(&[2, 1, 4]).mapv(|v| v + 100.0));
         let want = concatenate(Axis(1), &[a.view(), b.view()]).expect("fits");
-        assert_eq!(join(&[&a, &b], 1, want.shape()), Some(want));
+        assert_eq!(join(parts(&[&a, &b]), 1, want.shape()), Some(want));
         for axis in 0..3 {
             let want = stack(Axis(axis), &[a.view(), a.view(), a.view()]).expect("fits");
-            assert_eq!(join(&[&a, &a, &a], axis, want.shape()), Some(want), "stack on axis {axis}");
+            assert_eq!(join(parts(&[&a, &a, &a]), axis, want.shape()), Some(want), "stack on axis {axis}");
         }
         let want = concatenate(Axis(2), &[a.view(), a.view()]).expect("fits");
-        assert_eq!(join(&[&a, &a], 2, want.shape()), Some(want));
+        assert_eq!(join(parts(&[&a, &a]), 2, want.shape()), Some(want));
         let mut column_major = ArrayD::zeros(IxDyn(&[2, 3, 4]).f());
         column_major.assign(&a);
         assert!(column_major.as_slice().is_none());
-        assert_eq!(join(&[&a, &column_major], 0, &[4, 3, 4]), None);
+        assert_eq!(join(parts(&[&a, &column_major]), 0, &[4, 3, 4]), None);
         // A large result is left to ndarray's copy.
         let big = iota(&[2, MAX_ELEMENTS]);
-        assert_eq!(join(&[&big, &big], 0, &[4, MAX_ELEMENTS]), None);
+        assert_eq!(join(parts(&[&big, &big]), 0, &[4, MAX_ELEMENTS]), None);
         assert_eq!(select(&iota(&[2, MAX_ELEMENTS + 1]), 0, 1, &[MAX_ELEMENTS + 1]), None);
         assert!(select(&big, 0, 1, &[MAX_ELEMENTS]).is_some());
     }

@@ -2,13 +2,12 @@
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 
 use super::{arity, broadcast, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
 use crate::graph::Graph;
-use crate::node::{NodeId, Shape, Value};
+use crate::node::{with_float, NodeId, Shape, Tensor, Value};
 
 /// The same elements in row-major order under a new shape. d/dx = reshape(g, x.shape).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +27,14 @@ impl<T: Float> Rule<T> for Reshape {
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         Ok(fin(x, 0).to_shape(IxDyn(shape)).expect("sizes checked").into_owned())
+    }
+    fn views(&self, _: &[usize]) -> bool {
+        true
+    }
+    fn forward_view(&self, x: &Tensor<T>, shape: &[usize]) -> Tensor<T> {
+        x.clone()
+            .into_shape_with_order(IxDyn(shape))
+            .expect("a row-major buffer reshapes to the same number of elements")
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let s = g.shape_of(b.inputs[0]).to_vec();
@@ -89,8 +96,7 @@ impl<T: Float> Rule<T> for Concat {
         Ok(out)
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        let parts: SmallVec<[&ArrayD<T>; 8]> = x.iter().map(|v| v.float()).collect();
-        if let Some(out) = super::rowmajor::join(&parts, self.axis, shape) {
+        if let Some(out) = super::rowmajor::join(x.iter().map(|v| (v.float_slice(), v.shape())), self.axis, shape) {
             return Ok(out);
         }
         // Written into a row-major result (`ndarray::concatenate` lays the result out
@@ -145,11 +151,19 @@ impl<T: Float> Rule<T> for Narrow {
         Ok(out)
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        if let Some(out) = super::rowmajor::narrow(fin(x, 0), self.axis, self.start, self.len, shape) {
+        if let Some(out) = with_float!(x[0], |a| super::rowmajor::narrow(a, self.axis, self.start, self.len, shape)) {
             return Ok(out);
         }
         let sl = Slice::from(self.start..self.start + self.len);
         Ok(fin(x, 0).slice_axis(Axis(self.axis), sl).to_owned())
+    }
+    fn views(&self, input: &[usize]) -> bool {
+        leads(input, self.axis)
+    }
+    fn forward_view(&self, x: &Tensor<T>, _: &[usize]) -> Tensor<T> {
+        let mut v = x.clone();
+        v.slice_axis_inplace(Axis(self.axis), Slice::from(self.start..self.start + self.len));
+        v
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let total = g.shape_of(b.inputs[0])[self.axis];
@@ -179,8 +193,7 @@ impl<T: Float> Rule<T> for Stack {
         Ok(out)
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        let parts: SmallVec<[&ArrayD<T>; 8]> = x.iter().map(|v| v.float()).collect();
-        if let Some(out) = super::rowmajor::join(&parts, self.axis, shape) {
+        if let Some(out) = super::rowmajor::join(x.iter().map(|v| (v.float_slice(), v.shape())), self.axis, shape) {
             return Ok(out);
         }
         // Written into a row-major result, as `Concat`.
@@ -224,10 +237,16 @@ impl<T: Float> Rule<T> for Select {
         Ok(out)
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        if let Some(out) = super::rowmajor::select(fin(x, 0), self.axis, self.index, shape) {
+        if let Some(out) = with_float!(x[0], |a| super::rowmajor::select(a, self.axis, self.index, shape)) {
             return Ok(out);
         }
         Ok(fin(x, 0).index_axis(Axis(self.axis), self.index).as_standard_layout().into_owned())
+    }
+    fn views(&self, input: &[usize]) -> bool {
+        leads(input, self.axis)
+    }
+    fn forward_view(&self, x: &Tensor<T>, _: &[usize]) -> Tensor<T> {
+        x.clone().index_axis_move(Axis(self.axis), self.index)
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let total = g.shape_of(b.inputs[0])[self.axis];
@@ -266,7 +285,7 @@ impl<T: Float> Rule<T> for Pad {
         let x = fin(x, 0);
         let mut out = ArrayD::zeros(shape);
         let len = x.shape()[self.axis];
-        out.slice_axis_mut(Axis(self.axis), Slice::from(self.before..self.before + len)).assign(x);
+        out.slice_axis_mut(Axis(self.axis), Slice::from(self.before..self.before + len)).assign(&x);
         Ok(out)
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
@@ -459,4 +478,10 @@ impl<T: Float> Graph<T> {
         }
         self.push(Op::BroadcastTo(BroadcastTo { shape: shape.to_vec() }), &[x])
     }
+}
+
+/// Whether a slice along `axis` of a row-major array of shape `s` is row-major: the
+/// axes before it have length 1 (a slice along the first axis, for one).
+fn leads(s: &[usize], axis: usize) -> bool {
+    s[..axis].iter().all(|&d| d == 1)
 }

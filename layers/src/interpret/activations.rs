@@ -62,7 +62,7 @@ pub fn record_activations<T: Float>(
                 }
             }
         }
-        carried = out.rnn.final_state.iter().map(|&s| g.value(s).cloned()).collect::<Result<_>>()?;
+        carried = out.rnn.final_state.iter().map(|&s| g.value(s).map(|v| v.to_owned())).collect::<Result<_>>()?;
     }
     let mut it = acts.into_iter();
     Ok(Activations { h: it.next().unwrap_or_default(), c: it.next().unwrap_or_default() })

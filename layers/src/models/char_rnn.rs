@@ -128,7 +128,7 @@ impl CharRnn {
                 t
             };
             let new_state: Vec<ArrayD<T>> =
-                out.rnn.final_state.iter().map(|&s| g.value(s).cloned()).collect::<Result<_>>()?;
+                out.rnn.final_state.iter().map(|&s| g.value(s).map(|v| v.to_owned())).collect::<Result<_>>()?;
             for (&s, v) in state.iter().zip(new_state) {
                 g.set_value(s, v)?;
             }
@@ -188,7 +188,7 @@ impl CharRnn {
             let mut g = g.step(t);
             let tok = g.index_input(ArrayD::from_shape_vec(IxDyn(&[1, batch]), row).expect("sized"));
             let out = self.forward(&mut g, p, tok, state.as_deref(), RunOptions::default())?;
-            prev = Some(g.value(out.logits)?.clone());
+            prev = Some(g.value(out.logits)?.to_owned());
             state = Some(out.rnn.final_state.clone());
             logits.push(out.logits);
         }

@@ -207,7 +207,7 @@ pub fn recomputed_bptt<T: Float>(
         let s = &mut graphs[k];
         set_state(s, &state)?;
         s.g.replay_prefix(s.forward_nodes)?;
-        state = s.final_state.iter().map(|&f| s.g.value(f).cloned()).collect::<Result<_>>()?;
+        state = s.final_state.iter().map(|&f| s.g.value(f).map(|v| v.to_owned())).collect::<Result<_>>()?;
     }
     let final_state = state;
 
@@ -232,13 +232,13 @@ pub fn recomputed_bptt<T: Float>(
         for (name, id) in &s.param_grads {
             let v = s.g.value(*id)?;
             match grads.get_mut(name) {
-                Some(acc) => *acc += v,
+                Some(acc) => *acc += &v,
                 None => {
-                    grads.insert(name.clone(), v.clone());
+                    grads.insert(name.clone(), v.to_owned());
                 }
             }
         }
-        seed = s.state_grads.iter().map(|&d| s.g.value(d).cloned()).collect::<Result<_>>()?;
+        seed = s.state_grads.iter().map(|&d| s.g.value(d).map(|v| v.to_owned())).collect::<Result<_>>()?;
     }
     Ok(RecomputedStep { loss: total, grads, final_state })
 }
