@@ -577,3 +577,24 @@ fn a_viewed_parameter_takes_new_values() -> Result<()> {
     assert_eq!(g.value(w)?, store.get("w").expect("inserted").view());
     Ok(())
 }
+
+/// `peak_bytes` counts a shared buffer until its last holder is released: a view
+/// that outlives the value it views keeps the whole buffer counted.
+#[test]
+fn a_view_keeps_its_buffer_counted_after_its_source_is_released() -> Result<()> {
+    let x = ArrayD::from_shape_fn(IxDyn(&[8, 4096]), |i| (i[1] % 13) as f32 / 13.0); // 128 KiB
+    let mut g = Graph::<f32>::new();
+    g.set_deferred(true);
+    let x = g.input(x);
+    let y = g.tanh(x)?;
+    let s = g.select(y, 0, 3)?; // `y`'s last reader: `y` is released, its buffer lives on in `s`
+    let z = g.exp(x)?;
+    let sz = g.sum_all(z)?;
+    let w = g.mul(s, s)?;
+    let sw = g.sum_all(w)?;
+    g.replay_keeping(&[sz, sw])?;
+    assert!(!g.has_value(y)? && !g.has_value(s)?);
+    // At the first sum: x, y's buffer (held by `s`), exp(x) and the sum.
+    assert_eq!(g.peak_bytes(), 3 * 131_072 + 4);
+    Ok(())
+}

@@ -48,6 +48,8 @@ pub struct Graph<T: Float> {
     has: Vec<bool>,
     /// Whether node `i`'s value is a view of another value's buffer (`Value::Shared`).
     view: Vec<bool>,
+    /// The bytes of the buffer each `Value::Shared` value holds (with others), by node.
+    shared: std::collections::HashMap<usize, usize>,
     pub(crate) scopes: Scopes,
     current: ScopeId,
     params: BTreeMap<String, NodeId>,
@@ -71,8 +73,9 @@ fn view_of<T: Float>(
     rule: &dyn Rule<T>,
     inputs: &[NodeId],
     values: &mut Values<T>,
+    shared: &mut std::collections::HashMap<usize, usize>,
     shape: &[usize],
-) -> Option<Tensor<T>> {
+) -> Option<(Tensor<T>, usize)> {
     let [j] = inputs else { return None };
     let j = j.index();
     let s = values[j].shape();
@@ -89,10 +92,11 @@ fn view_of<T: Float>(
     }
     if let Value::Float(_) = &values[j] {
         let a = into_float(values.take(j));
+        shared.insert(j, a.len() * std::mem::size_of::<T>());
         values[j] = Value::Shared(a.into_shared());
     }
     match &values[j] {
-        Value::Shared(x) => Some(rule.forward_view(x, shape)),
+        Value::Shared(x) => Some((rule.forward_view(x, shape), shared.get(&j).copied().unwrap_or(0))),
         _ => None,
     }
 }
@@ -194,6 +198,7 @@ impl<T: Float> Graph<T> {
             values: Values::new(),
             has: Vec::new(),
             view: Vec::new(),
+            shared: std::collections::HashMap::new(),
             scopes: Scopes::default(),
             current: ScopeId::ROOT,
             params: BTreeMap::new(),
@@ -280,6 +285,9 @@ impl<T: Float> Graph<T> {
     /// Drops node `i`'s value (a lean replay's release).
     fn release(&mut self, i: usize) {
         self.packs.forget(i);
+        if let Value::Shared(_) = self.values[i] {
+            self.shared.remove(&i);
+        }
         self.values.clear(i);
         self.has[i] = false;
     }
@@ -510,9 +518,10 @@ impl<T: Float> Graph<T> {
         if let Some(j) = inputs.iter().find(|j| !self.computed(j.index())) {
             return Err(self.not_computed(name, j.index()));
         }
-        if let Some(v) = view_of(rule, inputs, &mut self.values, &shape) {
+        if let Some((v, bytes)) = view_of(rule, inputs, &mut self.values, &mut self.shared, &shape) {
             let id = self.append(op, inputs, shape, T::DTYPE, Some(Value::Shared(v)));
             self.view[id.index()] = true;
+            self.shared.insert(id.index(), bytes);
             return Ok(id);
         }
         let vals: SmallVec<[&Value<T>; 4]> = inputs.iter().map(|i| &self.values[i.index()]).collect();
@@ -716,7 +725,7 @@ impl<T: Float> Graph<T> {
             }
             if !plan.needed[i] {
                 if self.computed(i) {
-                    live -= self.bytes(i);
+                    live -= self.freed_bytes(i);
                     self.release(i);
                 }
                 continue;
@@ -750,7 +759,7 @@ impl<T: Float> Graph<T> {
             for k in 0..self.nodes[i].inputs.len() {
                 let j = self.nodes[i].inputs[k].index();
                 if (last[j] == i as u32 || copies[j]) && !pinned[j] && self.has[j] {
-                    live -= self.bytes(j);
+                    live -= self.freed_bytes(j);
                     self.release(j);
                 }
             }
@@ -769,20 +778,30 @@ impl<T: Float> Graph<T> {
         self.compute(j)?;
         *live += self.bytes(j);
         if from_copy {
-            *live -= self.bytes(from);
+            *live -= self.freed_bytes(from);
             self.release(from);
         }
         Ok(())
     }
 
     /// The bytes of node `i`'s value (0 without one). A view of another value's
-    /// buffer counts none of its own.
+    /// buffer counts none of its own: the buffer is counted once, by the value it views.
     fn bytes(&self, i: usize) -> usize {
         match &self.values[i] {
             Value::Float(a) => a.len() * std::mem::size_of::<T>(),
             Value::Shared(_) if self.view[i] => 0,
-            Value::Shared(a) => a.len() * std::mem::size_of::<T>(),
+            Value::Shared(_) => self.shared.get(&i).copied().unwrap_or(0),
             Value::Index(a) => a.len() * std::mem::size_of::<i64>(),
+        }
+    }
+
+    /// The bytes that releasing node `i`'s value frees: a shared buffer's when no
+    /// other value holds it any more (the last of a value and its views), else none.
+    fn freed_bytes(&self, i: usize) -> usize {
+        match &self.values[i] {
+            Value::Shared(a) if a.is_unique() => self.shared.get(&i).copied().unwrap_or(0),
+            Value::Shared(_) => 0,
+            _ => self.bytes(i),
         }
     }
 
@@ -898,12 +917,12 @@ impl<T: Float> Graph<T> {
         }
         let node = &self.nodes[i];
         let rule = node.op.rule::<T>();
-        if let Some(v) = view_of(rule, &node.inputs, &mut self.values, &node.shape) {
+        if let Some((v, bytes)) = view_of(rule, &node.inputs, &mut self.values, &mut self.shared, &node.shape) {
             self.values[i] = Value::Shared(v);
             (self.has[i], self.view[i]) = (true, true);
+            self.shared.insert(i, bytes);
             return Ok(());
         }
-        self.view[i] = false;
         let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
         let result = rule.forward(&vals, &node.shape);
         drop(vals);
@@ -911,6 +930,7 @@ impl<T: Float> Graph<T> {
             Ok(out) => {
                 self.values[i] = Value::Float(out);
                 self.has[i] = true;
+                self.view[i] = false;
                 Ok(())
             }
             Err(f) => {
