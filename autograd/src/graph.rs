@@ -46,10 +46,8 @@ pub struct Graph<T: Float> {
     pub(crate) values: Values<T>,
     /// Whether each node's value is there (not deferred, released or skipped).
     has: Vec<bool>,
-    /// Whether node `i`'s value is a view of another value's buffer (`Value::Shared`).
-    view: Vec<bool>,
-    /// The bytes of the buffer each `Value::Shared` value holds (with others), by node.
-    shared: std::collections::HashMap<usize, usize>,
+    /// For each node holding a `Value::Shared`: the buffer it holds with others.
+    shared: std::collections::HashMap<usize, Holder>,
     pub(crate) scopes: Scopes,
     current: ScopeId,
     params: BTreeMap<String, NodeId>,
@@ -60,6 +58,14 @@ pub struct Graph<T: Float> {
     packs: PackCache,
     /// The most bytes of values held at once during the last lean replay.
     peak_bytes: usize,
+}
+
+/// What a [`Value::Shared`] value holds: the bytes of the shared buffer, and whether
+/// the value is a view of another value's buffer (a view counts none of its own).
+#[derive(Clone, Copy, Debug)]
+struct Holder {
+    bytes: usize,
+    view: bool,
 }
 
 /// Values of fewer elements than this are copied rather than viewed: for them a copy
@@ -73,9 +79,9 @@ fn view_of<T: Float>(
     rule: &dyn Rule<T>,
     inputs: &[NodeId],
     values: &mut Values<T>,
-    shared: &mut std::collections::HashMap<usize, usize>,
+    shared: &mut std::collections::HashMap<usize, Holder>,
     shape: &[usize],
-) -> Option<(Tensor<T>, usize)> {
+) -> Option<(Tensor<T>, Holder)> {
     let [j] = inputs else { return None };
     let j = j.index();
     let s = values[j].shape();
@@ -92,11 +98,14 @@ fn view_of<T: Float>(
     }
     if let Value::Float(_) = &values[j] {
         let a = into_float(values.take(j));
-        shared.insert(j, a.len() * std::mem::size_of::<T>());
+        shared.insert(j, Holder { bytes: a.len() * std::mem::size_of::<T>(), view: false });
         values[j] = Value::Shared(a.into_shared());
     }
     match &values[j] {
-        Value::Shared(x) => Some((rule.forward_view(x, shape), shared.get(&j).copied().unwrap_or(0))),
+        Value::Shared(x) => {
+            let bytes = shared.get(&j).map_or(0, |h| h.bytes);
+            Some((rule.forward_view(x, shape), Holder { bytes, view: true }))
+        }
         _ => None,
     }
 }
@@ -197,7 +206,6 @@ impl<T: Float> Graph<T> {
             nodes: Vec::new(),
             values: Values::new(),
             has: Vec::new(),
-            view: Vec::new(),
             shared: std::collections::HashMap::new(),
             scopes: Scopes::default(),
             current: ScopeId::ROOT,
@@ -489,7 +497,6 @@ impl<T: Float> Graph<T> {
         let id = self.mk_id(self.nodes.len());
         self.nodes.push(Node { op, inputs: SmallVec::from_slice(inputs), shape, dtype, scope: self.current });
         self.has.push(value.is_some());
-        self.view.push(false);
         self.values.push(value);
         id
     }
@@ -518,10 +525,9 @@ impl<T: Float> Graph<T> {
         if let Some(j) = inputs.iter().find(|j| !self.computed(j.index())) {
             return Err(self.not_computed(name, j.index()));
         }
-        if let Some((v, bytes)) = view_of(rule, inputs, &mut self.values, &mut self.shared, &shape) {
+        if let Some((v, holder)) = view_of(rule, inputs, &mut self.values, &mut self.shared, &shape) {
             let id = self.append(op, inputs, shape, T::DTYPE, Some(Value::Shared(v)));
-            self.view[id.index()] = true;
-            self.shared.insert(id.index(), bytes);
+            self.shared.insert(id.index(), holder);
             return Ok(id);
         }
         let vals: SmallVec<[&Value<T>; 4]> = inputs.iter().map(|i| &self.values[i.index()]).collect();
@@ -789,8 +795,7 @@ impl<T: Float> Graph<T> {
     fn bytes(&self, i: usize) -> usize {
         match &self.values[i] {
             Value::Float(a) => a.len() * std::mem::size_of::<T>(),
-            Value::Shared(_) if self.view[i] => 0,
-            Value::Shared(_) => self.shared.get(&i).copied().unwrap_or(0),
+            Value::Shared(_) => self.shared.get(&i).map_or(0, |h| if h.view { 0 } else { h.bytes }),
             Value::Index(a) => a.len() * std::mem::size_of::<i64>(),
         }
     }
@@ -799,7 +804,7 @@ impl<T: Float> Graph<T> {
     /// other value holds it any more (the last of a value and its views), else none.
     fn freed_bytes(&self, i: usize) -> usize {
         match &self.values[i] {
-            Value::Shared(a) if a.is_unique() => self.shared.get(&i).copied().unwrap_or(0),
+            Value::Shared(a) if a.is_unique() => self.shared.get(&i).map_or(0, |h| h.bytes),
             Value::Shared(_) => 0,
             _ => self.bytes(i),
         }
@@ -863,7 +868,6 @@ impl<T: Float> Graph<T> {
         // Row-major, and a reshape keeps the number of elements (checked when recorded).
         let b = a.into_shape_with_order(shape).expect("a row-major buffer reshapes to the same number of elements");
         self.values[i] = Value::Float(b);
-        self.view[i] = false;
         self.has[i] = true;
         true
     }
@@ -898,7 +902,6 @@ impl<T: Float> Graph<T> {
         }
         self.has[j] = false;
         self.values[i] = Value::Float(acc);
-        self.view[i] = false;
         self.has[i] = true;
         true
     }
@@ -910,17 +913,16 @@ impl<T: Float> Graph<T> {
             return Err(self.not_computed(node.op.name(), j.index()));
         }
         if let Some(out) = self.matmul_packed(i) {
-            self.view[i] = false;
             self.values[i] = Value::Float(out);
             self.has[i] = true;
             return Ok(());
         }
         let node = &self.nodes[i];
         let rule = node.op.rule::<T>();
-        if let Some((v, bytes)) = view_of(rule, &node.inputs, &mut self.values, &mut self.shared, &node.shape) {
+        if let Some((v, holder)) = view_of(rule, &node.inputs, &mut self.values, &mut self.shared, &node.shape) {
             self.values[i] = Value::Shared(v);
-            (self.has[i], self.view[i]) = (true, true);
-            self.shared.insert(i, bytes);
+            self.has[i] = true;
+            self.shared.insert(i, holder);
             return Ok(());
         }
         let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
@@ -930,7 +932,6 @@ impl<T: Float> Graph<T> {
             Ok(out) => {
                 self.values[i] = Value::Float(out);
                 self.has[i] = true;
-                self.view[i] = false;
                 Ok(())
             }
             Err(f) => {

@@ -1,7 +1,7 @@
 //! Convolution (NCHW cross-correlation as PyTorch's `conv2d`), its two adjoints,
 //! and the channel-window sum behind local response normalization.
 
-use ndarray::{Array2, ArrayBase, ArrayD, ArrayView3, ArrayViewMut3, Axis, Data, Ix4, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayView3, ArrayViewD, ArrayViewMut3, Axis, Ix4, IxDyn};
 use serde::{Deserialize, Serialize};
 
 use super::{arity, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
@@ -141,7 +141,7 @@ fn conv_dims(geo: Conv2dGeometry, x: &[usize], w: &[usize]) -> FResult<(Dims, Sh
     Ok((d, Shape::from_slice(&[x[0], w[0], ho, wo])))
 }
 
-fn weight2<T: Float, S: Data<Elem = T>>(w: &ArrayBase<S, IxDyn>, d: &Dims) -> Array2<T> {
+fn weight2<T: Float>(w: &ArrayViewD<'_, T>, d: &Dims) -> Array2<T> {
     let o = w.shape()[0];
     w.to_shape((o, d.c * d.kh * d.kw)).expect("sized").into_owned()
 }

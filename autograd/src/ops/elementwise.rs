@@ -1,7 +1,7 @@
 //! Elementwise ops: broadcasting arithmetic, scalar affine maps, powers, exp/log,
 //! comparisons (masks), `where`, `clamp` and `detach`.
 
-use ndarray::{ArrayBase, ArrayD, Data, IxDyn, Zip};
+use ndarray::{ArrayD, ArrayViewD, Zip};
 use serde::{Deserialize, Serialize};
 
 use super::{arity, broadcast, fin, grads, shape_of, Back, FResult, Grads, Rule};
@@ -91,11 +91,7 @@ fn binary_row_major<T: Float>(a: &Value<T>, b: &Value<T>, shape: &[usize], f: im
 /// the op was recorded). A row-major `other` of `acc`'s shape, or matching its trailing
 /// axes (a bias), or a scalar, is combined in passes that vectorize.
 #[inline(always)]
-pub(crate) fn combine_in_place<T: Float, S: Data<Elem = T>>(
-    acc: &mut ArrayD<T>,
-    other: &ArrayBase<S, IxDyn>,
-    f: impl Fn(T, T) -> T,
-) {
+pub(crate) fn combine_in_place<T: Float>(acc: &mut ArrayD<T>, other: &ArrayViewD<'_, T>, f: impl Fn(T, T) -> T) {
     let lead = other.shape().iter().take_while(|&&d| d == 1).count();
     let tail = &other.shape()[lead..];
     let fits = tail.len() <= acc.ndim() && acc.shape()[acc.ndim() - tail.len()..] == *tail;
@@ -705,7 +701,7 @@ mod tests {
             let n: usize = shape.iter().product();
             let other = ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|k| k as f64 - 1.5).collect()).expect("sized");
             let mut got = acc.clone();
-            combine_in_place(&mut got, &other, |a, b| a * b - a);
+            combine_in_place(&mut got, &other.view(), |a, b| a * b - a);
             let want = &acc * &other - &acc;
             assert_eq!(got, want, "other of shape {shape:?}");
         }

@@ -58,8 +58,8 @@ fn mat(s: &[usize], t: bool) -> (usize, usize) {
 
 impl MatMul {
     /// The inner dimension of `op(a) @ op(b)`.
-    fn inner<T, S: Data<Elem = T>>(&self, a: &ArrayBase<S, IxDyn>) -> usize {
-        mat(a.shape(), self.trans_a).1
+    fn inner(&self, a: &[usize]) -> usize {
+        mat(a, self.trans_a).1
     }
 
     /// `out = op(a) @ op(b) + beta * out` for shapes `infer` accepted.
@@ -165,7 +165,7 @@ impl<T: Float> Rule<T> for MatMul {
         // large output is written without being read first (beta = 0) into a buffer
         // that was never cleared, so it is written once.
         let len = shape.iter().product::<usize>();
-        if len <= SMALL_OUTPUT || self.inner(&a) == 0 {
+        if len <= SMALL_OUTPUT || self.inner(a.shape()) == 0 {
             let mut out = ArrayD::zeros(shape);
             self.product_into(&a, &b, shape, T::one(), &mut out.view_mut());
             return Ok(out);

@@ -311,9 +311,7 @@ impl Op {
 /// The same values laid out column-major: an input that makes an op with a
 /// row-major fast path take its general path.
 #[cfg(test)]
-pub(crate) fn column_major<T: Float, S: ndarray::Data<Elem = T>>(
-    x: &ndarray::ArrayBase<S, ndarray::IxDyn>,
-) -> ArrayD<T> {
+pub(crate) fn column_major<T: Float>(x: &ArrayD<T>) -> ArrayD<T> {
     use ndarray::ShapeBuilder;
     let mut c = ArrayD::zeros(ndarray::IxDyn(x.shape()).f());
     c.assign(x);

@@ -1,7 +1,7 @@
 //! Reductions: sum, mean, max over axes or everything, and `sum_to` (the
 //! reduction the engine uses to bring a broadcast gradient back to its input's shape).
 
-use ndarray::{ArrayBase, ArrayD, Axis, Data, IxDyn, Zip};
+use ndarray::{ArrayBase, ArrayD, ArrayViewD, Axis, Data, IxDyn, Zip};
 use serde::{Deserialize, Serialize};
 
 use super::{arity, broadcast, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
@@ -162,7 +162,7 @@ impl<T: Float> Rule<T> for SumTo {
     }
 }
 
-pub(crate) fn sum_to<T: Float, S: Data<Elem = T>>(x: &ArrayBase<S, IxDyn>, shape: &[usize]) -> ArrayD<T> {
+pub(crate) fn sum_to<T: Float>(x: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD<T> {
     let lead = x.ndim() - shape.len();
     let len: usize = shape.iter().product();
     // Leading axes only (a bias gradient): rows of a row-major buffer summed in one pass.
