@@ -255,23 +255,36 @@ fn a_given_state_is_checked() {
 type ValuesAndGrads = (Vec<ArrayD<f64>>, Vec<ArrayD<f64>>);
 
 /// One fused node per step gives the primitive ops' values, taps and gradients
-/// (second order included), for the LSTM and both GRU paths.
+/// (second order included), for the LSTM and both GRU paths; at a size where the
+/// state blocks are read in place from the previous step's fused output (strided
+/// views, `[B, H]` rows `kH` apart) as at one where they are copied.
 #[test]
 fn fused_cells_equal_their_primitive_ops() -> Result<()> {
+    for (input, hidden, batch) in [(3, 4, 2), (5, 128, 8)] {
+        fused_cells_equal_their_primitive_ops_at(input, hidden, batch)?;
+    }
+    Ok(())
+}
+
+fn fused_cells_equal_their_primitive_ops_at(input: usize, hidden: usize, batch: usize) -> Result<()> {
     use unrolled::layers::{unroll, Gru, UnrollOptions};
-    let lstm = Lstm::new("lstm.", 0, false, 3, 4);
-    let gru = Gru::new("gru.", 0, false, 3, 4, GruVariant::Torch);
+    let lstm = Lstm::new("lstm.", 0, false, input, hidden);
+    let gru = Gru::new("gru.", 0, false, input, hidden, GruVariant::Torch);
     let cells: [(&dyn Cell<f64>, &dyn Cell<f64>); 2] =
         [(&lstm, &lstm.clone().unfused()), (&gru, &gru.clone().unfused())];
     for (k, (fused, plain)) in cells.into_iter().enumerate() {
         let mut p = ParamStore::new();
         unrolled::layers::init_params(&fused.params(), &mut p, &Init::torch(3 + k as u64));
-        let x = common::uniform(&[4, 2, 3], 5, -1.0, 1.0);
-        let run = |cell: &dyn Cell<f64>| -> Result<ValuesAndGrads> {
+        let x = common::uniform(&[4, batch, input], 5, -1.0, 1.0);
+        let run = |cell: &dyn Cell<f64>, blocks: usize| -> Result<ValuesAndGrads> {
             let mut g = Graph::new();
             let xi = g.input(x.clone());
             let xs = split_steps(&mut g, xi)?;
             let u = unroll(cell, &mut g, &p, &xs, None, UnrollOptions::default())?;
+            if blocks > 0 && batch * blocks * hidden >= 4096 {
+                let strides = g.value(u.outputs[1])?.strides().to_vec();
+                assert_eq!(strides, [(blocks * hidden) as isize, 1], "h is a view of the fused output");
+            }
             let ys = g.stack(&u.outputs, 0)?;
             let sq = g.square(ys)?;
             let taps: Vec<_> = u.taps.iter().flatten().copied().collect();
@@ -291,13 +304,13 @@ fn fused_cells_equal_their_primitive_ops() -> Result<()> {
             let grads = dw.iter().chain(&ddw).map(|&d| g.value(d).map(|v| v.to_owned())).collect::<Result<Vec<_>>>()?;
             Ok((vals, grads))
         };
-        let (v1, g1) = run(fused)?;
-        let (v2, g2) = run(plain)?;
+        let (v1, g1) = run(fused, if k == 0 { 6 } else { 4 })?;
+        let (v2, g2) = run(plain, 0)?;
         assert_eq!(v1.len(), v2.len());
         for (a, b) in v1.iter().chain(&g1).zip(v2.iter().chain(&g2)) {
             let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
             let err = a.iter().zip(b.iter()).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
-            assert!(err <= 1e-12 * scale, "cell {k}: fused and primitive differ by {err}");
+            assert!(err <= 1e-12 * scale, "cell {k} at H={hidden}: fused and primitive differ by {err}");
         }
     }
     Ok(())

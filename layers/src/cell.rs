@@ -105,7 +105,7 @@ pub trait Cell<T: Float> {
     /// (`x W_ihᵀ + b_ih`): that map for every step at once, `xs [T, B, I] -> [T, B, P]`,
     /// one matrix multiply instead of `T` (and one for its weight gradient).
     /// [`unroll`](crate::unroll) uses it when it returns `Some`, on every step at once,
-    /// or on segments of at most 16,384 rows (steps × batch) for longer sequences.
+    /// or on segments of at most 8,192 rows (steps × batch) for longer sequences.
     ///
     /// # Errors
     /// The graph's errors.

@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, Ix2, IxDyn};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -32,6 +32,37 @@ fn flat<T: Float>(a: ArrayViewD<'_, T>) -> Cow<'_, [T]> {
     match a.to_slice() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(a.iter().copied().collect()),
+    }
+}
+
+/// A `[B, w]` input read row by row: row `r` is `data[r·ld .. r·ld + w]`. A state
+/// block viewed in the previous step's fused output (`c` of an LSTM step, `h` of a
+/// GRU step) is read in place, its rows `ld` apart; any other layout is copied.
+struct Rows<'a, T: Clone> {
+    data: Cow<'a, [T]>,
+    ld: usize,
+}
+
+impl<'a, T: Float> Rows<'a, T> {
+    fn of(a: ArrayViewD<'a, T>) -> Self {
+        let w = a.shape().get(1).copied().unwrap_or(0);
+        if let Ok(m) = a.view().into_dimensionality::<Ix2>() {
+            let (rows, st) = (m.nrows(), m.strides());
+            if rows > 0 && w > 0 && st[1] == 1 && st[0] >= w as isize {
+                let ld = st[0] as usize;
+                // SAFETY: the view's rows lie `ld` apart in one buffer, from its first
+                // element to its last one's row end; the span between them is part of
+                // the same (initialized, immutably borrowed) buffer.
+                let data = unsafe { std::slice::from_raw_parts(m.as_ptr(), (rows - 1) * ld + w) };
+                return Rows { data: Cow::Borrowed(data), ld };
+            }
+        }
+        Rows { data: flat(a), ld: w }
+    }
+
+    /// The rows from row `r0` on (each `chunks(ld)` item starts a row; take its first `w`).
+    fn rows_from(&self, r0: usize) -> &[T] {
+        &self.data[r0 * self.ld..]
     }
 }
 
@@ -95,15 +126,15 @@ impl<T: Float> Rule<T> for LstmCell {
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (rows, h) = (shape[0], shape[1] / 6);
-        let (xp, hh, c) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
+        let (xp, hh, c) = (flat(fin(x, 0)), flat(fin(x, 1)), Rows::of(fin(x, 2)));
         // SAFETY: `lstm_forward_rows` writes all six blocks of every row (gates first,
         // then `c'` and `h'` from them) and reads only what it has written.
         let out = unsafe {
             filled_rows(rows, 6 * h, &|r0, out| {
-                let (xp, hh, c) = (&xp[r0 * 4 * h..], &hh[r0 * 4 * h..], &c[r0 * h..]);
+                let (xp, hh, cs) = (&xp[r0 * 4 * h..], &hh[r0 * 4 * h..], c.rows_from(r0));
                 crate::simd::vectorized(
                     #[inline(always)]
-                    || lstm_forward_rows(out, xp, hh, c, h),
+                    || lstm_forward_rows(out, xp, hh, cs, c.ld, h),
                 );
             })
         };
@@ -125,10 +156,11 @@ impl<T: Float> Rule<T> for LstmCell {
 }
 
 #[inline(always)]
-fn lstm_forward_rows<T: Float>(out: &mut [T], xp: &[T], hh: &[T], c: &[T], h: usize) {
+fn lstm_forward_rows<T: Float>(out: &mut [T], xp: &[T], hh: &[T], c: &[T], ldc: usize, h: usize) {
     for ((o, (z, zh)), cp) in
-        out.chunks_exact_mut(6 * h).zip(xp.chunks_exact(4 * h).zip(hh.chunks_exact(4 * h))).zip(c.chunks_exact(h))
+        out.chunks_exact_mut(6 * h).zip(xp.chunks_exact(4 * h).zip(hh.chunks_exact(4 * h))).zip(c.chunks(ldc))
     {
+        let cp = &cp[..h];
         let (oh, rest) = o.split_at_mut(h);
         let (oc, gates) = rest.split_at_mut(h);
         // Each pass reads and writes few enough slices to vectorize.
@@ -186,7 +218,7 @@ impl<T: Float> Rule<T> for LstmCellGrad {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let rows = shape[0];
         let h = fin(x, 1).shape()[1];
-        let (out, c) = (flat(fin(x, 0)), flat(fin(x, 1)));
+        let (out, c) = (flat(fin(x, 0)), Rows::of(fin(x, 1)));
         // The gradient of each row's six blocks: the whole `[B, 6H]` gradient, or the
         // two state blocks with zeros for the taps.
         let (gr, gc) = (flat(fin(x, 2)), if self.state_only { flat(fin(x, 3)) } else { Cow::Borrowed(&[][..]) });
@@ -196,7 +228,7 @@ impl<T: Float> Rule<T> for LstmCellGrad {
         // SAFETY: each row is written whole: `dc·f` (of the cell), or the four gate blocks.
         let res = unsafe {
             filled_rows(rows, w, &|r0, res| {
-                let (out, c, gr) = (&out[r0 * 6 * h..], &c[r0 * h..], &gr[r0 * gw..]);
+                let (out, cs, gr) = (&out[r0 * 6 * h..], c.rows_from(r0), &gr[r0 * gw..]);
                 let gc = if self.state_only { &gc[r0 * h..] } else { &gc[..] };
                 let (mut dc, mut tc) = (vec![T::zero(); h], vec![T::zero(); h]);
                 crate::simd::vectorized(
@@ -205,9 +237,10 @@ impl<T: Float> Rule<T> for LstmCellGrad {
                         for (k, ((r, o), (cp, g))) in res
                             .chunks_exact_mut(w)
                             .zip(out.chunks_exact(6 * h))
-                            .zip(c.chunks_exact(h).zip(gr.chunks_exact(gw)))
+                            .zip(cs.chunks(c.ld).zip(gr.chunks_exact(gw)))
                             .enumerate()
                         {
+                            let cp = &cp[..h];
                             let (cn, ig, fg, gg, og) =
                                 (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..4 * h], &o[4 * h..5 * h], &o[5 * h..]);
                             let (g_h, g_c, g_i, g_f, g_g, g_o) = if self.state_only {
@@ -339,20 +372,21 @@ impl<T: Float> Rule<T> for GruCell {
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (rows, h) = (shape[0], shape[1] / 4);
-        let (xp, hp, hs) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)));
+        let (xp, hp, hs) = (flat(fin(x, 0)), flat(fin(x, 1)), Rows::of(fin(x, 2)));
         // SAFETY: every row's four blocks are written (`r`, `z`, `n`, then `h'`), each read only
         // after it is written.
         let out = unsafe {
             filled_rows(rows, 4 * h, &|r0, out| {
-                let (xp, hp, hs) = (&xp[r0 * 3 * h..], &hp[r0 * 3 * h..], &hs[r0 * h..]);
+                let (xp, hp, hv) = (&xp[r0 * 3 * h..], &hp[r0 * 3 * h..], hs.rows_from(r0));
                 crate::simd::vectorized(
                     #[inline(always)]
                     || {
                         for ((o, (zx, zh)), hv) in out
                             .chunks_exact_mut(4 * h)
                             .zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h)))
-                            .zip(hs.chunks_exact(h))
+                            .zip(hv.chunks(hs.ld))
                         {
+                            let hv = &hv[..h];
                             // Each pass reads and writes few enough slices to vectorize.
                             let (oh, rest) = o.split_at_mut(h);
                             let (or, rest) = rest.split_at_mut(h);
@@ -419,7 +453,7 @@ impl<T: Float> Rule<T> for GruCellGrad {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let rows = shape[0];
         let h = fin(x, 2).shape()[1];
-        let (out, hp, hs, gr) = (flat(fin(x, 0)), flat(fin(x, 1)), flat(fin(x, 2)), flat(fin(x, 3)));
+        let (out, hp, hs, gr) = (flat(fin(x, 0)), flat(fin(x, 1)), Rows::of(fin(x, 2)), flat(fin(x, 3)));
         let one = T::one();
         let w = shape[1];
         // Without taps' gradients (`state_only`) their blocks read as zeros.
@@ -428,15 +462,16 @@ impl<T: Float> Rule<T> for GruCellGrad {
         // (`dn` first, read by `dr` and then scaled in place for the hidden product).
         let res = unsafe {
             filled_rows(rows, w, &|r0, res| {
-                let (out, hp, hs, gr) = (&out[r0 * 4 * h..], &hp[r0 * 3 * h..], &hs[r0 * h..], &gr[r0 * gw..]);
+                let (out, hp, hv, gr) = (&out[r0 * 4 * h..], &hp[r0 * 3 * h..], hs.rows_from(r0), &gr[r0 * gw..]);
                 crate::simd::vectorized(
                     #[inline(always)]
                     || {
                         for (r, ((o, zh), (hv, g))) in res.chunks_exact_mut(w).zip(
                             out.chunks_exact(4 * h)
                                 .zip(hp.chunks_exact(3 * h))
-                                .zip(hs.chunks_exact(h).zip(gr.chunks_exact(gw))),
+                                .zip(hv.chunks(hs.ld).zip(gr.chunks_exact(gw))),
                         ) {
+                            let hv = &hv[..h];
                             let (rg, zg, ng) = (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..]);
                             let (g_h, g_r, g_z, g_n) = if self.state_only {
                                 (g, &zeros[..], &zeros[..], &zeros[..])

@@ -158,7 +158,7 @@ impl<T: Float> Rule<T> for Narrow {
         Ok(fin(x, 0).slice_axis(Axis(self.axis), sl).to_owned())
     }
     fn views(&self, input: &[usize]) -> bool {
-        leads(input, self.axis)
+        leads(input, self.axis) || long_runs(input, self.axis, self.len)
     }
     fn forward_view(&self, x: &Tensor<T>, _: &[usize]) -> Tensor<T> {
         let mut v = x.clone();
@@ -243,7 +243,7 @@ impl<T: Float> Rule<T> for Select {
         Ok(fin(x, 0).index_axis(Axis(self.axis), self.index).as_standard_layout().into_owned())
     }
     fn views(&self, input: &[usize]) -> bool {
-        leads(input, self.axis)
+        leads(input, self.axis) || long_runs(input, self.axis, 1)
     }
     fn forward_view(&self, x: &Tensor<T>, _: &[usize]) -> Tensor<T> {
         x.clone().index_axis_move(Axis(self.axis), self.index)
@@ -484,4 +484,15 @@ impl<T: Float> Graph<T> {
 /// axes before it have length 1 (a slice along the first axis, for one).
 fn leads(s: &[usize], axis: usize) -> bool {
     s[..axis].iter().all(|&d| d == 1)
+}
+
+/// The shortest contiguous run a strided view's rows may have: a slice of shorter
+/// runs is copied, so that the ops reading it take their row-major paths.
+const MIN_RUN: usize = 64;
+
+/// Whether `len` indices of `axis` of a row-major array of shape `s` are runs of at
+/// least [`MIN_RUN`] contiguous elements (the state blocks of a fused step's
+/// `[B, 6H]` output, for one): such a slice is viewed with a row stride.
+fn long_runs(s: &[usize], axis: usize, len: usize) -> bool {
+    len * s[axis + 1..].iter().product::<usize>() >= MIN_RUN
 }

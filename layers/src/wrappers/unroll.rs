@@ -180,8 +180,8 @@ pub fn unroll<T: Float, C: Cell<T> + ?Sized>(
 /// The most rows (time steps × batch) one input-projection product covers. A longer
 /// sequence is projected a segment of steps at a time, each segment just before its
 /// first step, so that a lean replay never holds the projection of every step (at
-/// W5's T = 10000, B = 8, H = 128: 164 MB at once, against 33 MB per segment).
-const PROJECTION_ROWS: usize = 16_384;
+/// W5's T = 10000, B = 8, H = 128: 164 MB at once, against 16 MB per segment).
+const PROJECTION_ROWS: usize = 8_192;
 
 /// The steps per input-projection segment for a sequence of `steps` steps of `batch`.
 fn segment_steps(steps: usize, batch: usize) -> usize {
