@@ -598,3 +598,21 @@ fn a_view_keeps_its_buffer_counted_after_its_source_is_released() -> Result<()> 
     assert_eq!(g.peak_bytes(), 3 * 131_072 + 4);
     Ok(())
 }
+
+/// A replay computes a large value (32 MiB and more) into the buffer of the value it
+/// replaces instead of a fresh allocation, and gets the new values.
+#[test]
+fn a_replay_reuses_the_buffer_of_a_large_value() -> Result<()> {
+    let n = 1 << 23; // 32 MiB of f32
+    let data = |k: f32| ArrayD::from_shape_fn(IxDyn(&[2, n / 2]), |i| k * ((i[1] % 89) as f32 / 89.0 - 0.5));
+    let mut g = Graph::<f32>::new();
+    let x = g.input(data(1.0));
+    let y = g.tanh(x)?;
+    let first = g.value(y)?.as_ptr();
+    g.set_value(x, data(3.0))?;
+    g.replay()?;
+    assert_eq!(g.value(y)?.as_ptr(), first, "tanh wrote into its old buffer");
+    let want = data(3.0).mapv(f32::tanh);
+    assert!(g.value(y)?.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6));
+    Ok(())
+}

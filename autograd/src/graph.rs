@@ -13,6 +13,7 @@ use crate::node::{with_float, DType, Node, NodeId, Shape, Tensor, Value};
 use crate::ops::{Constant, Fail, Input, Op, Param, Rule};
 use crate::params::ParamStore;
 use crate::scope::{Direction, ScopeGuard, ScopeId, ScopeInfo, ScopePath, Scopes, Segment};
+use crate::spares::{self, Spares, REUSED_BYTES};
 use crate::values::Values;
 
 static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
@@ -58,6 +59,8 @@ pub struct Graph<T: Float> {
     packs: PackCache,
     /// The most bytes of values held at once during the last lean replay.
     peak_bytes: usize,
+    /// Large buffers of released values, for later outputs of their length.
+    spares: Spares,
 }
 
 /// What a [`Value::Shared`] value holds: the bytes of the shared buffer, and whether
@@ -215,6 +218,7 @@ impl<T: Float> Graph<T> {
             plan: None,
             packs: PackCache::default(),
             peak_bytes: 0,
+            spares: Spares::default(),
         }
     }
 
@@ -294,11 +298,42 @@ impl<T: Float> Graph<T> {
     /// Drops node `i`'s value (a lean replay's release).
     fn release(&mut self, i: usize) {
         self.packs.forget(i);
-        if let Value::Shared(_) = self.values[i] {
-            self.shared.remove(&i);
+        if self.holds_large_buffer(i) {
+            self.recycle(i);
+        } else {
+            if let Value::Shared(_) = self.values[i] {
+                self.shared.remove(&i);
+            }
+            drop(self.values.take(i));
         }
-        self.values.clear(i);
         self.has[i] = false;
+    }
+
+    /// Whether node `i`'s value holds a buffer large enough to be kept for reuse (a
+    /// view's is the whole buffer it shares; see `spares`).
+    fn holds_large_buffer(&self, i: usize) -> bool {
+        let bytes = match &self.values[i] {
+            Value::Float(a) => a.len() * std::mem::size_of::<T>(),
+            Value::Shared(_) => self.shared.get(&i).map_or(0, |h| h.bytes),
+            Value::Index(_) => 0,
+        };
+        bytes >= REUSED_BYTES
+    }
+
+    /// Empties node `i`'s slot; a large buffer that it alone held goes to the spares
+    /// lent to this thread, if any (see `spares`).
+    fn recycle(&mut self, i: usize) {
+        self.shared.remove(&i);
+        let owned = match self.values.take(i) {
+            Value::Float(a) => a,
+            Value::Shared(a) => match a.try_into_owned_nocopy() {
+                Ok(a) => a,
+                Err(_) => return, // still read by a view
+            },
+            Value::Index(_) => return,
+        };
+        // The whole buffer (a view's is more than its own elements); a small one is freed.
+        spares::give(owned.into_raw_vec_and_offset().0);
     }
 
     fn not_computed(&self, op: &'static str, i: usize) -> Error {
@@ -724,7 +759,11 @@ impl<T: Float> Graph<T> {
         Ok(sorted_times(by_op))
     }
 
-    fn run_plan(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
+    fn run_plan(&mut self, plan: &LeanPlan, timer: Option<&mut OpTimes>) -> Result<()> {
+        self.with_spares(|g| g.run_plan_lent(plan, timer))
+    }
+
+    fn run_plan_lent(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
         let (last, pinned, copies) = (&plan.last, &plan.pinned, &plan.copies);
         let mut live: usize = (0..self.nodes.len()).filter(|&i| self.has[i]).map(|i| self.bytes(i)).sum();
         let mut peak = live;
@@ -846,12 +885,25 @@ impl<T: Float> Graph<T> {
     }
 
     fn replay_range(&mut self, from: usize, to: usize) -> Result<()> {
-        for i in from..to {
-            if !self.nodes[i].op.is_leaf() {
-                self.compute(i)?;
+        self.with_spares(|g| {
+            for i in from..to {
+                if !g.nodes[i].op.is_leaf() {
+                    g.compute(i)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+    }
+
+    /// Runs `f` with this graph's spare buffers lent to the thread (see `spares`).
+    fn with_spares<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let mut spares = std::mem::take(&mut self.spares);
+        let result = {
+            let _lent = spares.lend();
+            f(self)
+        };
+        self.spares = spares;
+        result
     }
 
     /// A reshape whose input is read for the last time takes over the input's buffer
@@ -914,6 +966,12 @@ impl<T: Float> Graph<T> {
         let node = &self.nodes[i];
         if let Some(j) = node.inputs.iter().find(|j| !self.computed(j.index())) {
             return Err(self.not_computed(node.op.name(), j.index()));
+        }
+        if self.has[i] && self.holds_large_buffer(i) {
+            // The value of an earlier run, about to be replaced: its buffer may serve
+            // the new one (if the op fails, the node is left without a value).
+            self.recycle(i);
+            self.has[i] = false;
         }
         if let Some(out) = self.matmul_packed(i) {
             self.values[i] = Value::Float(out);

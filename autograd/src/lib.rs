@@ -65,6 +65,7 @@ mod rng;
 mod scope;
 mod simd;
 pub mod snapshot;
+mod spares;
 mod values;
 
 pub use check::{gradcheck, gradgradcheck, CheckOptions, ElementCheck, GradcheckReport};

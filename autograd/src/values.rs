@@ -42,11 +42,6 @@ impl<T: Float> Values<T> {
         self.slots.push(v.map(Box::new));
     }
 
-    /// Empties slot `i`, dropping its value.
-    pub(crate) fn clear(&mut self, i: usize) {
-        drop(self.take(i));
-    }
-
     /// Moves slot `i`'s value out, leaving it empty (an empty float array if it had none).
     pub(crate) fn take(&mut self, i: usize) -> Value<T> {
         match self.slots[i].take() {

@@ -14,14 +14,24 @@ use crate::gemm::for_rows;
 /// step's fused cell and its products write hundreds of kilobytes of new values per
 /// step). A build with debug assertions (what `cargo test` runs) fills it with NaN
 /// first instead, so an element a kernel fails to write shows in every test that
-/// reads it. Other element types start from zeros.
+/// reads it. Other element types start from zeros. A large output takes a buffer of
+/// its length that a released value left, when the running graph kept one
+/// ([`crate::spares`]).
 ///
 /// # Safety
 /// `fill` must write every element of its slice before it reads that element.
 pub(crate) unsafe fn filled<T: Float>(shape: &[usize], fill: impl FnOnce(&mut [T])) -> ArrayD<T> {
     let n = shape.iter().product();
     let plain = TypeId::of::<T>() == TypeId::of::<f32>() || TypeId::of::<T>() == TypeId::of::<f64>();
-    let v = if cfg!(debug_assertions) || !plain {
+    // A large buffer a released value left behind (see `spares`): its old values are
+    // overwritten (NaN first under debug assertions, as below).
+    let v = if let Some(mut v) = crate::spares::take::<T>(n) {
+        if cfg!(debug_assertions) || !plain {
+            v.fill(if plain { T::nan() } else { T::zero() });
+        }
+        fill(&mut v);
+        v
+    } else if cfg!(debug_assertions) || !plain {
         let mut v = vec![if plain { T::nan() } else { T::zero() }; n];
         fill(&mut v);
         v

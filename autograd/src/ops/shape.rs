@@ -1,8 +1,9 @@
 //! Shape ops: reshape, permute/transpose, concat/stack, narrow/split, pad, broadcast.
 
-use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use ndarray::{ArrayD, ArrayViewMutD, Axis, IxDyn, Slice};
 use serde::{Deserialize, Serialize};
 
+use super::fresh::filled;
 use super::{arity, broadcast, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
@@ -101,17 +102,20 @@ impl<T: Float> Rule<T> for Concat {
         }
         // Written into a row-major result (`ndarray::concatenate` lays the result out
         // along the joined axis, which leaves a concat on a later axis strided).
-        let mut out = ArrayD::<T>::uninit(IxDyn(shape));
-        let mut off = 0;
-        for v in x {
-            let v = v.float();
-            let len = v.shape()[self.axis];
-            v.assign_to(out.slice_axis_mut(Axis(self.axis), Slice::from(off..off + len)));
-            off += len;
-        }
         // SAFETY: the inputs' extents along the axis sum to the output's (checked by
-        // `infer`), so every element was written above.
-        Ok(unsafe { out.assume_init() })
+        // `infer`), so every element is written, and none is read.
+        Ok(unsafe {
+            filled(shape, |buf| {
+                let mut out = ArrayViewMutD::from_shape(IxDyn(shape), buf).expect("a buffer of the shape's size");
+                let mut off = 0;
+                for v in x {
+                    let v = v.float();
+                    let len = v.shape()[self.axis];
+                    out.slice_axis_mut(Axis(self.axis), Slice::from(off..off + len)).assign(&v);
+                    off += len;
+                }
+            })
+        })
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let mut off = 0;
@@ -197,13 +201,16 @@ impl<T: Float> Rule<T> for Stack {
             return Ok(out);
         }
         // Written into a row-major result, as `Concat`.
-        let mut out = ArrayD::<T>::uninit(IxDyn(shape));
-        for (k, v) in x.iter().enumerate() {
-            v.float().assign_to(out.index_axis_mut(Axis(self.axis), k));
-        }
         // SAFETY: one input per index of the new axis (checked by `infer`), each written
-        // whole above, so every element was written.
-        Ok(unsafe { out.assume_init() })
+        // whole, so every element is written, and none is read.
+        Ok(unsafe {
+            filled(shape, |buf| {
+                let mut out = ArrayViewMutD::from_shape(IxDyn(shape), buf).expect("a buffer of the shape's size");
+                for (k, v) in x.iter().enumerate() {
+                    out.index_axis_mut(Axis(self.axis), k).assign(&v.float());
+                }
+            })
+        })
     }
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let mut out = Grads::new();
