@@ -616,3 +616,50 @@ fn a_replay_reuses_the_buffer_of_a_large_value() -> Result<()> {
     assert!(g.value(y)?.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6));
     Ok(())
 }
+
+/// A value recomputed while views of its old buffer live on frees none of it: the
+/// buffer stays counted until its last view is released, and no byte is subtracted
+/// twice (the unread gate taps of a fused step are such views).
+#[test]
+fn a_recomputed_value_that_views_still_hold_is_counted_once() -> Result<()> {
+    let x = ArrayD::from_shape_fn(IxDyn(&[8, 768]), |i| (i[1] % 7) as f32 / 7.0); // 24 KiB
+    let bytes = 8 * 768 * 4;
+    let mut g = Graph::<f32>::new();
+    let x = g.input(x);
+    let mut sums = Vec::new();
+    for _ in 0..3 {
+        let y = g.tanh(x)?;
+        let _unread = g.narrow(y, 1, 0, 128)?; // a view of y's buffer
+        sums.push(g.sum_all(y)?);
+    }
+    g.replay_keeping(&sums)?;
+    // At the first tanh: x, the three old buffers (held by the views) and the new one.
+    assert_eq!(g.peak_bytes(), 5 * bytes + 3 * 4);
+    g.replay_keeping(&sums)?;
+    assert_eq!(g.peak_bytes(), 2 * bytes + 3 * 4, "x, one tanh at a time, the sums");
+    Ok(())
+}
+
+/// A kept view whose source was released is counted at the next run's start: it is
+/// the last holder of its buffer.
+#[test]
+fn a_kept_view_counts_its_buffer_in_the_next_run() -> Result<()> {
+    let x = ArrayD::from_shape_fn(IxDyn(&[8, 4096]), |i| (i[1] % 11) as f32 / 11.0); // 128 KiB
+    let mut g = Graph::<f32>::new();
+    g.set_deferred(true);
+    let x = g.input(x);
+    let y = g.tanh(x)?;
+    let h = g.narrow(y, 1, 0, 64)?;
+    g.replay_keeping(&[h])?;
+    assert_eq!(g.peak_bytes(), 2 * 131_072, "x and y");
+    g.replay_keeping(&[h])?;
+    assert_eq!(g.peak_bytes(), 3 * 131_072, "x, the buffer h still holds, and the new y");
+    Ok(())
+}
+
+#[test]
+fn graphs_can_be_shared_and_sent_between_threads() {
+    fn shareable<G: Send + Sync>() {}
+    shareable::<Graph<f32>>();
+    shareable::<Graph<f64>>();
+}

@@ -63,12 +63,15 @@ pub struct Graph<T: Float> {
     spares: Spares,
 }
 
-/// What a [`Value::Shared`] value holds: the bytes of the shared buffer, and whether
-/// the value is a view of another value's buffer (a view counts none of its own).
+/// What a [`Value::Shared`] value holds: the bytes of the shared buffer, whether the
+/// value is a view of another value's buffer (a view counts none of its own), and the
+/// buffer's identity (its address when it became shared), the same for the value and
+/// its views.
 #[derive(Clone, Copy, Debug)]
 struct Holder {
     bytes: usize,
     view: bool,
+    buffer: usize,
 }
 
 /// Slices and reshapes of values of fewer elements than this are copied rather than
@@ -102,13 +105,14 @@ fn view_of<T: Float>(
     }
     if let Value::Float(_) = &values[j] {
         let a = into_float(values.take(j));
-        shared.insert(j, Holder { bytes: a.len() * std::mem::size_of::<T>(), view: false });
+        let buffer = a.as_ptr() as usize;
+        shared.insert(j, Holder { bytes: a.len() * std::mem::size_of::<T>(), view: false, buffer });
         values[j] = Value::Shared(a.into_shared());
     }
     match &values[j] {
         Value::Shared(x) => {
-            let bytes = shared.get(&j).map_or(0, |h| h.bytes);
-            Some((rule.forward_view(x, shape), Holder { bytes, view: true }))
+            let (bytes, buffer) = shared.get(&j).map_or((0, x.as_ptr() as usize), |h| (h.bytes, h.buffer));
+            Some((rule.forward_view(x, shape), Holder { bytes, view: true, buffer }))
         }
         _ => None,
     }
@@ -683,7 +687,9 @@ impl<T: Float> Graph<T> {
     /// # Errors
     /// An op's error for values it cannot take (an index out of range after
     /// [`Graph::set_index_value`]). The nodes before the failing one then hold new
-    /// values and the rest old ones: fix the input and replay again.
+    /// values and the rest old ones (the failing node itself none, if its old value
+    /// was large enough to give its buffer to the new one): fix the input and replay
+    /// again.
     pub fn replay(&mut self) -> Result<()> {
         self.replay_range(0, self.nodes.len())
     }
@@ -765,7 +771,7 @@ impl<T: Float> Graph<T> {
 
     fn run_plan_lent(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
         let (last, pinned, copies) = (&plan.last, &plan.pinned, &plan.copies);
-        let mut live: usize = (0..self.nodes.len()).filter(|&i| self.has[i]).map(|i| self.bytes(i)).sum();
+        let mut live = self.held_bytes();
         let mut peak = live;
         for i in 0..self.nodes.len() {
             if self.nodes[i].op.is_leaf() {
@@ -788,12 +794,12 @@ impl<T: Float> Graph<T> {
             }
             // The bytes of the node and its inputs (an input read twice counts twice on
             // both sides: computing in place takes only an input read once).
-            let held = |g: &Self| -> usize {
+            let held = |g: &Self, own: usize| -> usize {
                 let node = &g.nodes[i];
-                let own = if g.has[i] { g.bytes(i) } else { 0 };
                 own + node.inputs.iter().filter(|j| g.has[j.index()]).map(|j| g.bytes(j.index())).sum::<usize>()
             };
-            let before = held(self);
+            // The node's value from an earlier run frees only what no view still holds.
+            let before = held(self, if self.has[i] { self.freed_bytes(i) } else { 0 });
             let t0 = timer.is_some().then(std::time::Instant::now);
             let dying = |j: usize| (last[j] == i as u32 || copies[j]) && !pinned[j];
             if !self.reshape_in_place(i, dying) && !self.compute_in_place(i, dying) {
@@ -802,7 +808,7 @@ impl<T: Float> Graph<T> {
             if let (Some(t), Some(t0)) = (timer.as_deref_mut(), t0) {
                 add_time(t, self.nodes[i].op.name(), t0.elapsed());
             }
-            live = live - before + held(self);
+            live = live - before + held(self, if self.has[i] { self.bytes(i) } else { 0 });
             peak = peak.max(live);
             for k in 0..self.nodes[i].inputs.len() {
                 let j = self.nodes[i].inputs[k].index();
@@ -844,6 +850,21 @@ impl<T: Float> Graph<T> {
 
     /// The bytes that releasing node `i`'s value frees: a shared buffer's when no
     /// other value holds it any more (the last of a value and its views), else none.
+    /// The bytes of every value held now, a shared buffer once (a view kept from an
+    /// earlier run may be the last holder of its buffer).
+    fn held_bytes(&self) -> usize {
+        let mut buffers = std::collections::HashSet::new();
+        let mut total = 0;
+        for i in (0..self.nodes.len()).filter(|&i| self.has[i]) {
+            total += match (&self.values[i], self.shared.get(&i)) {
+                (Value::Shared(_), Some(h)) if buffers.insert(h.buffer) => h.bytes,
+                (Value::Shared(_), _) => 0,
+                _ => self.bytes(i),
+            };
+        }
+        total
+    }
+
     fn freed_bytes(&self, i: usize) -> usize {
         match &self.values[i] {
             Value::Shared(a) if a.is_unique() => self.shared.get(&i).map_or(0, |h| h.bytes),
@@ -854,8 +875,8 @@ impl<T: Float> Graph<T> {
 
     /// The most bytes of values held at once during the last [`Graph::replay_keeping`]
     /// (leaves and kept values included): what a lean training step needs, as the
-    /// engine counts it (the allocator's own overhead and the graph's bookkeeping
-    /// are not included).
+    /// engine counts it (the allocator's own overhead, the graph's bookkeeping and
+    /// the released buffers of 32 MiB or more it keeps for reuse are not included).
     ///
     /// ```
     /// use ndarray::ArrayD;

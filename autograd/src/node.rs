@@ -68,14 +68,16 @@ impl fmt::Display for DType {
 }
 
 /// A float tensor whose buffer several values share: a view (a reshape of a
-/// row-major value, a slice along its first axis) and the value it views.
+/// row-major value, or a slice of it, row-major along its first axis and strided
+/// along a later one) and the value it views.
 pub type Tensor<T> = ArcArray<T, IxDyn>;
 
 /// A node's value: floats of the graph's element type, or integer indices.
 ///
-/// Most float values own their buffer ([`Value::Float`]); a reshape or a slice along
-/// the first axis of a row-major value is the same memory, not a copy, and that value
-/// and its views then hold the buffer together ([`Value::Shared`]). Read either with
+/// Most float values own their buffer ([`Value::Float`]); a reshape or a slice of a
+/// large row-major value is the same memory, not a copy (a slice along a later axis
+/// keeps the value's row stride), and that value and its views then hold the buffer
+/// together ([`Value::Shared`]). Read either with
 /// [`Graph::value`](crate::Graph::value), which gives a view of the elements.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value<T> {

@@ -23,7 +23,7 @@ pub(crate) const REUSED_BYTES: usize = 32 << 20;
 /// The most buffers a graph keeps.
 const KEPT: usize = 2;
 
-type Spare = Box<dyn Any + Send>;
+type Spare = Box<dyn Any + Send + Sync>;
 
 thread_local! {
     /// The spares of the graph running on this thread, while it runs.

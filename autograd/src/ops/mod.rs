@@ -85,10 +85,11 @@ pub(crate) trait Rule<T: Float> {
     fn forward_in_place(&self, _acc: &mut ArrayD<T>, _pos: usize, _inputs: &[&Value<T>]) -> bool {
         false
     }
-    /// Whether the output of a row-major input of shape `input` is a row-major view
-    /// of the input's buffer ([`Rule::forward_view`]): a reshape, a slice along the
-    /// first axis (or after axes of length 1). `false` (the default) for every op that
-    /// computes its output.
+    /// Whether the output of a row-major input of shape `input` is a view of the
+    /// input's buffer ([`Rule::forward_view`]): a reshape or a slice along the first
+    /// axis (or after axes of length 1), both row-major, or a slice along a later axis
+    /// whose rows keep enough contiguous elements, with the input's row stride.
+    /// `false` (the default) for every op that computes its output.
     fn views(&self, _input: &[usize]) -> bool {
         false
     }
