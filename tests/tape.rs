@@ -578,14 +578,19 @@ fn a_viewed_parameter_takes_new_values() -> Result<()> {
     Ok(())
 }
 
+/// A deferred graph with one `[8, 4096]` f32 input (128 KiB) of values `(j % m) / m`.
+fn deferred_with_128k_input(m: usize) -> (Graph<f32>, NodeId) {
+    let mut g = Graph::<f32>::new();
+    g.set_deferred(true);
+    let x = g.input(ArrayD::from_shape_fn(IxDyn(&[8, 4096]), |i| (i[1] % m) as f32 / m as f32));
+    (g, x)
+}
+
 /// `peak_bytes` counts a shared buffer until its last holder is released: a view
 /// that outlives the value it views keeps the whole buffer counted.
 #[test]
 fn a_view_keeps_its_buffer_counted_after_its_source_is_released() -> Result<()> {
-    let x = ArrayD::from_shape_fn(IxDyn(&[8, 4096]), |i| (i[1] % 13) as f32 / 13.0); // 128 KiB
-    let mut g = Graph::<f32>::new();
-    g.set_deferred(true);
-    let x = g.input(x);
+    let (mut g, x) = deferred_with_128k_input(13);
     let y = g.tanh(x)?;
     let s = g.select(y, 0, 3)?; // `y`'s last reader: `y` is released, its buffer lives on in `s`
     let z = g.exp(x)?;
@@ -644,10 +649,7 @@ fn a_recomputed_value_that_views_still_hold_is_counted_once() -> Result<()> {
 /// the last holder of its buffer.
 #[test]
 fn a_kept_view_counts_its_buffer_in_the_next_run() -> Result<()> {
-    let x = ArrayD::from_shape_fn(IxDyn(&[8, 4096]), |i| (i[1] % 11) as f32 / 11.0); // 128 KiB
-    let mut g = Graph::<f32>::new();
-    g.set_deferred(true);
-    let x = g.input(x);
+    let (mut g, x) = deferred_with_128k_input(11);
     let y = g.tanh(x)?;
     let h = g.narrow(y, 1, 0, 64)?;
     g.replay_keeping(&[h])?;
