@@ -848,8 +848,6 @@ impl<T: Float> Graph<T> {
         }
     }
 
-    /// The bytes that releasing node `i`'s value frees: a shared buffer's when no
-    /// other value holds it any more (the last of a value and its views), else none.
     /// The bytes of every value held now, a shared buffer once (a view kept from an
     /// earlier run may be the last holder of its buffer).
     fn held_bytes(&self) -> usize {
@@ -865,6 +863,8 @@ impl<T: Float> Graph<T> {
         total
     }
 
+    /// The bytes that releasing node `i`'s value frees: a shared buffer's when no
+    /// other value holds it any more (the last of a value and its views), else none.
     fn freed_bytes(&self, i: usize) -> usize {
         match &self.values[i] {
             Value::Shared(a) if a.is_unique() => self.shared.get(&i).map_or(0, |h| h.bytes),
