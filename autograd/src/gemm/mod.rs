@@ -39,8 +39,8 @@ use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
 use crate::float::Float;
 use blas::{blas, blas_call};
 pub(crate) use packed::{PackCache, Packed};
-pub(crate) use pool::for_rows;
 pub use pool::threads;
+pub(crate) use pool::{for_rows, for_rows_of};
 use skinny::{Job, Src};
 
 /// Products with at most this many rows go to the skinny kernel.

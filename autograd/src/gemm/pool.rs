@@ -169,8 +169,14 @@ const PARALLEL_ELEMS: usize = 1 << 14;
 /// the hand-over, else the whole of `out` on the calling thread. For kernels whose
 /// rows are independent: the values do not depend on the split.
 pub(crate) fn for_rows<T: Send>(out: &mut [T], row_len: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+    for_rows_of(out, row_len, out.len(), f);
+}
+
+/// [`for_rows`] for a pass whose cost is `work` elements rather than `out.len()`: a
+/// reduction writes few elements but reads many (a bias gradient's column sums).
+pub(crate) fn for_rows_of<T: Send>(out: &mut [T], row_len: usize, work: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
     let rows = out.len() / row_len.max(1);
-    let shares = if out.len() >= PARALLEL_ELEMS { threads().min(rows) } else { 1 };
+    let shares = if work >= PARALLEL_ELEMS { threads().min(rows) } else { 1 };
     if shares <= 1 {
         f(0, out);
         return;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{arity, broadcast, fin, grads, shape_of, Back, FResult, Grads, Rule};
 use crate::error::Result;
 use crate::float::Float;
+use crate::gemm::for_rows;
 use crate::graph::Graph;
 use crate::node::{NodeId, Shape, Value};
 
@@ -69,73 +70,155 @@ macro_rules! binary_forward {
     };
 }
 
-/// `f(a, b)` broadcast to `shape`, computed into a copy of whichever operand is
-/// row-major and already of the result's shape (the other then broadcast over it by
-/// [`combine_in_place`]); `None` when neither is.
+/// `f(a, b)` broadcast to `shape`, written in one pass into a fresh buffer when
+/// either operand is row-major and already of the result's shape and the other is
+/// row-major too (of that shape, its trailing axes, or a scalar); else computed into
+/// a copy of the full-shaped row-major operand, the other broadcast over it by
+/// [`combine_in_place`]. `None` when neither operand is full-shaped and row-major.
 #[inline(always)]
-fn binary_row_major<T: Float>(a: &Value<T>, b: &Value<T>, shape: &[usize], f: impl Fn(T, T) -> T) -> Option<ArrayD<T>> {
-    if a.shape() == shape && a.float_slice().is_some() {
-        let mut acc = a.float_copy();
-        combine_in_place(&mut acc, &b.float(), f);
-        Some(acc)
+fn binary_row_major<T: Float>(
+    a: &Value<T>,
+    b: &Value<T>,
+    shape: &[usize],
+    f: impl Fn(T, T) -> T + Sync,
+) -> Option<ArrayD<T>> {
+    let (full, other, swap) = if a.shape() == shape && a.float_slice().is_some() {
+        (a, b, false)
     } else if b.shape() == shape && b.float_slice().is_some() {
-        let mut acc = b.float_copy();
-        combine_in_place(&mut acc, &a.float(), |x, o| f(o, x));
-        Some(acc)
+        (b, a, true)
     } else {
-        None
+        return None;
+    };
+    let x = full.float_slice().expect("checked");
+    if let Some(o) = other.float_slice().filter(|o| fits_rows(shape, other.shape(), o.len())) {
+        // SAFETY: `map_rows` writes every element of `out` and reads none of them.
+        return Some(unsafe {
+            super::fresh::filled(shape, |out| {
+                if swap {
+                    map_rows(out, x, o, &|x, o| f(o, x));
+                } else {
+                    map_rows(out, x, o, &f);
+                }
+            })
+        });
+    }
+    let mut acc = full.float_copy();
+    if swap {
+        combine_in_place(&mut acc, &other.float(), |x, o| f(o, x));
+    } else {
+        combine_in_place(&mut acc, &other.float(), f);
+    }
+    Some(acc)
+}
+
+/// Whether `o` (shape `os`, `len` elements) repeats over a row-major `shape` in
+/// whole rows: the same shape, its trailing axes (leading 1s allowed: a bias), or
+/// a scalar.
+fn fits_rows(shape: &[usize], os: &[usize], len: usize) -> bool {
+    let lead = os.iter().take_while(|&&d| d == 1).count();
+    let tail = &os[lead..];
+    len > 0 && tail.len() <= shape.len() && shape[shape.len() - tail.len()..] == *tail
+}
+
+/// `out[j] = f(x[j], o[j mod o.len()])`, `o.len()` dividing `x.len()`: split over the
+/// engine's threads when large (each element's value does not depend on the split).
+#[inline(always)]
+fn map_rows<T: Float>(out: &mut [T], x: &[T], o: &[T], f: &(impl Fn(T, T) -> T + Sync)) {
+    let w = o.len();
+    if w == x.len() {
+        for_rows(out, 1, &|first, blk| {
+            let n = blk.len();
+            crate::simd::vectorized(
+                #[inline(always)]
+                || crate::simd::map2(blk, &x[first..first + n], &o[first..first + n], f),
+            );
+        });
+    } else if w == 1 {
+        let y = o[0];
+        for_rows(out, 1, &|first, blk| {
+            let n = blk.len();
+            crate::simd::vectorized(
+                #[inline(always)]
+                || crate::simd::map1(blk, &x[first..first + n], |v| f(v, y)),
+            );
+        });
+    } else {
+        for_rows(out, w, &|first, blk| {
+            let x = &x[first * w..first * w + blk.len()];
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (row, xr) in blk.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
+                        crate::simd::map2(row, xr, o, f);
+                    }
+                },
+            );
+        });
     }
 }
 
 /// `acc[j] = f(acc[j], other[j])`, `other` broadcast to `acc`'s shape (checked when
 /// the op was recorded). A row-major `other` of `acc`'s shape, or matching its trailing
-/// axes (a bias), or a scalar, is combined in passes that vectorize.
+/// axes (a bias), or a scalar, is combined in passes that vectorize, split over the
+/// engine's threads when large.
 #[inline(always)]
-pub(crate) fn combine_in_place<T: Float>(acc: &mut ArrayD<T>, other: &ArrayViewD<'_, T>, f: impl Fn(T, T) -> T) {
-    let lead = other.shape().iter().take_while(|&&d| d == 1).count();
-    let tail = &other.shape()[lead..];
-    let fits = tail.len() <= acc.ndim() && acc.shape()[acc.ndim() - tail.len()..] == *tail;
+pub(crate) fn combine_in_place<T: Float>(acc: &mut ArrayD<T>, other: &ArrayViewD<'_, T>, f: impl Fn(T, T) -> T + Sync) {
+    let fits = fits_rows(acc.shape(), other.shape(), other.len());
     if let (true, Some(o), Some(a)) = (fits, other.as_slice(), acc.as_slice_mut()) {
-        if let [y] = *o {
+        let w = o.len();
+        if w == a.len() {
+            for_rows(a, 1, &|first, blk| {
+                let n = blk.len();
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || crate::simd::update1(blk, &o[first..first + n], &f),
+                );
+            });
+        } else if w == 1 {
             // A scalar (a loss's upstream gradient): one pass, not a pass per element.
-            crate::simd::vectorized(
-                #[inline(always)]
-                || {
-                    for x in a.iter_mut() {
-                        *x = f(*x, y);
-                    }
-                },
-            );
-            return;
+            let y = o[0];
+            for_rows(a, 1, &|_, blk| {
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        for x in blk.iter_mut() {
+                            *x = f(*x, y);
+                        }
+                    },
+                );
+            });
+        } else {
+            for_rows(a, w, &|_, blk| {
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        for row in blk.chunks_exact_mut(w) {
+                            crate::simd::update1(row, o, &f);
+                        }
+                    },
+                );
+            });
         }
-        if !o.is_empty() {
-            crate::simd::vectorized(
-                #[inline(always)]
-                || {
-                    for row in a.chunks_exact_mut(o.len()) {
-                        crate::simd::update1(row, o, &f);
-                    }
-                },
-            );
-            return;
-        }
+        return;
     }
     acc.zip_mut_with(other, |x, &y| *x = f(*x, y));
 }
 
-/// `acc[j] = f(acc[j])` on a row-major buffer, at the machine's vector width; `false`
-/// (nothing done) for another layout.
+/// `acc[j] = f(acc[j])` on a row-major buffer, at the machine's vector width and split
+/// over the engine's threads when large; `false` (nothing done) for another layout.
 #[inline(always)]
-pub(crate) fn apply_in_place<T: Float>(acc: &mut ArrayD<T>, f: impl Fn(T) -> T) -> bool {
+pub(crate) fn apply_in_place<T: Float>(acc: &mut ArrayD<T>, f: impl Fn(T) -> T + Sync) -> bool {
     let Some(s) = acc.as_slice_mut() else { return false };
-    crate::simd::vectorized(
-        #[inline(always)]
-        || {
-            for v in s.iter_mut() {
-                *v = f(*v);
-            }
-        },
-    );
+    for_rows(s, 1, &|_, blk| {
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for v in blk.iter_mut() {
+                    *v = f(*v);
+                }
+            },
+        );
+    });
     true
 }
 
@@ -192,7 +275,27 @@ impl<T: Float> Rule<T> for AddN {
         }
         Ok(shape_of(first))
     }
-    fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
+    fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        if let (Some(parts), true) = (x.iter().map(|v| v.float_slice()).collect::<Option<Vec<_>>>(), x.len() >= 2) {
+            // Row-major inputs: one pass, summed in argument order as below.
+            // SAFETY: `map2` writes every element of each block before `update1` reads it.
+            return Ok(unsafe {
+                super::fresh::filled(shape, |out| {
+                    for_rows(out, 1, &|first, blk| {
+                        let r = first..first + blk.len();
+                        crate::simd::vectorized(
+                            #[inline(always)]
+                            || {
+                                crate::simd::map2(blk, &parts[0][r.clone()], &parts[1][r.clone()], |a, b| a + b);
+                                for p in &parts[2..] {
+                                    crate::simd::update1(blk, &p[r.clone()], |a, b| a + b);
+                                }
+                            },
+                        );
+                    })
+                })
+            });
+        }
         let mut out = x[0].float_copy();
         for v in &x[1..] {
             combine_in_place(&mut out, &v.float(), |a, o| a + o);
@@ -300,10 +403,13 @@ macro_rules! unary_map {
             // SAFETY: `map1` writes every element of `v` and reads none of them.
             Ok(unsafe {
                 $crate::ops::fresh::filled(a.shape(), |v| {
-                    $crate::simd::vectorized(
-                        #[inline(always)]
-                        || $crate::simd::map1(v, s, $f),
-                    )
+                    $crate::gemm::for_rows(v, 1, &|first, blk| {
+                        let n = blk.len();
+                        $crate::simd::vectorized(
+                            #[inline(always)]
+                            || $crate::simd::map1(blk, &s[first..first + n], $f),
+                        )
+                    })
                 })
             })
         }
@@ -690,20 +796,46 @@ impl<T: Float> Graph<T> {
 mod tests {
     use ndarray::{ArrayD, IxDyn};
 
-    use super::combine_in_place;
+    use super::{binary_row_major, combine_in_place, AddN, Rule};
+    use crate::node::Value;
 
-    /// Every vectorized case of `combine_in_place` (same shape, trailing axes, scalar
-    /// of rank 0 and of rank 2) against ndarray's broadcasting.
+    /// Every vectorized case of `combine_in_place` and of `binary_row_major`'s one-pass
+    /// path (same shape, trailing axes, scalar of rank 0 and of rank 2, either operand
+    /// the full-shaped one) against ndarray's broadcasting: small, and large enough to
+    /// be split over the engine's threads (37 rows: blocks of unequal size).
     #[test]
-    fn combine_in_place_matches_broadcasting() {
-        let acc = ArrayD::from_shape_fn(IxDyn(&[3, 4, 5]), |i| (i[0] * 20 + i[1] * 5 + i[2]) as f64 * 0.1);
-        for shape in [vec![3, 4, 5], vec![4, 5], vec![1, 5], vec![], vec![1, 1]] {
-            let n: usize = shape.iter().product();
-            let other = ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|k| k as f64 - 1.5).collect()).expect("sized");
-            let mut got = acc.clone();
-            combine_in_place(&mut got, &other.view(), |a, b| a * b - a);
-            let want = &acc * &other - &acc;
-            assert_eq!(got, want, "other of shape {shape:?}");
+    fn elementwise_passes_match_broadcasting() {
+        for full in [vec![3, 4, 5], vec![37, 3, 347]] {
+            let acc = ArrayD::from_shape_fn(IxDyn(&full), |i| (i[0] * 20 + i[1] * 5 + i[2]) as f64 * 0.1);
+            let (r, c) = (full[1], full[2]);
+            for shape in [full.clone(), vec![r, c], vec![1, c], vec![], vec![1, 1]] {
+                let n: usize = shape.iter().product();
+                let other =
+                    ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|k| k as f64 - 1.5).collect()).expect("sized");
+                let mut got = acc.clone();
+                combine_in_place(&mut got, &other.view(), |a, b| a * b - a);
+                let want = &acc * &other - &acc;
+                assert_eq!(got, want, "{full:?} combined with {shape:?}");
+                let (a, o) = (Value::Float(acc.clone()), Value::Float(other.clone()));
+                let got = binary_row_major(&a, &o, &full, |a, b| a * b - a).expect("row-major");
+                assert_eq!(got, want, "{full:?} with {shape:?} in one pass");
+                let got = binary_row_major(&o, &a, &full, |b, a| a * b - a).expect("row-major");
+                assert_eq!(got, want, "{shape:?} with {full:?} in one pass");
+            }
+        }
+    }
+
+    /// A sum of several large inputs adds them in argument order, as a sum of small ones.
+    #[test]
+    fn add_n_sums_in_argument_order_at_every_size() {
+        for n in [7, 100_003] {
+            let parts: Vec<Value<f32>> = (0..4)
+                .map(|k| Value::Float(ArrayD::from_shape_fn(IxDyn(&[n]), |i| ((i[0] * 7 + k * 13) % 29) as f32 * 0.37)))
+                .collect();
+            let refs: Vec<&Value<f32>> = parts.iter().collect();
+            let got = AddN.forward(&refs, &[n]).expect("same shapes");
+            let want = (0..n).map(|i| refs.iter().fold(0.0f32, |s, v| s + v.float()[[i]]));
+            assert!(got.iter().zip(want).all(|(&g, w)| g.to_bits() == w.to_bits()), "{n} elements");
         }
     }
 }

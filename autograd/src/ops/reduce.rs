@@ -167,15 +167,20 @@ pub(crate) fn sum_to<T: Float>(x: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD
     let len: usize = shape.iter().product();
     // Leading axes only (a bias gradient): rows of a row-major buffer summed in one pass.
     if let (true, Some(s), true) = (x.shape()[lead..] == *shape, x.as_slice(), len > 0) {
+        // Each thread sums its own columns over every row, in row order: the same
+        // additions in the same order as one pass, for any number of threads.
         let mut acc = vec![T::zero(); len];
-        crate::simd::vectorized(
-            #[inline(always)]
-            || {
-                for row in s.chunks_exact(len) {
-                    crate::simd::update1(&mut acc, row, |a, v| a + v);
-                }
-            },
-        );
+        crate::gemm::for_rows_of(&mut acc, 1, s.len(), &|first, cols| {
+            let n = cols.len();
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for row in s.chunks_exact(len) {
+                        crate::simd::update1(cols, &row[first..first + n], |a, v| a + v);
+                    }
+                },
+            );
+        });
         return ArrayD::from_shape_vec(IxDyn(shape), acc).expect("sized");
     }
     let mut v = if lead == 0 { x.to_owned() } else { x.sum_axis(Axis(0)) };
@@ -267,5 +272,27 @@ impl<T: Float> Graph<T> {
             return Ok(x);
         }
         self.push(Op::SumTo(SumTo { shape: shape.to_vec() }), &[x])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, Axis, IxDyn};
+
+    use super::sum_to;
+
+    /// A bias gradient's column sums add the rows in row order for any size: the
+    /// large case (split over the engine's threads by columns) equals one pass.
+    #[test]
+    fn column_sums_add_rows_in_order() {
+        for (rows, cols) in [(3, 5), (517, 77), (40, 2049)] {
+            let x =
+                ArrayD::from_shape_fn(IxDyn(&[rows, cols]), |i| ((i[0] * 31 + i[1] * 17) % 101) as f32 * 0.013 - 0.6);
+            let got = sum_to(&x.view(), &[cols]);
+            for (j, g) in got.iter().enumerate() {
+                let want = x.index_axis(Axis(1), j).iter().fold(0.0f32, |s, &v| s + v);
+                assert_eq!(g.to_bits(), want.to_bits(), "{rows}x{cols}, column {j}");
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 /// The largest result (in elements) copied here.
 const MAX_ELEMENTS: usize = 1 << 16;
 
-use ndarray::{ArrayBase, ArrayD, Data, IxDyn};
+use ndarray::{ArrayBase, ArrayD, ArrayViewD, Data, IxDyn};
 
 /// The product of a shape's extents (1 for a scalar).
 fn count(shape: &[usize]) -> usize {
@@ -83,6 +83,49 @@ pub(crate) fn join<'a, T: Copy + 'a>(
     Some(array(shape, v))
 }
 
+/// Parts joined along the result's first axis (a `stack` or `concat` on axis 0), for
+/// a result too large for [`join`]: each part's elements in row-major order, one
+/// after another, copied by the engine's threads (a large copy runs several times
+/// faster on two cores than on one). A part may be strided as long as its last axis
+/// is contiguous (the `h` blocks of fused LSTM steps); `None` for another layout.
+pub(crate) fn join_leading<T: crate::float::Float>(parts: &[ArrayViewD<'_, T>], shape: &[usize]) -> Option<ArrayD<T>> {
+    // Each part as rows of contiguous elements, and where it starts in the result.
+    let mut runs: Vec<(usize, Vec<&[T]>)> = Vec::with_capacity(parts.len());
+    let mut at = 0;
+    for p in parts {
+        let rows: Vec<&[T]> = match p.to_slice() {
+            Some(s) => vec![s],
+            None if p.ndim() > 0 && p.shape().iter().all(|&d| d > 0) => {
+                p.rows().into_iter().map(|r| r.to_slice()).collect::<Option<Vec<_>>>()?
+            }
+            None => Vec::new(),
+        };
+        runs.push((at, rows));
+        at += p.len();
+    }
+    if at != count(shape) {
+        return None;
+    }
+    let copy = |first: usize, out: &mut [T]| {
+        let end = first + out.len();
+        for (start, rows) in &runs {
+            let Some(w) = rows.first().map(|r| r.len()) else { continue };
+            let len = w * rows.len();
+            let (lo, hi) = (first.max(*start), end.min(start + len));
+            let mut e = lo;
+            while e < hi {
+                let (r, c) = ((e - start) / w, (e - start) % w);
+                let n = (w - c).min(hi - e);
+                out[e - first..e - first + n].copy_from_slice(&rows[r][c..c + n]);
+                e += n;
+            }
+        }
+    };
+    // SAFETY: the parts' runs tile the result (their lengths sum to its size, checked
+    // above), so every element of each block is written, and none is read.
+    Some(unsafe { crate::ops::fresh::filled(shape, |out| crate::gemm::for_rows(out, 1, &copy)) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +172,24 @@ mod tests {
         column_major.assign(&x);
         assert_eq!(narrow(&column_major, 1, 1, 2, &[3, 2, 5]), None);
         assert_eq!(narrow(&iota(&[2, MAX_ELEMENTS + 1]), 0, 1, 1, &[1, MAX_ELEMENTS + 1]), None);
+    }
+
+    /// Large joins on the first axis (the threads' copy) of row-major parts and of
+    /// parts strided along their rows, against ndarray's.
+    #[test]
+    fn join_leading_matches_ndarray_for_strided_and_row_major_parts() {
+        let wide = iota(&[7, 40, 1200]);
+        let parts: Vec<_> = (0..7).map(|k| wide.slice(ndarray::s![k, .., 100..1100]).into_dyn()).collect();
+        assert!(parts[0].as_slice().is_none());
+        let want = stack(Axis(0), &parts).expect("fits");
+        assert_eq!(join_leading(&parts, want.shape()), Some(want));
+        let (a, b) = (iota(&[300, 250]), iota(&[1, 250]).mapv(|v| -v));
+        let mixed = [a.view(), b.view(), wide.slice(ndarray::s![0, ..3, ..250]).into_dyn()];
+        let want = concatenate(Axis(0), &mixed).expect("fits");
+        assert_eq!(join_leading(&mixed, want.shape()), Some(want));
+        // A part without contiguous rows is left to ndarray.
+        let cols = wide.slice(ndarray::s![0, .., ..;2]).into_dyn();
+        assert_eq!(join_leading(&[cols.clone(), cols], &[80, 600]), None);
     }
 
     #[test]

@@ -100,6 +100,12 @@ impl<T: Float> Rule<T> for Concat {
         if let Some(out) = super::rowmajor::join(x.iter().map(|v| (v.float_slice(), v.shape())), self.axis, shape) {
             return Ok(out);
         }
+        if self.axis == 0 {
+            let parts: Vec<_> = x.iter().map(|v| v.float()).collect();
+            if let Some(out) = super::rowmajor::join_leading(&parts, shape) {
+                return Ok(out);
+            }
+        }
         // Written into a row-major result (`ndarray::concatenate` lays the result out
         // along the joined axis, which leaves a concat on a later axis strided).
         // SAFETY: the inputs' extents along the axis sum to the output's (checked by
@@ -199,6 +205,12 @@ impl<T: Float> Rule<T> for Stack {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         if let Some(out) = super::rowmajor::join(x.iter().map(|v| (v.float_slice(), v.shape())), self.axis, shape) {
             return Ok(out);
+        }
+        if self.axis == 0 {
+            let parts: Vec<_> = x.iter().map(|v| v.float()).collect();
+            if let Some(out) = super::rowmajor::join_leading(&parts, shape) {
+                return Ok(out);
+            }
         }
         // Written into a row-major result, as `Concat`.
         // SAFETY: one input per index of the new axis (checked by `infer`), each written
