@@ -209,6 +209,7 @@ impl<T: Float> Default for Graph<T> {
 impl<T: Float> Graph<T> {
     /// An empty graph.
     pub fn new() -> Self {
+        crate::allocator::settle();
         Graph {
             tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
             nodes: Vec::new(),

@@ -51,6 +51,7 @@
 
 #![warn(missing_docs)]
 
+mod allocator;
 pub mod backward;
 pub mod check;
 mod error;
