@@ -72,6 +72,20 @@ impl<T: Float> Rule<T> for Permute {
     }
 }
 
+/// The fast paths of `stack` and `concat`: a small result of row-major parts as slice
+/// copies, a large one on the first axis through the engine's threads; `None` for the
+/// general copy.
+fn copied_join<T: Float>(x: &[&Value<T>], axis: usize, shape: &[usize]) -> Option<ArrayD<T>> {
+    if let Some(out) = super::rowmajor::join(x.iter().map(|v| (v.float_slice(), v.shape())), axis, shape) {
+        return Some(out);
+    }
+    if axis != 0 {
+        return None;
+    }
+    let parts: Vec<_> = x.iter().map(|v| v.float()).collect();
+    super::rowmajor::join_leading(&parts, shape)
+}
+
 /// Inputs joined along `axis` (PyTorch's `cat`). d/dx_k = narrow(g, axis, offset_k, len_k).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Concat {
@@ -97,14 +111,8 @@ impl<T: Float> Rule<T> for Concat {
         Ok(out)
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        if let Some(out) = super::rowmajor::join(x.iter().map(|v| (v.float_slice(), v.shape())), self.axis, shape) {
+        if let Some(out) = copied_join(x, self.axis, shape) {
             return Ok(out);
-        }
-        if self.axis == 0 {
-            let parts: Vec<_> = x.iter().map(|v| v.float()).collect();
-            if let Some(out) = super::rowmajor::join_leading(&parts, shape) {
-                return Ok(out);
-            }
         }
         // Written into a row-major result (`ndarray::concatenate` lays the result out
         // along the joined axis, which leaves a concat on a later axis strided).
@@ -203,14 +211,8 @@ impl<T: Float> Rule<T> for Stack {
         Ok(out)
     }
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        if let Some(out) = super::rowmajor::join(x.iter().map(|v| (v.float_slice(), v.shape())), self.axis, shape) {
+        if let Some(out) = copied_join(x, self.axis, shape) {
             return Ok(out);
-        }
-        if self.axis == 0 {
-            let parts: Vec<_> = x.iter().map(|v| v.float()).collect();
-            if let Some(out) = super::rowmajor::join_leading(&parts, shape) {
-                return Ok(out);
-            }
         }
         // Written into a row-major result, as `Concat`.
         // SAFETY: one input per index of the new axis (checked by `infer`), each written
