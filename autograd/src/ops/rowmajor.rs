@@ -2,8 +2,9 @@
 //! and `concat` when their inputs are laid out row-major, as the engine's own values are,
 //! and the result is small. A small tensor (an unrolled step of a narrow network)
 //! then costs a few slice copies instead of ndarray's per-axis iteration over
-//! dynamic shapes. Large results keep ndarray's copy, which measured faster into
-//! fresh memory (W1-L's gate-gradient join: 27 ms this way against 10.5 ms).
+//! dynamic shapes. A join on the first axis that [`join`] does not take (a large
+//! result, or parts strided along their rows) is copied by the engine's threads
+//! ([`join_leading`]); the other large results keep ndarray's copy.
 
 /// The largest result (in elements) copied here.
 const MAX_ELEMENTS: usize = 1 << 16;
@@ -83,9 +84,9 @@ pub(crate) fn join<'a, T: Copy + 'a>(
     Some(array(shape, v))
 }
 
-/// Parts joined along the result's first axis (a `stack` or `concat` on axis 0), for
-/// a result too large for [`join`]: each part's elements in row-major order, one
-/// after another, copied by the engine's threads (a large copy runs several times
+/// Parts joined along the result's first axis (a `stack` or `concat` on axis 0), of
+/// any size: each part's elements in row-major order, one after another, copied by
+/// the engine's threads when the result is large (a large copy runs several times
 /// faster on two cores than on one). A part may be strided as long as its last axis
 /// is contiguous (the `h` blocks of fused LSTM steps); `None` for another layout.
 pub(crate) fn join_leading<T: crate::float::Float>(parts: &[ArrayViewD<'_, T>], shape: &[usize]) -> Option<ArrayD<T>> {

@@ -73,8 +73,8 @@ impl<T: Float> Rule<T> for Permute {
 }
 
 /// The fast paths of `stack` and `concat`: a small result of row-major parts as slice
-/// copies, a large one on the first axis through the engine's threads; `None` for the
-/// general copy.
+/// copies, any other join on the first axis of parts with contiguous rows through
+/// [`super::rowmajor::join_leading`]; `None` for the general copy.
 fn copied_join<T: Float>(x: &[&Value<T>], axis: usize, shape: &[usize]) -> Option<ArrayD<T>> {
     if let Some(out) = super::rowmajor::join(x.iter().map(|v| (v.float_slice(), v.shape())), axis, shape) {
         return Some(out);
