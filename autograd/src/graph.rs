@@ -16,6 +16,9 @@ use crate::scope::{Direction, ScopeGuard, ScopeId, ScopeInfo, ScopePath, Scopes,
 use crate::spares::{self, Spares, REUSED_BYTES};
 use crate::values::Values;
 
+mod placed;
+use placed::Place;
+
 static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
 
 /// A recorded computation: an append-only arena of [`Node`]s and their values.
@@ -61,6 +64,9 @@ pub struct Graph<T: Float> {
     peak_bytes: usize,
     /// Large buffers of released values, for later outputs of their length.
     spares: Spares,
+    /// The buffers of the joins whose parts a lean replay is computing in place,
+    /// by join (see `placed`).
+    placing: std::collections::HashMap<usize, Tensor<T>>,
 }
 
 /// What a [`Value::Shared`] value holds: the bytes of the shared buffer, whether the
@@ -158,6 +164,9 @@ struct LeanPlan {
     /// to a backward one (a sequence's input segment, read by its projection and
     /// again by the weight's gradient).
     copies: Vec<bool>,
+    /// Joins whose parts are computed into the join's buffer, and those parts (empty
+    /// when there are none; see `placed`).
+    places: Vec<Place>,
 }
 
 /// The size from which a copy of part of a leaf is made again rather than kept
@@ -167,7 +176,7 @@ const RECOPY_ELEMENTS: usize = 1 << 16;
 impl LeanPlan {
     const NONE: u32 = u32::MAX;
 
-    fn new(nodes: &[Node], keep: &[NodeId]) -> Self {
+    fn new(nodes: &[Node], keep: &[NodeId], elem: usize) -> Self {
         let n = nodes.len();
         let mut pinned = vec![false; n];
         for k in keep {
@@ -196,7 +205,8 @@ impl LeanPlan {
                 && node.shape.iter().product::<usize>() >= RECOPY_ELEMENTS
                 && node.inputs.first().is_some_and(|j| nodes[j.index()].op.is_leaf() || copies[j.index()]);
         }
-        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, copies }
+        let places = placed::places(nodes, &needed, &pinned, elem);
+        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, copies, places }
     }
 }
 
@@ -224,6 +234,7 @@ impl<T: Float> Graph<T> {
             packs: PackCache::default(),
             peak_bytes: 0,
             spares: Spares::default(),
+            placing: std::collections::HashMap::new(),
         }
     }
 
@@ -744,7 +755,7 @@ impl<T: Float> Graph<T> {
         // The plan depends only on the graph and `keep`: made once, reused by later replays.
         let plan = match self.plan.take() {
             Some(p) if p.len == self.nodes.len() && p.keep == keep => p,
-            _ => LeanPlan::new(&self.nodes, keep),
+            _ => LeanPlan::new(&self.nodes, keep, std::mem::size_of::<T>()),
         };
         let result = self.run_plan(&plan, None);
         self.plan = Some(plan);
@@ -760,7 +771,7 @@ impl<T: Float> Graph<T> {
         for &k in keep {
             self.check(k, "replay_keeping_profile")?;
         }
-        let plan = LeanPlan::new(&self.nodes, keep);
+        let plan = LeanPlan::new(&self.nodes, keep, std::mem::size_of::<T>());
         let mut by_op = OpTimes::new();
         self.run_plan(&plan, Some(&mut by_op))?;
         Ok(sorted_times(by_op))
@@ -772,6 +783,7 @@ impl<T: Float> Graph<T> {
 
     fn run_plan_lent(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
         let (last, pinned, copies) = (&plan.last, &plan.pinned, &plan.copies);
+        self.placing.clear(); // a failed run's
         let mut live = self.held_bytes();
         let mut peak = live;
         for i in 0..self.nodes.len() {
@@ -803,7 +815,12 @@ impl<T: Float> Graph<T> {
             let before = held(self, if self.has[i] { self.freed_bytes(i) } else { 0 });
             let t0 = timer.is_some().then(std::time::Instant::now);
             let dying = |j: usize| (last[j] == i as u32 || copies[j]) && !pinned[j];
-            if !self.reshape_in_place(i, dying) && !self.compute_in_place(i, dying) {
+            let done = match plan.places.get(i) {
+                Some(&Place::Part { join, index }) => self.compute_part(i, join as usize, index as usize, &mut live)?,
+                Some(Place::Join) => self.take_join(i, &mut live),
+                _ => false,
+            };
+            if !done && !self.reshape_in_place(i, dying) && !self.compute_in_place(i, dying) {
                 self.compute(i)?;
             }
             if let (Some(t), Some(t0)) = (timer.as_deref_mut(), t0) {

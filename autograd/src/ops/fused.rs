@@ -21,6 +21,7 @@ use super::fresh::filled_rows;
 use super::{arity, fin, grads, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
+use crate::gemm::for_rows;
 use crate::graph::Graph;
 use crate::node::{NodeId, Shape, Value};
 use crate::ops::activation::sigmoid;
@@ -216,6 +217,30 @@ impl<T: Float> Rule<T> for LstmCellGrad {
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        // SAFETY: `rows` writes every element of each row it is handed.
+        Ok(self.rows(x, shape, |rows, w, f| unsafe { filled_rows(rows, w, f) }))
+    }
+
+    fn forward_into(&self, x: &[&Value<T>], shape: &[usize], out: &mut [T]) -> bool {
+        self.rows(x, shape, |_, w, f| for_rows(out, w, f));
+        true
+    }
+
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let of = self.of;
+        expanded_vjp(g, b, |g, x| lstm_grad_primitive(g, of, x[0], x[1], &x[2..]))
+    }
+}
+
+impl LstmCellGrad {
+    /// Hands `run` the output's rows, width and the kernel that writes a block of whole
+    /// rows (each row written whole: `dc·f` of the cell, or the four gate blocks).
+    fn rows<T: Float, R>(
+        &self,
+        x: &[&Value<T>],
+        shape: &[usize],
+        run: impl FnOnce(usize, usize, &(dyn Fn(usize, &mut [T]) + Sync)) -> R,
+    ) -> R {
         let rows = shape[0];
         let h = fin(x, 1).shape()[1];
         let (out, c) = (flat(fin(x, 0)), Rows::of(fin(x, 1)));
@@ -225,62 +250,46 @@ impl<T: Float> Rule<T> for LstmCellGrad {
         let (gw, zeros) = if self.state_only { (h, vec![T::zero(); h]) } else { (6 * h, Vec::new()) };
         let one = T::one();
         let w = shape[1];
-        // SAFETY: each row is written whole: `dc·f` (of the cell), or the four gate blocks.
-        let res = unsafe {
-            filled_rows(rows, w, &|r0, res| {
-                let (out, cs, gr) = (&out[r0 * 6 * h..], c.rows_from(r0), &gr[r0 * gw..]);
-                let gc = if self.state_only { &gc[r0 * h..] } else { &gc[..] };
-                let (mut dc, mut tc) = (vec![T::zero(); h], vec![T::zero(); h]);
-                crate::simd::vectorized(
-                    #[inline(always)]
-                    || {
-                        for (k, ((r, o), (cp, g))) in res
-                            .chunks_exact_mut(w)
-                            .zip(out.chunks_exact(6 * h))
-                            .zip(cs.chunks(c.ld).zip(gr.chunks_exact(gw)))
-                            .enumerate()
-                        {
-                            let cp = &cp[..h];
-                            let (cn, ig, fg, gg, og) =
-                                (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..4 * h], &o[4 * h..5 * h], &o[5 * h..]);
-                            let (g_h, g_c, g_i, g_f, g_g, g_o) = if self.state_only {
-                                let z = &zeros[..];
-                                (g, &gc[k * h..(k + 1) * h], z, z, z, z)
-                            } else {
-                                (
-                                    &g[..h],
-                                    &g[h..2 * h],
-                                    &g[2 * h..3 * h],
-                                    &g[3 * h..4 * h],
-                                    &g[4 * h..5 * h],
-                                    &g[5 * h..],
-                                )
-                            };
-                            // dc = g_c + g_h o (1 - tanh²c'), the gradient reaching c' (passes that vectorize).
-                            map1(&mut tc, cn, |c| c.tanh_fast());
-                            map4(&mut dc, g_c, g_h, og, &tc, |gc, gh, o, t| gc + gh * o * (one - t * t));
-                            if self.of == LstmGradOf::Cell {
-                                map2(r, &dc, fg, |d, f| d * f);
-                                continue;
-                            }
-                            let (ri, rest) = r.split_at_mut(h);
-                            let (rf, rest) = rest.split_at_mut(h);
-                            let (rg, ro) = rest.split_at_mut(h);
-                            map4(ri, &dc, gg, g_i, ig, |d, g, t, i| (d * g + t) * i * (one - i));
-                            map4(rf, &dc, cp, g_f, fg, |d, c, t, f| (d * c + t) * f * (one - f));
-                            map4(rg, &dc, ig, g_g, gg, |d, i, t, g| (d * i + t) * (one - g * g));
-                            map4(ro, g_h, &tc, g_o, og, |gh, t, go, o| (gh * t + go) * o * (one - o));
+        run(rows, w, &|r0, res| {
+            let (out, cs, gr) = (&out[r0 * 6 * h..], c.rows_from(r0), &gr[r0 * gw..]);
+            let gc = if self.state_only { &gc[r0 * h..] } else { &gc[..] };
+            let (mut dc, mut tc) = (vec![T::zero(); h], vec![T::zero(); h]);
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (k, ((r, o), (cp, g))) in res
+                        .chunks_exact_mut(w)
+                        .zip(out.chunks_exact(6 * h))
+                        .zip(cs.chunks(c.ld).zip(gr.chunks_exact(gw)))
+                        .enumerate()
+                    {
+                        let cp = &cp[..h];
+                        let (cn, ig, fg, gg, og) =
+                            (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..4 * h], &o[4 * h..5 * h], &o[5 * h..]);
+                        let (g_h, g_c, g_i, g_f, g_g, g_o) = if self.state_only {
+                            let z = &zeros[..];
+                            (g, &gc[k * h..(k + 1) * h], z, z, z, z)
+                        } else {
+                            (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..4 * h], &g[4 * h..5 * h], &g[5 * h..])
+                        };
+                        // dc = g_c + g_h o (1 - tanh²c'), the gradient reaching c' (passes that vectorize).
+                        map1(&mut tc, cn, |c| c.tanh_fast());
+                        map4(&mut dc, g_c, g_h, og, &tc, |gc, gh, o, t| gc + gh * o * (one - t * t));
+                        if self.of == LstmGradOf::Cell {
+                            map2(r, &dc, fg, |d, f| d * f);
+                            continue;
                         }
-                    },
-                );
-            })
-        };
-        Ok(res)
-    }
-
-    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let of = self.of;
-        expanded_vjp(g, b, |g, x| lstm_grad_primitive(g, of, x[0], x[1], &x[2..]))
+                        let (ri, rest) = r.split_at_mut(h);
+                        let (rf, rest) = rest.split_at_mut(h);
+                        let (rg, ro) = rest.split_at_mut(h);
+                        map4(ri, &dc, gg, g_i, ig, |d, g, t, i| (d * g + t) * i * (one - i));
+                        map4(rf, &dc, cp, g_f, fg, |d, c, t, f| (d * c + t) * f * (one - f));
+                        map4(rg, &dc, ig, g_g, gg, |d, i, t, g| (d * i + t) * (one - g * g));
+                        map4(ro, g_h, &tc, g_o, og, |gh, t, go, o| (gh * t + go) * o * (one - o));
+                    }
+                },
+            );
+        })
     }
 }
 

@@ -85,6 +85,13 @@ pub(crate) trait Rule<T: Float> {
     fn forward_in_place(&self, _acc: &mut ArrayD<T>, _pos: usize, _inputs: &[&Value<T>]) -> bool {
         false
     }
+    /// Computes the output into `out`, row-major, every element written: a part of a
+    /// join that a lean replay lays out in the join's own buffer (see
+    /// `graph/placed.rs`). Returns `false`, having written nothing, when the op does
+    /// not (the default).
+    fn forward_into(&self, _inputs: &[&Value<T>], _shape: &[usize], _out: &mut [T]) -> bool {
+        false
+    }
     /// Whether the output of a row-major input of shape `input` is a view of the
     /// input's buffer ([`Rule::forward_view`]): a reshape or a slice along the first
     /// axis (or after axes of length 1), both row-major, or a slice along a later axis
