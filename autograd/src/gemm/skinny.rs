@@ -20,13 +20,13 @@ use super::packed::Packed;
 /// Columns of a tile (two 16-lane vectors) and of a packed panel.
 pub(crate) const NR: usize = 32;
 /// Rows of a full tile: 24 accumulators, two vectors of `b` and a broadcast of `a`
-/// fit the 32 registers (12 rows took a step's products 4–7% less time than 8,
+/// fit the 32 registers (12 rows took a step's products 2–9% less time than 8,
 /// 14 rows more).
 const MR: usize = 12;
 /// The inner dimension is walked in blocks of this many, so that a block of a
 /// panel of `b` (256 KiB) stays in the core's L2 cache while the tiles of every
 /// row read it. A recurrent step's products (`k` = `H` or `4H`) run in one block:
-/// splitting `k = 2048` in blocks of 512 took 3–9% longer (each block stores and
+/// splitting `k = 2048` in blocks of 512 took 2–10% longer (each block stores and
 /// reloads the tile).
 const KC: usize = 2048;
 
