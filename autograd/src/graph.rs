@@ -16,6 +16,7 @@ use crate::scope::{Direction, ScopeGuard, ScopeId, ScopeInfo, ScopePath, Scopes,
 use crate::spares::{self, Spares, REUSED_BYTES};
 use crate::values::Values;
 
+mod paired;
 mod placed;
 use placed::Place;
 
@@ -67,6 +68,9 @@ pub struct Graph<T: Float> {
     /// The buffers of the joins whose parts a lean replay is computing in place,
     /// by join (see `placed`).
     placing: std::collections::HashMap<usize, Tensor<T>>,
+    /// A node a lean replay has computed ahead with its sibling, not yet reached
+    /// (see `paired`).
+    premade: Option<usize>,
 }
 
 /// What a [`Value::Shared`] value holds: the bytes of the shared buffer, whether the
@@ -167,6 +171,9 @@ struct LeanPlan {
     /// Joins whose parts are computed into the join's buffer, and those parts (empty
     /// when there are none; see `placed`).
     places: Vec<Place>,
+    /// Gate-gradient nodes computed with their sibling, the sibling's index by node
+    /// ([`LeanPlan::NONE`] for others; empty when there are none; see `paired`).
+    pairs: Vec<u32>,
 }
 
 /// The size from which a copy of part of a leaf is made again rather than kept
@@ -206,7 +213,8 @@ impl LeanPlan {
                 && node.inputs.first().is_some_and(|j| nodes[j.index()].op.is_leaf() || copies[j.index()]);
         }
         let places = placed::places(nodes, &needed, &pinned, elem);
-        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, copies, places }
+        let pairs = paired::pairs(nodes, &needed, &pinned);
+        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, copies, places, pairs }
     }
 }
 
@@ -235,6 +243,7 @@ impl<T: Float> Graph<T> {
             peak_bytes: 0,
             spares: Spares::default(),
             placing: std::collections::HashMap::new(),
+            premade: None,
         }
     }
 
@@ -784,6 +793,7 @@ impl<T: Float> Graph<T> {
     fn run_plan_lent(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
         let (last, pinned, copies) = (&plan.last, &plan.pinned, &plan.copies);
         self.placing.clear(); // a failed run's
+        self.premade = None;
         let mut live = self.held_bytes();
         let mut peak = live;
         for i in 0..self.nodes.len() {
@@ -815,10 +825,22 @@ impl<T: Float> Graph<T> {
             let before = held(self, if self.has[i] { self.freed_bytes(i) } else { 0 });
             let t0 = timer.is_some().then(std::time::Instant::now);
             let dying = |j: usize| (last[j] == i as u32 || copies[j]) && !pinned[j];
-            let done = match plan.places.get(i) {
-                Some(&Place::Part { join, index }) => self.compute_part(i, join as usize, index as usize, &mut live)?,
-                Some(Place::Join) => self.take_join(i, &mut live),
-                _ => false,
+            let pair = plan.pairs.get(i).filter(|&&k| k != LeanPlan::NONE).map(|&k| k as usize);
+            let place_of = |j: usize| match plan.places.get(j) {
+                Some(&Place::Part { join, index }) => Some((join as usize, index as usize)),
+                _ => None,
+            };
+            let place = place_of(i);
+            let done = if let Some(k) = pair {
+                self.compute_pair((i, place), (k, place_of(k)), &mut live)?;
+                true
+            } else if self.premade == Some(i) {
+                self.premade = None; // made with its sibling
+                true
+            } else if let Some((join, index)) = place {
+                self.compute_part(i, join, index, &mut live)?
+            } else {
+                matches!(plan.places.get(i), Some(Place::Join)) && self.take_join(i, &mut live)
             };
             if !done && !self.reshape_in_place(i, dying) && !self.compute_in_place(i, dying) {
                 self.compute(i)?;

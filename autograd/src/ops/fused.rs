@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use ndarray::{ArrayD, ArrayViewD, Ix2, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, Ix2};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -218,11 +218,11 @@ impl<T: Float> Rule<T> for LstmCellGrad {
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         // SAFETY: `rows` writes every element of each row it is handed.
-        Ok(self.rows(x, shape, |rows, w, f| unsafe { filled_rows(rows, w, f) }))
+        Ok(self.rows_with(x, shape, None, |rows, w, f| unsafe { filled_rows(rows, w, f) }))
     }
 
     fn forward_into(&self, x: &[&Value<T>], shape: &[usize], out: &mut [T]) -> bool {
-        self.rows(x, shape, |_, w, f| for_rows(out, w, f));
+        self.rows_with(x, shape, None, |_, w, f| for_rows(out, w, f));
         true
     }
 
@@ -232,13 +232,94 @@ impl<T: Float> Rule<T> for LstmCellGrad {
     }
 }
 
-impl LstmCellGrad {
-    /// Hands `run` the output's rows, width and the kernel that writes a block of whole
-    /// rows (each row written whole: `dc·f` of the cell, or the four gate blocks).
-    fn rows<T: Float, R>(
+/// Where a gradient kernel also writes its sibling node's rows (a lean replay computes
+/// the two together; see `graph/paired.rs`): row `r` at `r·width`.
+struct SiblingRows<T>(*mut T);
+
+// SAFETY: the kernel's threads write disjoint rows through the pointer (each its own
+// block of rows, as they write the lead node's output).
+unsafe impl<T: Send> Sync for SiblingRows<T> {}
+
+impl<T> SiblingRows<T> {
+    /// Row `r` of `width` elements.
+    ///
+    /// # Safety
+    /// Row `r` lies in the buffer, and only the caller's share writes it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, r: usize, width: usize) -> &mut [T] {
+        // SAFETY: as the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(r * width), width) }
+    }
+}
+
+/// A fused gradient kernel that writes its output in blocks of whole rows, and with
+/// `sibling` the same rows of a sibling node's output.
+trait RowKernel<T: Float> {
+    /// Hands `run` the output's rows, width and the kernel that writes a block of
+    /// whole rows (first row, the block).
+    fn rows_with<R>(
         &self,
         x: &[&Value<T>],
         shape: &[usize],
+        sibling: Option<&SiblingRows<T>>,
+        run: impl FnOnce(usize, usize, &(dyn Fn(usize, &mut [T]) + Sync)) -> R,
+    ) -> R;
+}
+
+/// Runs `kernel` (the lead node, output `shape`) writing `lead` (`None`: a new array,
+/// returned) and every row of its sibling's `[rows, width]` output: `sib` when given (a
+/// placed part; `None` back), else a new array.
+fn with_sibling<T: Float>(
+    kernel: &impl RowKernel<T>,
+    (x, shape): (&[&Value<T>], &[usize]),
+    width: usize,
+    lead: Option<&mut [T]>,
+    sib: Option<&mut [T]>,
+) -> (Option<ArrayD<T>>, Option<ArrayD<T>>) {
+    let run = |lead: Option<&mut [T]>, to: &SiblingRows<T>| match lead {
+        Some(out) => {
+            kernel.rows_with(x, shape, Some(to), |_, w, f| for_rows(out, w, f));
+            None
+        }
+        // SAFETY: the kernel writes every element of each row it is handed.
+        None => Some(kernel.rows_with(x, shape, Some(to), |rows, w, f| unsafe { filled_rows(rows, w, f) })),
+    };
+    if let Some(s) = sib {
+        return (run(lead, &SiblingRows(s.as_mut_ptr())), None);
+    }
+    let mut made = None;
+    // SAFETY: the kernel writes every row of the sibling's output, and reads none.
+    let own = unsafe { super::fresh::filled(&[shape[0], width], |s| made = run(lead, &SiblingRows(s.as_mut_ptr()))) };
+    (made, Some(own))
+}
+
+impl LstmCellGrad {
+    /// The gate gradients (`self`, of [`LstmGradOf::Gates`]) into `gates` (`None`: a
+    /// new array) and the sibling node's cell-state gradient (`dc·f`, the same inputs
+    /// and `state_only`) into `cell` (`None`: a new `[B, H]` array), in one pass over
+    /// the rows: the gradient reaching `c'` is computed once for both. The values are
+    /// the two nodes' own.
+    pub(crate) fn with_cell<T: Float>(
+        &self,
+        x: &[&Value<T>],
+        shape: &[usize],
+        gates: Option<&mut [T]>,
+        cell: Option<&mut [T]>,
+    ) -> (Option<ArrayD<T>>, Option<ArrayD<T>>) {
+        debug_assert_eq!(self.of, LstmGradOf::Gates);
+        with_sibling(self, (x, shape), fin(x, 1).shape()[1], gates, cell)
+    }
+}
+
+impl<T: Float> RowKernel<T> for LstmCellGrad {
+    /// Hands `run` the output's rows, width and the kernel that writes a block of whole
+    /// rows (each row written whole: `dc·f` of the cell, or the four gate blocks; with
+    /// `cell`, the gates' and the same rows of the cell's).
+    fn rows_with<R>(
+        &self,
+        x: &[&Value<T>],
+        shape: &[usize],
+        cell: Option<&SiblingRows<T>>,
         run: impl FnOnce(usize, usize, &(dyn Fn(usize, &mut [T]) + Sync)) -> R,
     ) -> R {
         let rows = shape[0];
@@ -278,6 +359,11 @@ impl LstmCellGrad {
                         if self.of == LstmGradOf::Cell {
                             map2(r, &dc, fg, |d, f| d * f);
                             continue;
+                        }
+                        if let Some(cell) = cell {
+                            // SAFETY: row `r0 + k` of the `[B, H]` cell output, written by
+                            // this share only (it owns the same rows of the gates').
+                            map2(unsafe { cell.row(r0 + k, h) }, &dc, fg, |d, f| d * f);
                         }
                         let (ri, rest) = r.split_at_mut(h);
                         let (rf, rest) = rest.split_at_mut(h);
@@ -460,6 +546,51 @@ impl<T: Float> Rule<T> for GruCellGrad {
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
+        // SAFETY: `rows` writes every element of each row it is handed.
+        Ok(self.rows_with(x, shape, None, |rows, w, f| unsafe { filled_rows(rows, w, f) }))
+    }
+
+    fn forward_into(&self, x: &[&Value<T>], shape: &[usize], out: &mut [T]) -> bool {
+        self.rows_with(x, shape, None, |_, w, f| for_rows(out, w, f));
+        true
+    }
+
+    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
+        let (of, state_only) = (self.of, self.state_only);
+        expanded_vjp(g, b, |g, x| gru_grad_primitive(g, of, x[0], x[1], x[2], x[3], state_only))
+    }
+}
+
+impl GruCellGrad {
+    /// The gradient of the projected input (`self`, of [`GruGradOf::Input`]) into
+    /// `input` (`None`: a new array) and the sibling node's gradient of the projected
+    /// state (of [`GruGradOf::Hidden`], the same inputs and `state_only`) into `hidden`
+    /// (`None`: a new array), in one pass over the rows: the two differ only in the
+    /// last block, scaled by the reset gate. The values are the two nodes' own.
+    pub(crate) fn with_hidden<T: Float>(
+        &self,
+        x: &[&Value<T>],
+        shape: &[usize],
+        input: Option<&mut [T]>,
+        hidden: Option<&mut [T]>,
+    ) -> (Option<ArrayD<T>>, Option<ArrayD<T>>) {
+        debug_assert_eq!(self.of, GruGradOf::Input);
+        with_sibling(self, (x, shape), shape[1], input, hidden)
+    }
+}
+
+impl<T: Float> RowKernel<T> for GruCellGrad {
+    /// Hands `run` the output's rows, width and the kernel that writes a block of whole
+    /// rows: `g_h·z` (of the state), or the three gate blocks (`dn` first, read by `dr`
+    /// and then scaled in place for the hidden product); with `hidden`, also the hidden
+    /// product's rows there (the input's, `dn` scaled).
+    fn rows_with<R>(
+        &self,
+        x: &[&Value<T>],
+        shape: &[usize],
+        hidden: Option<&SiblingRows<T>>,
+        run: impl FnOnce(usize, usize, &(dyn Fn(usize, &mut [T]) + Sync)) -> R,
+    ) -> R {
         let rows = shape[0];
         let h = fin(x, 2).shape()[1];
         let (out, hp, hs, gr) = (flat(fin(x, 0)), flat(fin(x, 1)), Rows::of(fin(x, 2)), flat(fin(x, 3)));
@@ -467,52 +598,55 @@ impl<T: Float> Rule<T> for GruCellGrad {
         let w = shape[1];
         // Without taps' gradients (`state_only`) their blocks read as zeros.
         let (gw, zeros) = if self.state_only { (h, vec![T::zero(); h]) } else { (4 * h, Vec::new()) };
-        // SAFETY: each row is written whole: `g_h·z` (of the state), or the three gate blocks
-        // (`dn` first, read by `dr` and then scaled in place for the hidden product).
-        let res = unsafe {
-            filled_rows(rows, w, &|r0, res| {
-                let (out, hp, hv, gr) = (&out[r0 * 4 * h..], &hp[r0 * 3 * h..], hs.rows_from(r0), &gr[r0 * gw..]);
-                crate::simd::vectorized(
-                    #[inline(always)]
-                    || {
-                        for (r, ((o, zh), (hv, g))) in res.chunks_exact_mut(w).zip(
+        run(rows, w, &|r0, res| {
+            let (out, hp, hv, gr) = (&out[r0 * 4 * h..], &hp[r0 * 3 * h..], hs.rows_from(r0), &gr[r0 * gw..]);
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (k, (r, ((o, zh), (hv, g)))) in res
+                        .chunks_exact_mut(w)
+                        .zip(
                             out.chunks_exact(4 * h)
                                 .zip(hp.chunks_exact(3 * h))
                                 .zip(hv.chunks(hs.ld).zip(gr.chunks_exact(gw))),
-                        ) {
-                            let hv = &hv[..h];
-                            let (rg, zg, ng) = (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..]);
-                            let (g_h, g_r, g_z, g_n) = if self.state_only {
-                                (g, &zeros[..], &zeros[..], &zeros[..])
-                            } else {
-                                (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..])
-                            };
-                            if self.of == GruGradOf::State {
-                                map2(r, g_h, zg, |g, z| g * z);
-                                continue;
-                            }
-                            // Passes that vectorize: dn first (dr reads it), then dr and dz.
-                            let (dr, rest) = r.split_at_mut(h);
-                            let (dz, dn) = rest.split_at_mut(h);
-                            map4(dn, g_h, zg, g_n, ng, |gh, z, gn, n| (gh * (one - z) + gn) * (one - n * n));
-                            map4(dr, dn, &zh[2 * h..], g_r, rg, |dn, hn, gr, r| (dn * hn + gr) * r * (one - r));
-                            map5(dz, g_h, hv, ng, g_z, zg, |gh, hv, n, gz, z| (gh * (hv - n) + gz) * z * (one - z));
-                            if self.of == GruGradOf::Hidden {
-                                for (d, &r) in dn.iter_mut().zip(rg) {
-                                    *d *= r;
-                                }
+                        )
+                        .enumerate()
+                    {
+                        let hv = &hv[..h];
+                        let (rg, zg, ng) = (&o[h..2 * h], &o[2 * h..3 * h], &o[3 * h..]);
+                        let (g_h, g_r, g_z, g_n) = if self.state_only {
+                            (g, &zeros[..], &zeros[..], &zeros[..])
+                        } else {
+                            (&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..])
+                        };
+                        if self.of == GruGradOf::State {
+                            map2(r, g_h, zg, |g, z| g * z);
+                            continue;
+                        }
+                        // Passes that vectorize: dn first (dr reads it), then dr and dz.
+                        let (dr, rest) = r.split_at_mut(h);
+                        let (dz, dn) = rest.split_at_mut(h);
+                        map4(dn, g_h, zg, g_n, ng, |gh, z, gn, n| (gh * (one - z) + gn) * (one - n * n));
+                        map4(dr, dn, &zh[2 * h..], g_r, rg, |dn, hn, gr, r| (dn * hn + gr) * r * (one - r));
+                        map5(dz, g_h, hv, ng, g_z, zg, |gh, hv, n, gz, z| (gh * (hv - n) + gz) * z * (one - z));
+                        if self.of == GruGradOf::Hidden {
+                            for (d, &r) in dn.iter_mut().zip(rg) {
+                                *d *= r;
                             }
                         }
-                    },
-                );
-            })
-        };
-        Ok(res)
-    }
-
-    fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
-        let (of, state_only) = (self.of, self.state_only);
-        expanded_vjp(g, b, |g, x| gru_grad_primitive(g, of, x[0], x[1], x[2], x[3], state_only))
+                        if let Some(hidden) = hidden {
+                            // SAFETY: row `r0 + k` of the hidden product's `[B, 3H]`
+                            // gradient, written by this share only (it owns the same
+                            // rows of the input's).
+                            let to = unsafe { hidden.row(r0 + k, 3 * h) };
+                            let (to_rz, to_n) = to.split_at_mut(2 * h);
+                            to_rz.copy_from_slice(&r[..2 * h]);
+                            map2(to_n, &r[2 * h..], rg, |d, r| d * r);
+                        }
+                    }
+                },
+            );
+        })
     }
 }
 
@@ -595,16 +729,14 @@ impl<T: Float> Rule<T> for ActivationGrad {
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (y, g) = (flat(fin(x, 0)), flat(fin(x, 1)));
-        let one = T::one();
-        let mut v = vec![T::zero(); y.len()];
-        crate::simd::vectorized(
-            #[inline(always)]
-            || match self.kind {
-                ActivationKind::Tanh => map2(&mut v, &y, &g, |y, g| g * (one - y * y)),
-                ActivationKind::Sigmoid => map2(&mut v, &y, &g, |y, g| g * y * (one - y)),
-            },
-        );
-        Ok(ArrayD::from_shape_vec(IxDyn(shape), v).expect("sized"))
+        // SAFETY: `activation_grad_into` writes every element and reads none.
+        Ok(unsafe { super::fresh::filled(shape, |v| activation_grad_into(self.kind, v, &y, &g)) })
+    }
+
+    fn forward_into(&self, x: &[&Value<T>], _: &[usize], out: &mut [T]) -> bool {
+        let (y, g) = (flat(fin(x, 0)), flat(fin(x, 1)));
+        activation_grad_into(self.kind, out, &y, &g);
+        true
     }
 
     fn forward_in_place(&self, acc: &mut ArrayD<T>, pos: usize, x: &[&Value<T>]) -> bool {
@@ -645,6 +777,18 @@ impl<T: Float> Rule<T> for ActivationGrad {
         let dg = if b.needs[1] { Some(g.activation_grad(self.kind, y, u)?) } else { None };
         grads([dy, dg])
     }
+}
+
+/// `out = g ⊙ dy/dx` from the activation's output `y`, one vectorized pass.
+fn activation_grad_into<T: Float>(kind: ActivationKind, out: &mut [T], y: &[T], g: &[T]) {
+    let one = T::one();
+    crate::simd::vectorized(
+        #[inline(always)]
+        || match kind {
+            ActivationKind::Tanh => map2(out, y, g, |y, g| g * (one - y * y)),
+            ActivationKind::Sigmoid => map2(out, y, g, |y, g| g * y * (one - y)),
+        },
+    );
 }
 
 // ----- second order by expansion -------------------------------------------------------

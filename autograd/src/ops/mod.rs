@@ -22,7 +22,7 @@ use crate::node::{NodeId, Shape, Tensor, Value};
 pub mod activation;
 pub mod conv;
 pub mod elementwise;
-mod fresh;
+pub(crate) mod fresh;
 pub mod fused;
 pub mod index;
 pub mod linalg;
