@@ -730,12 +730,12 @@ impl<T: Float> Rule<T> for ActivationGrad {
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
         let (y, g) = (flat(fin(x, 0)), flat(fin(x, 1)));
         // SAFETY: `activation_grad_into` writes every element and reads none.
-        Ok(unsafe { super::fresh::filled(shape, |v| activation_grad_into(self.kind, v, &y, &g)) })
+        Ok(unsafe { super::fresh::filled(shape, |v| activation_grad_into(self.kind, shape, v, &y, &g)) })
     }
 
-    fn forward_into(&self, x: &[&Value<T>], _: &[usize], out: &mut [T]) -> bool {
+    fn forward_into(&self, x: &[&Value<T>], shape: &[usize], out: &mut [T]) -> bool {
         let (y, g) = (flat(fin(x, 0)), flat(fin(x, 1)));
-        activation_grad_into(self.kind, out, &y, &g);
+        activation_grad_into(self.kind, shape, out, &y, &g);
         true
     }
 
@@ -779,16 +779,21 @@ impl<T: Float> Rule<T> for ActivationGrad {
     }
 }
 
-/// `out = g ⊙ dy/dx` from the activation's output `y`, one vectorized pass.
-fn activation_grad_into<T: Float>(kind: ActivationKind, out: &mut [T], y: &[T], g: &[T]) {
+/// `out = g ⊙ dy/dx` from the activation's output `y` (all of `shape`), one
+/// vectorized pass, its rows split over the engine's threads when large.
+fn activation_grad_into<T: Float>(kind: ActivationKind, shape: &[usize], out: &mut [T], y: &[T], g: &[T]) {
     let one = T::one();
-    crate::simd::vectorized(
-        #[inline(always)]
-        || match kind {
-            ActivationKind::Tanh => map2(out, y, g, |y, g| g * (one - y * y)),
-            ActivationKind::Sigmoid => map2(out, y, g, |y, g| g * y * (one - y)),
-        },
-    );
+    let w = shape.last().copied().unwrap_or(1).max(1);
+    for_rows(out, w, &|r0, blk| {
+        let (y, g) = (&y[r0 * w..r0 * w + blk.len()], &g[r0 * w..r0 * w + blk.len()]);
+        crate::simd::vectorized(
+            #[inline(always)]
+            || match kind {
+                ActivationKind::Tanh => map2(blk, y, g, |y, g| g * (one - y * y)),
+                ActivationKind::Sigmoid => map2(blk, y, g, |y, g| g * y * (one - y)),
+            },
+        );
+    });
 }
 
 // ----- second order by expansion -------------------------------------------------------
