@@ -807,10 +807,11 @@ impl<T: Float> Graph<T> {
                 }
                 continue;
             }
-            // A copy released after an earlier reader is made again for this one.
+            // A copy released after an earlier reader is made again for this one (not for
+            // a node made ahead with another, which read its inputs then).
             for k in 0..self.nodes[i].inputs.len() {
                 let j = self.nodes[i].inputs[k].index();
-                if copies[j] && !self.computed(j) {
+                if copies[j] && !self.computed(j) && self.premade != Some(i) {
                     self.recopy(j, &mut live)?;
                     peak = peak.max(live);
                 }
@@ -825,7 +826,9 @@ impl<T: Float> Graph<T> {
             let before = held(self, if self.has[i] { self.freed_bytes(i) } else { 0 });
             let t0 = timer.is_some().then(std::time::Instant::now);
             let dying = |j: usize| (last[j] == i as u32 || copies[j]) && !pinned[j];
-            let pair = plan.pairs.get(i).filter(|&&k| k != LeanPlan::NONE).map(|&k| k as usize);
+            // One node at a time is made ahead of its turn.
+            let pair =
+                plan.pairs.get(i).filter(|&&k| k != LeanPlan::NONE && self.premade.is_none()).map(|&k| k as usize);
             let place_of = |j: usize| match plan.places.get(j) {
                 Some(&Place::Part { join, index }) => Some((join as usize, index as usize)),
                 _ => None,

@@ -99,6 +99,7 @@ impl<T: Float> Graph<T> {
             }
         }
         *live += self.bytes(k);
+        debug_assert!(self.premade.is_none(), "one node at a time is made ahead");
         self.premade = Some(k);
         Ok(())
     }

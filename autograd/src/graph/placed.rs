@@ -96,7 +96,8 @@ pub(super) fn places(nodes: &[Node], needed: &[bool], pinned: &[bool], elem: usi
 impl<T: Float> Graph<T> {
     /// Computes node `i`, part `index` of the join `join`, into the join's buffer (taken
     /// for the first part computed: `live` gains its bytes then). Returns `false`,
-    /// having computed nothing, when the op does not write in place.
+    /// having computed nothing, when the op does not write in place (the buffer, if
+    /// this took it, goes back when the join is reached: [`Graph::take_join`]).
     pub(super) fn compute_part(&mut self, i: usize, join: usize, index: usize, live: &mut usize) -> Result<bool> {
         self.check_inputs(i)?;
         if self.has[i] {

@@ -101,7 +101,11 @@ pub(crate) unsafe fn unwritten<T: Float>(n: usize) -> Vec<T> {
         return vec![nan; n];
     }
     // SAFETY: as `uncleared`'s: `f32` and `f64` have no invalid bit patterns and no
-    // destructors, and the caller writes each element before anything reads it.
+    // destructors, and the caller writes each element before anything reads it. Unlike
+    // `uncleared`'s, the elements are written after the length is set, through views
+    // of the parts; an element no part wrote is never read (a join whose parts were not
+    // all written is computed by copying, and its buffer dropped or kept as a spare,
+    // whose next user writes it whole first).
     unsafe { uncleared(n, |_| {}) }
 }
 
