@@ -320,6 +320,15 @@ impl<T: Float> Graph<T> {
         self.has[i]
     }
 
+    /// An error naming node `i`'s op if one of its inputs has no value.
+    fn check_inputs(&self, i: usize) -> Result<()> {
+        let node = &self.nodes[i];
+        match node.inputs.iter().find(|j| !self.computed(j.index())) {
+            Some(j) => Err(self.not_computed(node.op.name(), j.index())),
+            None => Ok(()),
+        }
+    }
+
     /// Drops node `i`'s value (a lean replay's release).
     fn release(&mut self, i: usize) {
         self.packs.forget(i);
@@ -1027,10 +1036,7 @@ impl<T: Float> Graph<T> {
 
     /// Computes node `i` from its inputs' values.
     fn compute(&mut self, i: usize) -> Result<()> {
-        let node = &self.nodes[i];
-        if let Some(j) = node.inputs.iter().find(|j| !self.computed(j.index())) {
-            return Err(self.not_computed(node.op.name(), j.index()));
-        }
+        self.check_inputs(i)?;
         if self.has[i] && self.holds_large_buffer(i) {
             // The value of an earlier run, about to be replaced: its buffer may serve
             // the new one (if the op fails, the node is left without a value).

@@ -116,15 +116,6 @@ impl<T: Float> Graph<T> {
         Ok(true)
     }
 
-    /// An error naming node `i`'s op if one of its inputs has no value.
-    pub(super) fn check_inputs(&self, i: usize) -> Result<()> {
-        let node = &self.nodes[i];
-        match node.inputs.iter().find(|j| !self.has[j.index()]) {
-            Some(j) => Err(self.not_computed(node.op.name(), j.index())),
-            None => Ok(()),
-        }
-    }
-
     /// Part `index`'s elements of the join `join`'s buffer (taken for the first part
     /// computed: `live` gains its bytes then).
     ///

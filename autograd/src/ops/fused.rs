@@ -217,12 +217,11 @@ impl<T: Float> Rule<T> for LstmCellGrad {
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        // SAFETY: `rows` writes every element of each row it is handed.
-        Ok(self.rows_with(x, shape, None, |rows, w, f| unsafe { filled_rows(rows, w, f) }))
+        Ok(self.write_rows(x, shape, None, None).expect("a new array when given no slice"))
     }
 
     fn forward_into(&self, x: &[&Value<T>], shape: &[usize], out: &mut [T]) -> bool {
-        self.rows_with(x, shape, None, |_, w, f| for_rows(out, w, f));
+        self.write_rows(x, shape, None, Some(out));
         true
     }
 
@@ -264,6 +263,25 @@ trait RowKernel<T: Float> {
         sibling: Option<&SiblingRows<T>>,
         run: impl FnOnce(usize, usize, &(dyn Fn(usize, &mut [T]) + Sync)) -> R,
     ) -> R;
+
+    /// The output written into `out`, split over the engine's threads (`None`: into a
+    /// new array, returned), and with `sibling` the same rows of the sibling's output.
+    fn write_rows(
+        &self,
+        x: &[&Value<T>],
+        shape: &[usize],
+        sibling: Option<&SiblingRows<T>>,
+        out: Option<&mut [T]>,
+    ) -> Option<ArrayD<T>> {
+        match out {
+            Some(out) => {
+                self.rows_with(x, shape, sibling, |_, w, f| for_rows(out, w, f));
+                None
+            }
+            // SAFETY: the kernel writes every element of each row it is handed.
+            None => Some(self.rows_with(x, shape, sibling, |rows, w, f| unsafe { filled_rows(rows, w, f) })),
+        }
+    }
 }
 
 /// Runs `kernel` (the lead node, output `shape`) writing `lead` (`None`: a new array,
@@ -276,14 +294,7 @@ fn with_sibling<T: Float>(
     lead: Option<&mut [T]>,
     sib: Option<&mut [T]>,
 ) -> (Option<ArrayD<T>>, Option<ArrayD<T>>) {
-    let run = |lead: Option<&mut [T]>, to: &SiblingRows<T>| match lead {
-        Some(out) => {
-            kernel.rows_with(x, shape, Some(to), |_, w, f| for_rows(out, w, f));
-            None
-        }
-        // SAFETY: the kernel writes every element of each row it is handed.
-        None => Some(kernel.rows_with(x, shape, Some(to), |rows, w, f| unsafe { filled_rows(rows, w, f) })),
-    };
+    let run = |lead: Option<&mut [T]>, to: &SiblingRows<T>| kernel.write_rows(x, shape, Some(to), lead);
     if let Some(s) = sib {
         return (run(lead, &SiblingRows(s.as_mut_ptr())), None);
     }
@@ -546,12 +557,11 @@ impl<T: Float> Rule<T> for GruCellGrad {
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        // SAFETY: `rows` writes every element of each row it is handed.
-        Ok(self.rows_with(x, shape, None, |rows, w, f| unsafe { filled_rows(rows, w, f) }))
+        Ok(self.write_rows(x, shape, None, None).expect("a new array when given no slice"))
     }
 
     fn forward_into(&self, x: &[&Value<T>], shape: &[usize], out: &mut [T]) -> bool {
-        self.rows_with(x, shape, None, |_, w, f| for_rows(out, w, f));
+        self.write_rows(x, shape, None, Some(out));
         true
     }
 
