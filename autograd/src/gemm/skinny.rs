@@ -6,7 +6,8 @@
 //! over the whole inner dimension (in blocks of [`KC`]), reading the rows of `a` by
 //! broadcasts and 32 columns of `b` per step. `b` is read either as rows with unit
 //! stride (a weight used untransposed) or from [`Packed`] panels: a transposed
-//! weight packed once and reused by every step of a replay. Threads split the
+//! weight packed once and reused by every step of a replay. Rows of `a` a multiple of
+//! 4 KiB apart are read from a copy with its rows spaced out (`Job::spaced`). Threads split the
 //! output's columns, and every output element is summed in the same order however
 //! the work is split, so results do not depend on the number of threads.
 
@@ -22,7 +23,7 @@ pub(crate) const NR: usize = 32;
 /// Rows of a full tile: 24 accumulators, two vectors of `b` and a broadcast of `a`
 /// fit the 32 registers (12 rows took a step's products 2–9% less time than 8,
 /// 14 rows more).
-const MR: usize = 12;
+pub(crate) const MR: usize = 12;
 /// The inner dimension is walked in blocks of this many, so that a block of a
 /// panel of `b` (256 KiB) stays in the core's L2 cache while the tiles of every
 /// row read it. A recurrent step's products (`k` = `H` or `4H`) run in one block:
@@ -102,6 +103,38 @@ impl Job<'_> {
             }
             k0 += kc;
         }
+    }
+}
+
+thread_local! {
+    /// A thread's copy of a left operand with its rows spaced out ([`Job::spaced`]).
+    static SPACED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Job<'_> {
+    /// [`Job::run`] reading `a` (row-major) from this thread's copy of it, whose rows
+    /// are one cache line further apart than a multiple of 4 KiB: rows that fall into
+    /// one set of the L1 cache evict each other while a tile broadcasts from them.
+    /// Each thread copies `a` itself, so that no thread reads lines another has just
+    /// written. The same values as [`Job::run`].
+    ///
+    /// # Safety
+    /// As [`Job::run`], and `a`'s rows are contiguous (`sa.1 == 1`).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn spaced(&self, range: Range<usize>) {
+        SPACED.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let ld = self.k.next_multiple_of(16) + 16;
+            if buf.len() < self.m * ld {
+                buf.resize(self.m * ld, 0.0);
+            }
+            for i in 0..self.m {
+                let row = std::slice::from_raw_parts(self.a.offset(i as isize * self.sa.0), self.k);
+                buf[i * ld..i * ld + self.k].copy_from_slice(row);
+            }
+            let job = Job { a: buf.as_ptr(), sa: (ld as isize, 1), ..*self };
+            job.run(range);
+        });
     }
 }
 
