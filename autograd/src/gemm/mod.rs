@@ -48,6 +48,10 @@ const SKINNY_ROWS: usize = 128;
 /// The farthest apart (in elements) the rows of `b` may be for the skinny kernel to
 /// read them in place.
 const MAX_ROW_GAP: usize = 1024;
+/// The largest left operand (in elements) the skinny kernel copies with its rows spaced
+/// out ([`rows_alias`]): each thread keeps its copy's buffer for the next product, so
+/// this bounds what it holds (4 MiB; a recurrent step's `[64, 2048]` is 0.5 MiB).
+const SPACED_ELEMS: usize = 1 << 20;
 /// Products of fewer multiply-adds than this run on the calling thread alone.
 const PARALLEL_MACS: usize = 1 << 20;
 
@@ -142,7 +146,7 @@ fn run_skinny<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: Src<'_>, beta: T, c:
     };
     let panels = job.panels();
     let shares = if m * n * k >= PARALLEL_MACS { panels } else { 1 };
-    let spaced = rows_alias(m, job.sa);
+    let spaced = m * k <= SPACED_ELEMS && rows_alias(m, job.sa);
     pool::run(shares, &|share, of| {
         let range = panels * share / of..panels * (share + 1) / of;
         // SAFETY: `skinny_fits` checked the element type and AVX-512; the pointers
