@@ -164,14 +164,14 @@ fn run_skinny<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: Src<'_>, beta: T, c:
 }
 
 /// Whether the rows of a row-major left operand (`m` rows `sa.0` elements apart) that
-/// one tile of the skinny kernel reads at once fall into few sets of the L1 cache
-/// (more than six of a tile's twelve in one set).
-/// With a row stride of a multiple of 4 KiB (a `[B, 1024]` or `[B, 2048]` step
-/// gradient) every row maps to the same set, and the tile's rows evict each other
-/// while it broadcasts from them: in a probe with its operands in the cache, a step's
-/// `[64, 2048]·[2048, 512]` took 9–14% longer than with rows a line further apart, and
-/// W4's `[32, 1024]·[1024, 256]` 15–85% longer. The L1 caches of the CPUs with AVX-512 have
-/// 64 sets of 64-byte lines (a 4 KiB period).
+/// one tile of the skinny kernel reads at once fall into few sets of the L1 cache:
+/// more than six of a tile's twelve in one set. With a row stride of a multiple of
+/// 4 KiB (a `[B, 1024]` or `[B, 2048]` step gradient) every row maps to the same set,
+/// and the tile's rows evict each other while it broadcasts from them: in a probe
+/// with its operands in the cache, a step's `[64, 2048]·[2048, 512]` took 9–14%
+/// longer than with rows a line further apart, and W4's `[32, 1024]·[1024, 256]`
+/// 15–85% longer. The L1 caches of the CPUs with AVX-512 have 64 sets of 64-byte
+/// lines (a 4 KiB period).
 fn rows_alias(m: usize, sa: (isize, isize)) -> bool {
     if sa.1 != 1 || m < 8 {
         return false;
@@ -352,6 +352,9 @@ mod tests {
         // are read as they are.
         assert!(!rows_alias(64, (512, 1)) && !rows_alias(64, (1040, 1)));
         assert!(!rows_alias(64, (1, 1024)) && !rows_alias(4, (1024, 1)));
+        // The copy's row length: 1,024 and 2,048 get a line more, 1,008 (4,032 bytes,
+        // a line short of 4 KiB) is spread already.
+        assert!(!rows_alias(64, (1008, 1)) && !rows_alias(64, (2064, 1)));
     }
 
     #[test]

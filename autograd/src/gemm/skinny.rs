@@ -6,9 +6,9 @@
 //! over the whole inner dimension (in blocks of [`KC`]), reading the rows of `a` by
 //! broadcasts and 32 columns of `b` per step. `b` is read either as rows with unit
 //! stride (a weight used untransposed) or from [`Packed`] panels: a transposed
-//! weight packed once and reused by every step of a replay. Rows of `a` a multiple of
-//! 4 KiB apart are read from a copy with its rows spaced out (`Job::spaced`). Threads split the
-//! output's columns, and every output element is summed in the same order however
+//! weight packed once and reused by every step of a replay. Rows of `a` a multiple
+//! of 4 KiB apart are read from a copy with its rows spaced out (`Job::spaced`).
+//! Threads split the output's columns, and every output element is summed in the same order however
 //! the work is split, so results do not depend on the number of threads.
 
 use std::ops::Range;
@@ -112,9 +112,10 @@ thread_local! {
 }
 
 impl Job<'_> {
-    /// [`Job::run`] reading `a` (row-major) from this thread's copy of it, whose rows
-    /// are one cache line further apart than a multiple of 4 KiB: rows that fall into
-    /// one set of the L1 cache evict each other while a tile broadcasts from them.
+    /// [`Job::run`] reading `a` (row-major) from this thread's copy of it, with its rows
+    /// as far apart as their length rounded up to 16 elements, or a cache line more
+    /// when that too is a multiple of 4 KiB ([`super::rows_alias`]): rows that fall
+    /// into one set of the L1 cache evict each other while a tile broadcasts from them.
     /// Each thread copies `a` itself, so that no thread reads lines another has just
     /// written. The same values as [`Job::run`].
     ///
@@ -124,7 +125,10 @@ impl Job<'_> {
     pub(crate) unsafe fn spaced(&self, range: Range<usize>) {
         SPACED.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let ld = self.k.next_multiple_of(16) + 16;
+            let mut ld = self.k.next_multiple_of(16);
+            if super::rows_alias(self.m, (ld as isize, 1)) {
+                ld += 16;
+            }
             if buf.len() < self.m * ld {
                 buf.resize(self.m * ld, 0.0);
             }
