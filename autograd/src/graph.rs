@@ -8,6 +8,7 @@ use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::fxhash::FxMap;
 use crate::gemm::PackCache;
 use crate::node::{with_float, DType, Node, NodeId, Shape, Tensor, Value};
 use crate::ops::{Constant, Fail, Input, Op, Param, Rule};
@@ -52,7 +53,7 @@ pub struct Graph<T: Float> {
     /// Whether each node's value is there (not deferred, released or skipped).
     has: Vec<bool>,
     /// For each node holding a `Value::Shared`: the buffer it holds with others.
-    shared: std::collections::HashMap<usize, Holder>,
+    shared: Holders,
     pub(crate) scopes: Scopes,
     current: ScopeId,
     params: BTreeMap<String, NodeId>,
@@ -67,7 +68,7 @@ pub struct Graph<T: Float> {
     spares: Spares,
     /// The buffers of the joins whose parts a lean replay is computing in place,
     /// by join (see `placed`).
-    placing: std::collections::HashMap<usize, Tensor<T>>,
+    placing: FxMap<usize, Tensor<T>>,
     /// A node a lean replay has computed ahead with its sibling, not yet reached
     /// (see `paired`).
     premade: Option<usize>,
@@ -84,6 +85,29 @@ struct Holder {
     buffer: usize,
 }
 
+/// The [`Holder`] of every node holding a [`Value::Shared`], by node index: looked
+/// up for every node a replay computes, in node order, so a slot per node (read in
+/// the order it is laid out) rather than a hash map.
+#[derive(Clone, Debug, Default)]
+struct Holders(Vec<Option<Holder>>);
+
+impl Holders {
+    fn get(&self, i: &usize) -> Option<&Holder> {
+        self.0.get(*i).and_then(Option::as_ref)
+    }
+    fn insert(&mut self, i: usize, h: Holder) {
+        if i >= self.0.len() {
+            self.0.resize(i + 1, None);
+        }
+        self.0[i] = Some(h);
+    }
+    fn remove(&mut self, i: &usize) {
+        if let Some(slot) = self.0.get_mut(*i) {
+            *slot = None;
+        }
+    }
+}
+
 /// Slices and reshapes of values of fewer elements than this are copied rather than
 /// viewed: for them a copy costs less than sharing the buffer. (A fused LSTM step of
 /// `B = 8`, `H = 128`, W5's, has 6,144.)
@@ -96,7 +120,7 @@ fn view_of<T: Float>(
     rule: &dyn Rule<T>,
     inputs: &[NodeId],
     values: &mut Values<T>,
-    shared: &mut std::collections::HashMap<usize, Holder>,
+    shared: &mut Holders,
     shape: &[usize],
 ) -> Option<(Tensor<T>, Holder)> {
     let [j] = inputs else { return None };
@@ -233,7 +257,7 @@ impl<T: Float> Graph<T> {
             nodes: Vec::new(),
             values: Values::new(),
             has: Vec::new(),
-            shared: std::collections::HashMap::new(),
+            shared: Holders::default(),
             scopes: Scopes::default(),
             current: ScopeId::ROOT,
             params: BTreeMap::new(),
@@ -242,7 +266,7 @@ impl<T: Float> Graph<T> {
             packs: PackCache::default(),
             peak_bytes: 0,
             spares: Spares::default(),
-            placing: std::collections::HashMap::new(),
+            placing: FxMap::default(),
             premade: None,
         }
     }

@@ -56,6 +56,7 @@ pub mod backward;
 pub mod check;
 mod error;
 mod float;
+mod fxhash;
 pub mod gemm;
 mod graph;
 pub mod inspect;

@@ -7,12 +7,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Deref, DerefMut};
 
 use serde::{Deserialize, Serialize};
 
 use crate::float::Float;
+use crate::fxhash::FxMap;
 use crate::graph::Graph;
 
 /// An interned scope of one graph. `ScopeId::ROOT` is the empty path.
@@ -91,7 +91,7 @@ pub struct ScopeInfo {
 #[derive(Clone, Debug)]
 pub(crate) struct Scopes {
     recs: Vec<Rec>,
-    children: HashMap<(u32, Segment), u32, BuildHasherDefault<FxHasher>>,
+    children: FxMap<(u32, Segment), u32>,
     names: HashMap<String, u32>,
     /// The free names, by their index in `Segment::Name`.
     name_texts: Vec<String>,
@@ -106,35 +106,6 @@ struct Rec {
     layer: Option<u32>,
     direction: Option<Direction>,
     gradient: bool,
-}
-
-/// The multiply-rotate hash of rustc's `FxHasher`: the scope table's keys are a few
-/// small integers, looked up once per recorded scope change, where SipHash's
-/// resistance to chosen keys buys nothing and costs a measurable share of recording.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 impl Default for Scopes {

@@ -1,7 +1,9 @@
 //! Weights packed for the skinny kernel, and the per-graph cache that keeps them
 //! while the weight's value does not change.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use crate::fxhash::FxMap;
 
 use ndarray::ArrayView2;
 
@@ -51,18 +53,23 @@ impl Packed {
 /// (each step of a replay), and forgotten when the leaf's value is set again.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PackCache {
-    packs: HashMap<(usize, bool), Packed>,
+    packs: FxMap<(usize, bool), Packed>,
 }
 
 impl PackCache {
     /// The packed copy of `b`, the value of leaf `node` read with transposition
     /// `trans`, packing it on first use (`None` unless the element type is `f32`).
     pub(crate) fn get<T: Float>(&mut self, node: usize, trans: bool, b: &ArrayView2<'_, T>) -> Option<&Packed> {
-        let fresh = self.packs.get(&(node, trans)).is_some_and(|p| p.dim() == b.dim());
-        if !fresh {
-            self.packs.insert((node, trans), super::pack(b)?);
-        }
-        self.packs.get(&(node, trans))
+        let slot = self.packs.entry((node, trans));
+        let p = match slot {
+            Entry::Occupied(o) if o.get().dim() == b.dim() => o.into_mut(),
+            Entry::Occupied(mut o) => {
+                o.insert(super::pack(b)?);
+                o.into_mut()
+            }
+            Entry::Vacant(v) => v.insert(super::pack(b)?),
+        };
+        Some(p)
     }
 
     /// Drops the packed copies of leaf `node` (its value is about to change).

@@ -39,7 +39,18 @@ pub(crate) unsafe fn filled<T: Float>(shape: &[usize], fill: impl FnOnce(&mut [T
         // SAFETY: `T` is `f32` or `f64`, and the caller's contract is `uncleared`'s.
         unsafe { uncleared(n, fill) }
     };
-    ArrayD::from_shape_vec(IxDyn(shape), v).expect("a buffer of the shape's size")
+    row_major(shape, v)
+}
+
+/// `v` as a row-major array of `shape`, whose element count `v` must have (checked).
+///
+/// ndarray's checked constructor also proves the strides fit, work that every
+/// small output of a replay would pay again for a layout known to fit.
+pub(crate) fn row_major<T>(shape: &[usize], v: Vec<T>) -> ArrayD<T> {
+    assert_eq!(v.len(), shape.iter().product::<usize>(), "a buffer of the shape's size");
+    // SAFETY: `v` holds exactly the product of `shape` elements, so the default
+    // (row-major) strides address every element of it once and none outside.
+    unsafe { ArrayD::from_shape_vec_unchecked(IxDyn(shape), v) }
 }
 
 /// A `[rows, width]` array whose rows `f(first_row, block)` writes, the blocks of

@@ -18,7 +18,7 @@ fn count(shape: &[usize]) -> usize {
 
 /// An array of `shape` from a row-major buffer of its size.
 fn array<T>(shape: &[usize], v: Vec<T>) -> ArrayD<T> {
-    ArrayD::from_shape_vec(IxDyn(shape), v).expect("a row-major buffer of the shape's size")
+    super::fresh::row_major(shape, v)
 }
 
 /// Index `index` of `axis` of a row-major `x`, the axis removed; `None` for another
