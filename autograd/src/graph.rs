@@ -141,7 +141,7 @@ fn view_of<T: Float>(
         let a = into_float(values.take(j));
         let buffer = a.as_ptr() as usize;
         shared.insert(j, Holder { bytes: a.len() * std::mem::size_of::<T>(), view: false, buffer });
-        values[j] = Value::Shared(a.into_shared());
+        values.set(j, Value::Shared(a.into_shared()));
     }
     match &values[j] {
         Value::Shared(x) => {
@@ -691,7 +691,7 @@ impl<T: Float> Graph<T> {
             });
         }
         self.packs.forget(id.index());
-        self.values[id.index()] = value;
+        self.values.set(id.index(), value);
         self.has[id.index()] = true;
         Ok(())
     }
@@ -1019,7 +1019,7 @@ impl<T: Float> Graph<T> {
         self.has[j] = false;
         // Row-major, and a reshape keeps the number of elements (checked when recorded).
         let b = a.into_shape_with_order(shape).expect("a row-major buffer reshapes to the same number of elements");
-        self.values[i] = Value::Float(b);
+        self.values.set(i, Value::Float(b));
         self.has[i] = true;
         true
     }
@@ -1049,11 +1049,11 @@ impl<T: Float> Graph<T> {
         let done = rule.forward_in_place(&mut acc, pos, &vals);
         drop(vals);
         if !done {
-            self.values[j] = Value::Float(acc);
+            self.values.set(j, Value::Float(acc));
             return false;
         }
         self.has[j] = false;
-        self.values[i] = Value::Float(acc);
+        self.values.set(i, Value::Float(acc));
         self.has[i] = true;
         true
     }
@@ -1068,14 +1068,14 @@ impl<T: Float> Graph<T> {
             self.has[i] = false;
         }
         if let Some(out) = self.matmul_packed(i) {
-            self.values[i] = Value::Float(out);
+            self.values.set(i, Value::Float(out));
             self.has[i] = true;
             return Ok(());
         }
         let node = &self.nodes[i];
         let rule = node.op.rule::<T>();
         if let Some((v, holder)) = view_of(rule, &node.inputs, &mut self.values, &mut self.shared, &node.shape) {
-            self.values[i] = Value::Shared(v);
+            self.values.set(i, Value::Shared(v));
             self.has[i] = true;
             self.shared.insert(i, holder);
             return Ok(());
@@ -1085,7 +1085,7 @@ impl<T: Float> Graph<T> {
         drop(vals);
         match result {
             Ok(out) => {
-                self.values[i] = Value::Float(out);
+                self.values.set(i, Value::Float(out));
                 self.has[i] = true;
                 Ok(())
             }

@@ -91,7 +91,7 @@ impl<T: Float> Graph<T> {
         for (j, made, place) in [(i, made_i, place_i), (k, made_k, place_k)] {
             match (made, place) {
                 (Some(v), _) => {
-                    self.values[j] = Value::Float(v);
+                    self.values.set(j, Value::Float(v));
                     self.has[j] = true;
                 }
                 (None, Some((join, index))) => self.set_part(j, join, index),

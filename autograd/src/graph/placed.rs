@@ -151,7 +151,7 @@ impl<T: Float> Graph<T> {
             let rows = buf.shape()[0] / self.nodes[join].inputs.len();
             buf.clone().slice_axis_move(Axis(0), Slice::from(index * rows..(index + 1) * rows))
         };
-        self.values[i] = Value::Shared(view);
+        self.values.set(i, Value::Shared(view));
         self.has[i] = true;
         self.shared.insert(i, Holder { bytes, view: true, buffer: base });
     }
@@ -179,7 +179,7 @@ impl<T: Float> Graph<T> {
         }
         let bytes = buf.len() * std::mem::size_of::<T>();
         *live -= bytes;
-        self.values[i] = Value::Shared(buf);
+        self.values.set(i, Value::Shared(buf));
         self.has[i] = true;
         self.shared.insert(i, Holder { bytes, view: false, buffer: id });
         true
