@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Each line holds: workload, size, threads, mode, median_ms, min_ms, max_ms,
-//! gflops (the SPEC's matrix-multiply FLOPs over the median), peak_gflops (sgemm
+//! steps (how many were timed: `--steps`, or for a short step as many as fill a
+//! quarter second, at most 2,000, after `--warmup` untimed ones), gflops (the SPEC's matrix-multiply FLOPs over the median), peak_gflops (sgemm
 //! with the engine's own matrix multiply, measured in the same process: the best of
 //! the measurements at its start and before each workload), peak_fraction,
 //! grad_norm (a checksum), nodes (recorded per step: forward, loss and gradient
@@ -103,9 +104,56 @@ impl Peak {
     }
 }
 
-fn stats(mut ms: Vec<f64>) -> (f64, f64, f64) {
-    ms.sort_by(f64::total_cmp);
-    (ms[ms.len() / 2], ms[0], ms[ms.len() - 1])
+/// The median, min and max of timed steps (ms), and how many there were.
+#[derive(Clone, Copy)]
+struct Times {
+    median: f64,
+    min: f64,
+    max: f64,
+    steps: usize,
+}
+
+impl Times {
+    fn of(mut ms: Vec<f64>) -> Times {
+        ms.sort_by(f64::total_cmp);
+        Times { median: ms[ms.len() / 2], min: ms[0], max: ms[ms.len() - 1], steps: ms.len() }
+    }
+
+    /// One measurement (W5: one step in a fresh process).
+    fn once(ms: f64) -> Times {
+        Times { median: ms, min: ms, max: ms, steps: 1 }
+    }
+}
+
+/// The time the timed steps of a short step fill at least (ms).
+const FILL_MS: f64 = 250.0;
+/// The most timed steps.
+const MAX_STEPS: usize = 2000;
+
+/// Runs `step` (which returns its `K` timings in ms) `--warmup` times, then times it:
+/// the `--steps` asked for, or for a short step as many more as fill [`FILL_MS`]
+/// (at most [`MAX_STEPS`]), so that the median of a step of microseconds is not
+/// decided by one interruption of ten steps. Timings of each kind, as [`Times`].
+fn timed<const K: usize>(args: &Args, mut step: impl FnMut() -> Res<[f64; K]>) -> Res<[Times; K]> {
+    let mut last = [0.0; K];
+    for _ in 0..args.warmup.max(1) {
+        last = step()?;
+    }
+    let n = args.steps.max(1).max(((FILL_MS / last[0].max(1e-3)) as usize).min(MAX_STEPS));
+    let mut ms: [Vec<f64>; K] = std::array::from_fn(|_| Vec::with_capacity(n));
+    for _ in 0..n {
+        for (m, t) in ms.iter_mut().zip(step()?) {
+            m.push(t);
+        }
+    }
+    Ok(ms.map(Times::of))
+}
+
+/// The milliseconds `f` takes.
+fn clock(f: impl FnOnce() -> Res<()>) -> Res<f64> {
+    let t0 = Instant::now();
+    f()?;
+    Ok(t0.elapsed().as_secs_f64() * 1e3)
 }
 
 fn grad_norm(g: &Graph<f32>, grads: &[NodeId]) -> Res<f64> {
@@ -121,7 +169,7 @@ struct Line<'a> {
     size: &'a str,
     threads: usize,
     mode: &'a str,
-    times: (f64, f64, f64),
+    times: Times,
     flops: f64,
     peak: f64,
     norm: f64,
@@ -129,10 +177,11 @@ struct Line<'a> {
 }
 
 fn print(l: &Line, extra: &str) {
-    let gflops = l.flops / (l.times.0 / 1e3) / 1e9;
+    let t = l.times;
+    let gflops = l.flops / (t.median / 1e3) / 1e9;
     println!(
-        "{{\"workload\":\"{}\",\"size\":\"{}\",\"threads\":{},\"mode\":\"{}\",\"median_ms\":{:.4},\"min_ms\":{:.4},\"max_ms\":{:.4},\"gflops\":{:.3},\"peak_gflops\":{:.2},\"peak_fraction\":{:.4},\"grad_norm\":{:.6e},\"nodes\":{}{extra}}}",
-        l.workload, l.size, l.threads, l.mode, l.times.0, l.times.1, l.times.2, gflops, l.peak, gflops / l.peak, l.norm, l.nodes
+        "{{\"workload\":\"{}\",\"size\":\"{}\",\"threads\":{},\"mode\":\"{}\",\"median_ms\":{:.4},\"min_ms\":{:.4},\"max_ms\":{:.4},\"steps\":{},\"gflops\":{:.3},\"peak_gflops\":{:.2},\"peak_fraction\":{:.4},\"grad_norm\":{:.6e},\"nodes\":{}{extra}}}",
+        l.workload, l.size, l.threads, l.mode, t.median, t.min, t.max, t.steps, gflops, l.peak, gflops / l.peak, l.norm, l.nodes
     );
 }
 
@@ -182,7 +231,7 @@ fn time_replay(
     args: &Args,
     keep: Option<&[NodeId]>,
     mut extra: impl FnMut(&mut Graph<f32>) -> Res<()>,
-) -> Res<(f64, f64, f64)> {
+) -> Res<Times> {
     let mut run = |g: &mut Graph<f32>| -> Res<()> {
         match keep {
             Some(k) => g.replay_keeping(k)?,
@@ -190,16 +239,8 @@ fn time_replay(
         }
         extra(g)
     };
-    for _ in 0..args.warmup {
-        run(g)?;
-    }
-    let mut ms = Vec::with_capacity(args.steps);
-    for _ in 0..args.steps.max(1) {
-        let t0 = Instant::now();
-        run(g)?;
-        ms.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(stats(ms))
+    let [t] = timed(args, || Ok([clock(|| run(g))?]))?;
+    Ok(t)
 }
 
 /// One line per op kind: its share of a replayed step.
@@ -375,7 +416,7 @@ fn w5_child(t: usize, chunk: Option<usize>, threads: usize) -> Res<()> {
             size: &size,
             threads,
             mode: "record+replay",
-            times: (ms, ms, ms),
+            times: Times::once(ms),
             flops,
             peak,
             norm,
@@ -416,7 +457,7 @@ fn w5_recompute(t: usize, segment: usize, threads: usize) -> Res<()> {
             size: &size,
             threads,
             mode: "recompute",
-            times: (ms, ms, ms),
+            times: Times::once(ms),
             flops,
             peak,
             norm,
@@ -461,47 +502,39 @@ fn w6(args: &Args, threads: usize, peak: &mut Peak) -> Res<()> {
     // records a graph over them (as a training loop does), it does not draw them.
     let work = RnnWork::new(CellKind::Rnn, 1000, 1, 8);
     let peak = peak.refresh();
-    let mut record = Vec::new();
+    // The graph of the last step is dropped at the next one, outside the clock.
     let mut last = None;
-    for i in 0..args.warmup + args.steps.max(1) {
+    let [rec] = timed(args, || {
         let t0 = Instant::now();
         let step = work.record(false)?;
-        if i >= args.warmup {
-            record.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
         last = Some(step);
-    }
+        Ok([ms])
+    })?;
     let (mut g, grads) = last.ok_or("no step")?;
     let n = g.len();
     let flops = 0.25 * 8.0 * (8 * (2 * 8 + 3 * 8) * 1000) as f64;
     let norm = grad_norm(&g, &grads)?;
-    let rec = stats(record);
-    let per = |t: f64| format!(",\"us_per_node\":{:.4}", t * 1e3 / n as f64);
+    let per = |t: Times| format!(",\"us_per_node\":{:.4}", t.median * 1e3 / n as f64);
     print(
         &Line { workload: "W6", size: "-", threads, mode: "record", times: rec, flops, peak, norm, nodes: n },
-        &per(rec.0),
+        &per(rec),
     );
-    // Bookkeeping alone: recorded deferred, nothing computed.
-    let mut deferred = Vec::new();
-    let mut lean = Vec::new();
+    // Bookkeeping alone: recorded deferred, nothing computed; then the lean run of it.
     let mut lean_norm = 0.0;
-    for i in 0..args.warmup + args.steps.max(1) {
+    let [d, l] = timed(args, || {
         let t0 = Instant::now();
         let (mut gd, gd_grads) = work.record(true)?;
         let recorded = t0.elapsed().as_secs_f64() * 1e3;
         gd.replay_keeping(&gd_grads)?;
-        if i >= args.warmup {
-            deferred.push(recorded);
-            lean.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
+        let total = t0.elapsed().as_secs_f64() * 1e3;
         lean_norm = grad_norm(&gd, &gd_grads)?;
-    }
-    let d = stats(deferred);
+        Ok([recorded, total])
+    })?;
     print(
         &Line { workload: "W6", size: "-", threads, mode: "record-deferred", times: d, flops, peak, norm, nodes: n },
-        &per(d.0),
+        &per(d),
     );
-    let l = stats(lean);
     print(
         &Line {
             workload: "W6",
@@ -514,25 +547,17 @@ fn w6(args: &Args, threads: usize, peak: &mut Peak) -> Res<()> {
             norm: lean_norm,
             nodes: n,
         },
-        &per(l.0),
+        &per(l),
     );
     let rep = time_replay(&mut g, args, None, |_| Ok(()))?;
     print(
         &Line { workload: "W6", size: "-", threads, mode: "replay", times: rep, flops, peak, norm, nodes: n },
-        &per(rep.0),
+        &per(rep),
     );
-    let mut lean_replay = Vec::new();
-    for i in 0..args.warmup + args.steps.max(1) {
-        let t0 = Instant::now();
-        g.replay_keeping(&grads)?;
-        if i >= args.warmup {
-            lean_replay.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    let lr = stats(lean_replay);
+    let lr = time_replay(&mut g, args, Some(&grads), |_| Ok(()))?;
     print(
         &Line { workload: "W6", size: "-", threads, mode: "lean-replay", times: lr, flops, peak, norm, nodes: n },
-        &per(lr.0),
+        &per(lr),
     );
     Ok(())
 }
