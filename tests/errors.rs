@@ -203,6 +203,14 @@ fn hostile_sizes_and_arguments_are_errors_not_panics() {
     let foreign = other.input(m(1, 1));
     assert!(matches!(g.local_response_norm(foreign, 0, 1.0, 1.0, 1.0).unwrap_err(), Error::ForeignNode { .. }));
     assert!(g.enter(unrolled::autograd::ScopeId::ROOT).is_ok());
+    // A zero extent empties an array but does not lift ndarray's bound on the others.
+    let huge = g.input(ArrayD::zeros(IxDyn(&[0, 1 << 62])));
+    for joined in [g.stack(&[huge, huge], 1), g.concat(&[huge, huge], 1), g.concat(&[huge; 4], 1)] {
+        assert!(matches!(joined.unwrap_err(), Error::InvalidInput { .. }));
+    }
+    let fits = g.input(ArrayD::zeros(IxDyn(&[0, 1 << 61])));
+    let both = g.concat(&[fits, fits], 1).unwrap();
+    assert_eq!(g.shape(both).unwrap(), &[0, 1 << 62]);
     let int_seed = g.index_input(ArrayD::zeros(IxDyn(&[])));
     let s = g.sum_all(x).unwrap();
     assert!(matches!(g.grad_with_seed(s, int_seed, &[x]).unwrap_err(), Error::DTypeMismatch { .. }));

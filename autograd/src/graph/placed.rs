@@ -164,7 +164,11 @@ impl<T: Float> Graph<T> {
         let id = buf.as_ptr() as usize;
         let placed = self.nodes[i].inputs.iter().all(|j| {
             let j = j.index();
-            self.has[j] && self.shared.get(&j).is_some_and(|h| h.view && h.buffer == id)
+            // (A holder is read only with the shared value it was made for: a slot given
+            // another value since may keep a stale one.)
+            self.has[j]
+                && matches!(self.values[j], Value::Shared(_))
+                && self.shared.get(&j).is_some_and(|h| h.view && h.buffer == id)
         });
         if !placed {
             // The parts that were placed keep the buffer until the last is released

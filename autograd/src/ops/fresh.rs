@@ -47,9 +47,18 @@ pub(crate) unsafe fn filled<T: Float>(shape: &[usize], fill: impl FnOnce(&mut [T
 /// ndarray's checked constructor also proves the strides fit, work that every
 /// small output of a replay would pay again for a layout known to fit.
 pub(crate) fn row_major<T>(shape: &[usize], v: Vec<T>) -> ArrayD<T> {
-    assert_eq!(v.len(), shape.iter().product::<usize>(), "a buffer of the shape's size");
-    // SAFETY: `v` holds exactly the product of `shape` elements, so the default
-    // (row-major) strides address every element of it once and none outside.
+    if v.is_empty() || std::mem::size_of::<T>() == 0 {
+        // A shape with a zero extent: its other extents may be anything, which the
+        // checked constructor bounds (an empty output is never a hot path; nor are
+        // zero-sized elements, which the engine never stores).
+        return ArrayD::from_shape_vec(IxDyn(shape), v).expect("an empty buffer of an empty shape");
+    }
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    assert_eq!(Some(v.len()), n, "a buffer of the shape's size");
+    // SAFETY: `v` holds exactly the product of `shape` elements (computed without
+    // overflow), so the default (row-major) strides address every element of it once
+    // and none outside; every extent is non-zero, and the product, the length of a
+    // `Vec` of a non-zero-sized `T`, is at most `isize::MAX`.
     unsafe { ArrayD::from_shape_vec_unchecked(IxDyn(shape), v) }
 }
 

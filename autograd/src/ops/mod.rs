@@ -135,6 +135,16 @@ pub(crate) fn numel(s: &[usize]) -> FResult<usize> {
         .ok_or_else(|| Fail::Invalid(format!("{s:?} has too many elements")))
 }
 
+/// `s` if an array of it can exist: the product of its non-zero extents fits in an
+/// `isize` (ndarray's bound, which a zero extent does not lift).
+pub(crate) fn addressable(s: Shape) -> FResult<Shape> {
+    let n = s.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d));
+    match n {
+        Some(n) if n <= isize::MAX as usize => Ok(s),
+        _ => Err(Fail::Invalid(format!("{s:?} has too many elements"))),
+    }
+}
+
 pub(crate) fn shape_of(s: &[usize]) -> Shape {
     s.iter().copied().collect()
 }

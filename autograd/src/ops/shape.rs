@@ -106,7 +106,9 @@ impl<T: Float> Rule<T> for Concat {
             if !same {
                 return Err(Fail::Mismatch(shape_of(first), shape_of(t)));
             }
-            out[self.axis] += t[self.axis];
+            out[self.axis] = out[self.axis]
+                .checked_add(t[self.axis])
+                .ok_or_else(|| Fail::Invalid("the joined extent overflows".into()))?;
         }
         Ok(out)
     }
