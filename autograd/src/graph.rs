@@ -89,7 +89,7 @@ struct Holder {
 /// up for every node a replay computes, in node order, so a slot per node (read in
 /// the order it is laid out) rather than a hash map: W6's lean replay 10–25% faster
 /// for 24 bytes a node up to the last shared one (1.5 MB at W5's T = 10000, 150 B
-/// of its 41.5 KB per step).
+/// of its 41.6 KB per step).
 #[derive(Clone, Debug, Default)]
 struct Holders(Vec<Option<Holder>>);
 
