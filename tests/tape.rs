@@ -686,10 +686,13 @@ fn cell_step<T: unrolled::autograd::Float>(
 
 /// A lean replay computes some nodes differently from eager recording: a join's parts
 /// in the join's buffer (`placed`: an LSTM's and a GRU's stacked and concatenated step
-/// gradients, an Elman network's activation gradients), and a step's sibling gradient
+/// gradients, an Elman network's activation gradients), a step's sibling gradient
 /// nodes in one pass (`paired`: an LSTM's gates and cell state, a GRU's projected input
-/// and state). Every value is still the eager one, bit for bit, in both precisions,
-/// in a first replay and in the next (which reuses the buffers of the first).
+/// and state), and an Elman step's sums read only by its activation or by the gradient
+/// through it, which are not made (`folded`; the gradients are written into the join's
+/// rows in a build with debug assertions, which lays out every join). Every value is
+/// still the eager one, bit for bit, in both precisions, in a first replay and in the
+/// next (which reuses the buffers of the first).
 fn lean_replay_is_eager<T: unrolled::autograd::Float + std::fmt::Debug>() -> Result<()> {
     use unrolled::layers::CellKind;
     for kind in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
@@ -716,4 +719,92 @@ fn lean_replay_is_eager<T: unrolled::autograd::Float + std::fmt::Debug>() -> Res
 fn lean_replays_of_every_cell_kind_give_the_eager_values() -> Result<()> {
     lean_replay_is_eager::<f64>()?;
     lean_replay_is_eager::<f32>()
+}
+
+/// Two steps of `h = act(x W + s)`. Stacked, the outputs are read by the loss as one
+/// tensor; else each is read twice, so each one's gradient is a sum of two. With
+/// `strided`, the added term is a view of a wider input's columns: not row-major.
+fn sums_through_activations(g: &mut Graph<f32>, act: &str, stacked: bool, strided: bool) -> Result<Vec<NodeId>> {
+    let mut store = ParamStore::<f32>::new();
+    store.insert("w", common::uniform(&[64, 64], 21, -0.5, 0.5).mapv(|v| v as f32));
+    let w = g.param(&store, "w")?;
+    let x = g.input(common::uniform(&[2, 32, 64], 22, -1.0, 1.0).mapv(|v| v as f32));
+    let s = g.input(common::uniform(&[32, 128], 23, -1.0, 1.0).mapv(|v| v as f32));
+    let a = g.constant(common::uniform(&[32, 64], 24, -1.0, 1.0).mapv(|v| v as f32));
+    let (c, half) = (g.constant(common::uniform(&[32, 64], 25, -1.0, 1.0).mapv(|v| v as f32)), g.scalar(0.5));
+    let mut hs = Vec::new();
+    for t in 0..2 {
+        let xt = g.select(x, 0, t)?;
+        let p = g.matmul(xt, w)?;
+        let term = g.narrow(s, 1, 64 * t, 64)?;
+        let term = if strided { term } else { g.mul(term, half)? };
+        let z = g.add(p, term)?;
+        hs.push(match act {
+            "tanh" => g.tanh(z)?,
+            "sigmoid" => g.sigmoid(z)?,
+            _ => g.relu(z)?,
+        });
+    }
+    let mut terms = Vec::new();
+    if stacked {
+        let h = g.stack(&hs, 0)?;
+        let ha = g.mul(h, a)?;
+        terms.push(g.sum_all(ha)?);
+    } else {
+        for &h in &hs {
+            for k in [a, c] {
+                let hk = g.mul(h, k)?;
+                terms.push(g.sum_all(hk)?);
+            }
+        }
+    }
+    let loss = g.add_n(&terms)?;
+    let mut keep = g.grad(loss, &[w])?;
+    keep.push(loss);
+    Ok(keep)
+}
+
+/// A sum read only by an activation, or by the gradient through one, is not made by a
+/// lean replay: its reader computes through it in one pass (`folded`), in place of a
+/// term that dies there or into a new buffer (into its rows of a join: the Elman
+/// network's case in `lean_replays_of_every_cell_kind_give_the_eager_values`). The
+/// values are the eager ones, bit for bit, in a first replay and the next; where a term
+/// is not row-major the sum is made as usual.
+#[test]
+fn a_lean_replay_computes_an_activation_of_a_sum_in_one_pass() -> Result<()> {
+    let sums = |ops: &[unrolled::autograd::OpTime]| {
+        ops.iter().filter(|o| o.op == "add" || o.op == "add_n").map(|o| o.count).sum::<usize>()
+    };
+    for act in ["tanh", "sigmoid", "relu"] {
+        for (stacked, strided) in [(true, false), (false, false), (false, true)] {
+            let mut eager = Graph::<f32>::new();
+            let want = sums_through_activations(&mut eager, act, stacked, strided)?;
+            let mut g = Graph::<f32>::new();
+            g.set_deferred(true);
+            let grads = sums_through_activations(&mut g, act, stacked, strided)?;
+            let every = sums(&g.replay_profile()?);
+            let loss = *grads.last().expect("the loss");
+            // Keeping the loss alone, the forward's two sums fold (with row-major
+            // terms). Keeping the gradient too, relu's do not (its gradient reads the
+            // sum), and the outputs' gradients fold when each is a sum.
+            let forward = if strided { 0 } else { 2 };
+            let backward = if stacked || act == "relu" { 0 } else { 2 };
+            // (The loss alone reads the two steps' sums, and its own of four terms.)
+            let cases = [
+                (vec![loss], 2 + usize::from(!stacked), forward),
+                (grads.clone(), every, if act == "relu" { 0 } else { forward } + backward),
+            ];
+            for (keep, read, folded) in cases {
+                for run in 0..2 {
+                    let lean = sums(&g.replay_keeping_profile(&keep)?);
+                    assert_eq!(read - lean, folded, "{act}, stacked {stacked}, strided {strided}: folded");
+                    for k in &keep {
+                        let e = want[grads.iter().position(|x| x == k).expect("kept")];
+                        assert_eq!(g.value(*k)?, eager.value(e)?, "{act} {stacked} {strided} run {run}: eager values");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }

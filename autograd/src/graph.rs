@@ -17,8 +17,10 @@ use crate::scope::{Direction, ScopeGuard, ScopeId, ScopeInfo, ScopePath, Scopes,
 use crate::spares::{self, Spares, REUSED_BYTES};
 use crate::values::Values;
 
+mod folded;
 mod paired;
 mod placed;
+use folded::Fold;
 use placed::Place;
 
 static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
@@ -200,6 +202,9 @@ struct LeanPlan {
     /// Gate-gradient nodes computed with their sibling, the sibling's index by node
     /// ([`LeanPlan::NONE`] for others; empty when there are none; see `paired`).
     pairs: Vec<u32>,
+    /// Sums whose one reader computes through them, and those readers (empty when there
+    /// are none; see `folded`).
+    folds: Vec<Fold>,
 }
 
 /// The size from which a copy of part of a leaf is made again rather than kept
@@ -238,9 +243,10 @@ impl LeanPlan {
                 && node.shape.iter().product::<usize>() >= RECOPY_ELEMENTS
                 && node.inputs.first().is_some_and(|j| nodes[j.index()].op.is_leaf() || copies[j.index()]);
         }
+        let folds = folded::folds(nodes, &needed, &pinned, &copies, &mut last);
         let places = placed::places(nodes, &needed, &pinned, elem);
         let pairs = paired::pairs(nodes, &needed, &pinned);
-        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, copies, places, pairs }
+        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, copies, places, pairs, folds }
     }
 }
 
@@ -835,7 +841,7 @@ impl<T: Float> Graph<T> {
             if self.nodes[i].op.is_leaf() {
                 continue;
             }
-            if !plan.needed[i] {
+            if !plan.needed[i] || plan.folded(i) {
                 if self.computed(i) {
                     live -= self.freed_bytes(i);
                     self.release(i);
@@ -851,16 +857,21 @@ impl<T: Float> Graph<T> {
                     peak = peak.max(live);
                 }
             }
-            // The bytes of the node and its inputs (an input read twice counts twice on
-            // both sides: computing in place takes only an input read once).
+            // The sum the node computes through, whose terms it reads instead.
+            let through = plan.through(i);
+            let dying = |j: usize| (last[j] == i as u32 || copies[j]) && !pinned[j];
+            // The bytes of the node and of what it reads that may hand its buffer over
+            // (only an input read for the last time is taken, to compute in place; the
+            // others keep their values and their bytes). An input read twice counts
+            // twice on both sides: computing in place takes only an input read once.
             let held = |g: &Self, own: usize| -> usize {
-                let node = &g.nodes[i];
-                own + node.inputs.iter().filter(|j| g.has[j.index()]).map(|j| g.bytes(j.index())).sum::<usize>()
+                let sum = through.map(|j| &g.nodes[j].inputs[..]).unwrap_or_default();
+                let reads = g.nodes[i].inputs.iter().chain(sum).map(|j| j.index());
+                own + reads.filter(|&j| dying(j) && g.has[j]).map(|j| g.bytes(j)).sum::<usize>()
             };
             // The node's value from an earlier run frees only what no view still holds.
             let before = held(self, if self.has[i] { self.freed_bytes(i) } else { 0 });
-            let t0 = timer.is_some().then(std::time::Instant::now);
-            let dying = |j: usize| (last[j] == i as u32 || copies[j]) && !pinned[j];
+            let mut t0 = timer.is_some().then(std::time::Instant::now);
             // One node at a time is made ahead of its turn.
             let pair =
                 plan.pairs.get(i).filter(|&&k| k != LeanPlan::NONE && self.premade.is_none()).map(|&k| k as usize);
@@ -869,7 +880,23 @@ impl<T: Float> Graph<T> {
                 _ => None,
             };
             let place = place_of(i);
-            let done = if let Some(k) = pair {
+            let folded = match through {
+                Some(j) => {
+                    let done = self.compute_through((i, j), place, dying, &mut live)?;
+                    if !done {
+                        self.compute(j)?; // the sum made after all, for the usual path
+                        if let (Some(t), Some(tj)) = (timer.as_deref_mut(), t0) {
+                            add_time(t, self.nodes[j].op.name(), tj.elapsed());
+                            t0 = Some(std::time::Instant::now());
+                        }
+                    }
+                    done
+                }
+                None => false,
+            };
+            let done = if folded {
+                true
+            } else if let Some(k) = pair {
                 self.compute_pair((i, place), (k, place_of(k)), &mut live)?;
                 true
             } else if self.premade == Some(i) {
@@ -888,8 +915,12 @@ impl<T: Float> Graph<T> {
             }
             live = live - before + held(self, if self.has[i] { self.bytes(i) } else { 0 });
             peak = peak.max(live);
-            for k in 0..self.nodes[i].inputs.len() {
-                let j = self.nodes[i].inputs[k].index();
+            let sum = through.map_or(0, |j| self.nodes[j].inputs.len());
+            for k in 0..self.nodes[i].inputs.len() + sum {
+                let j = match k.checked_sub(self.nodes[i].inputs.len()) {
+                    None => self.nodes[i].inputs[k].index(),
+                    Some(t) => self.nodes[through.expect("counted")].inputs[t].index(),
+                };
                 if (last[j] == i as u32 || copies[j]) && !pinned[j] && self.has[j] {
                     live -= self.freed_bytes(j);
                     self.release(j);

@@ -141,6 +141,16 @@ pub(crate) fn update1<T: Float>(out: &mut [T], a: &[T], f: impl Fn(T, T) -> T) {
     }
 }
 
+/// `out[j] = f(out[j], a[j], b[j])`: an update in place from two other operands.
+#[inline(always)]
+pub(crate) fn update2<T: Float>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T, T) -> T) {
+    let n = out.len();
+    let (a, b) = (&a[..n], &b[..n]);
+    for j in 0..n {
+        out[j] = f(out[j], a[j], b[j]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

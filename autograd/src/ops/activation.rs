@@ -27,8 +27,22 @@ pub(crate) fn sigmoid<T: Float>(v: T) -> T {
     T::one() / (T::one() + (-v).exp_fast())
 }
 
+#[inline(always)]
+pub(crate) fn tanh<T: Float>(v: T) -> T {
+    v.tanh_fast()
+}
+
+#[inline(always)]
+pub(crate) fn relu<T: Float>(v: T) -> T {
+    if v > T::zero() {
+        v
+    } else {
+        T::zero()
+    }
+}
+
 impl<T: Float> Rule<T> for Tanh {
-    unary_map!(Tanh, |v: T| v.tanh_fast());
+    unary_map!(Tanh, tanh);
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         grads([Some(g.activation_grad(super::ActivationKind::Tanh, b.out, b.grad)?)])
     }
@@ -42,7 +56,7 @@ impl<T: Float> Rule<T> for Sigmoid {
 }
 
 impl<T: Float> Rule<T> for Relu {
-    unary_map!(Relu, |v: T| if v > T::zero() { v } else { T::zero() });
+    unary_map!(Relu, relu);
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
         let m = g.compare_scalar(b.inputs[0], super::Cmp::Gt, 0.0)?;
         grads([Some(g.mul(b.grad, m)?)])

@@ -720,6 +720,18 @@ pub enum ActivationKind {
     Sigmoid,
 }
 
+impl ActivationKind {
+    /// `g ⊙ dy/dx` for one element, from the activation's output `y`: the one formula
+    /// every path computing an [`ActivationGrad`] uses, so they agree bit for bit.
+    #[inline(always)]
+    pub(crate) fn grad<T: Float>(self, y: T, g: T) -> T {
+        match self {
+            ActivationKind::Tanh => g * (T::one() - y * y),
+            ActivationKind::Sigmoid => g * y * (T::one() - y),
+        }
+    }
+}
+
 /// The gradient through an activation from its output: inputs `y` (the activation's
 /// output) and `g` (the gradient of `y`), output `g ⊙ dy/dx` in one pass.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -751,16 +763,17 @@ impl<T: Float> Rule<T> for ActivationGrad {
 
     fn forward_in_place(&self, acc: &mut ArrayD<T>, pos: usize, x: &[&Value<T>]) -> bool {
         let other = fin(x, 1 - pos);
-        let one = T::one();
         if other.shape() != acc.shape() {
             return false;
         }
         // acc holds y (pos 0) or g (pos 1); the other input is the other one.
+        // (Matched outside the passes, so each loop is one kind's.)
+        use ActivationKind::{Sigmoid, Tanh};
         match (self.kind, pos) {
-            (ActivationKind::Tanh, 0) => combine_in_place(acc, &other, |y, g| g * (one - y * y)),
-            (ActivationKind::Tanh, _) => combine_in_place(acc, &other, |g, y| g * (one - y * y)),
-            (ActivationKind::Sigmoid, 0) => combine_in_place(acc, &other, |y, g| g * y * (one - y)),
-            (ActivationKind::Sigmoid, _) => combine_in_place(acc, &other, |g, y| g * y * (one - y)),
+            (Tanh, 0) => combine_in_place(acc, &other, |y, g| Tanh.grad(y, g)),
+            (Tanh, _) => combine_in_place(acc, &other, |g, y| Tanh.grad(y, g)),
+            (Sigmoid, 0) => combine_in_place(acc, &other, |y, g| Sigmoid.grad(y, g)),
+            (Sigmoid, _) => combine_in_place(acc, &other, |g, y| Sigmoid.grad(y, g)),
         }
         true
     }
@@ -792,15 +805,14 @@ impl<T: Float> Rule<T> for ActivationGrad {
 /// `out = g ⊙ dy/dx` from the activation's output `y` (all of `shape`), one
 /// vectorized pass, its rows split over the engine's threads when large.
 fn activation_grad_into<T: Float>(kind: ActivationKind, shape: &[usize], out: &mut [T], y: &[T], g: &[T]) {
-    let one = T::one();
     let w = shape.last().copied().unwrap_or(1).max(1);
     for_rows(out, w, &|r0, blk| {
         let (y, g) = (&y[r0 * w..r0 * w + blk.len()], &g[r0 * w..r0 * w + blk.len()]);
         crate::simd::vectorized(
             #[inline(always)]
             || match kind {
-                ActivationKind::Tanh => map2(blk, y, g, |y, g| g * (one - y * y)),
-                ActivationKind::Sigmoid => map2(blk, y, g, |y, g| g * y * (one - y)),
+                ActivationKind::Tanh => map2(blk, y, g, |y, g| ActivationKind::Tanh.grad(y, g)),
+                ActivationKind::Sigmoid => map2(blk, y, g, |y, g| ActivationKind::Sigmoid.grad(y, g)),
             },
         );
     });
