@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Each line holds: workload, size, threads, mode, median_ms, min_ms, max_ms,
-//! steps (how many were timed: `--steps`, or for a short step as many as fill a
-//! quarter second, at most 2,000, after `--warmup` untimed ones), gflops (the SPEC's matrix-multiply FLOPs over the median), peak_gflops (sgemm
+//! steps (how many were timed: `--steps`, or for a short step as many as fill two
+//! seconds, at most 2,000, after `--warmup` untimed ones), gflops (the SPEC's matrix-multiply FLOPs over the median), peak_gflops (sgemm
 //! with the engine's own matrix multiply, measured in the same process: the best of
 //! the measurements at its start and before each workload), peak_fraction,
 //! grad_norm (a checksum), nodes (recorded per step: forward, loss and gradient
@@ -125,15 +125,17 @@ impl Times {
     }
 }
 
-/// The time the timed steps of a short step fill at least (ms).
-const FILL_MS: f64 = 250.0;
+/// The time the timed steps of a short step fill at least (ms): longer than most of
+/// the shared machine's slow spells, which last up to a second or so (ten steps of
+/// 100 ms, W2-L's, ran at 95 ms or at 110–170 ms from one run to the next).
+const FILL_MS: f64 = 2000.0;
 /// The most timed steps.
 const MAX_STEPS: usize = 2000;
 
 /// Runs `step` (which returns its `K` timings in ms) `--warmup` times, then times it:
 /// the `--steps` asked for, or for a short step as many more as fill [`FILL_MS`]
-/// (at most [`MAX_STEPS`]), so that the median of a step of microseconds is not
-/// decided by one interruption of ten steps. Timings of each kind, as [`Times`].
+/// (at most [`MAX_STEPS`]), so that the median of a short step is not decided by one
+/// interruption, or one slow spell, among ten steps. Timings of each kind, as [`Times`].
 fn timed<const K: usize>(args: &Args, mut step: impl FnMut() -> Res<[f64; K]>) -> Res<[Times; K]> {
     let mut last = [0.0; K];
     for _ in 0..args.warmup.max(1) {
