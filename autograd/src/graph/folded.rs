@@ -12,8 +12,6 @@
 //! This saves a pass over the step's buffers and a node's turn in the replay: 200
 //! passes of 128 KB in W2-L's step, and two of the nine nodes a step of W6 computes.
 
-use smallvec::SmallVec;
-
 use super::{into_float, Graph, LeanPlan};
 use crate::error::Result;
 use crate::float::Float;
@@ -191,10 +189,8 @@ impl<T: Float> Graph<T> {
         // A term read only here, owning its row-major buffer, becomes the output.
         let reads = |x: usize| usize::from(a == x) + usize::from(b == x) + usize::from(y == Some(x));
         let owns = |x: usize| matches!(&self.values[x], Value::Float(v) if v.is_standard_layout());
-        let spare: SmallVec<[usize; 2]> =
-            [a, b].into_iter().filter(|&x| dying(x) && reads(x) == 1 && owns(x)).collect();
-        let out = match spare.first() {
-            Some(&t) => {
+        let out = match [a, b].into_iter().find(|&x| dying(x) && reads(x) == 1 && owns(x)) {
+            Some(t) => {
                 let mut acc = into_float(self.values.take(t));
                 self.has[t] = false;
                 let v = &self.values;
