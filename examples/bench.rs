@@ -125,9 +125,9 @@ impl Times {
     }
 }
 
-/// The time the timed steps of a short step fill at least (ms): longer than most of
-/// the shared machine's slow spells, which last up to a second or so (ten steps of
-/// 100 ms, W2-L's, ran at 95 ms or at 110–170 ms from one run to the next).
+/// The time the timed steps of a short step fill at least (ms): a slow spell of the
+/// shared machine shorter than half of it does not move the median (ten steps of
+/// 100 ms, W2-L's, took 95 ms in one run and 110–170 ms in others).
 const FILL_MS: f64 = 2000.0;
 /// The most timed steps.
 const MAX_STEPS: usize = 2000;

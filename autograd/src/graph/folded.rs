@@ -24,8 +24,8 @@ use crate::ops::{fresh, ActivationKind, Op};
 pub(super) enum Fold {
     /// Computed as usual.
     Not,
-    /// A sum whose value is not made: the node given computes through it.
-    Into(u32),
+    /// A sum whose value is not made: its one reader computes through it.
+    Into,
     /// Computes through the sum given, one of its inputs.
     Through(u32),
 }
@@ -84,7 +84,7 @@ pub(super) fn folds(nodes: &[Node], needed: &[bool], pinned: &[bool], copies: &[
         if folds.is_empty() {
             folds = vec![Fold::Not; nodes.len()];
         }
-        folds[j] = Fold::Into(i as u32);
+        folds[j] = Fold::Into;
         folds[i] = Fold::Through(j as u32);
         for t in &sum.inputs {
             let t = t.index();
@@ -225,6 +225,6 @@ impl LeanPlan {
 
     /// Whether node `i` is a sum whose value this plan does not make.
     pub(super) fn folded(&self, i: usize) -> bool {
-        matches!(self.folds.get(i), Some(Fold::Into(_)))
+        matches!(self.folds.get(i), Some(Fold::Into))
     }
 }
