@@ -1,23 +1,32 @@
 //! The benchmark harness of `bench/SPEC.md`: W1–W6, one JSON line per measurement.
 //!
 //! ```text
-//! cargo run --release --example bench                          # everything (1 and 2 threads)
-//! cargo run --release --example bench -- --workload W1 --size M --threads 1
+//! cargo run --release --example bench                          # everything, three runs (1 and 2 threads)
+//! cargo run --release --example bench -- --workload W1 --size M --threads 1 --runs 1
 //! ```
 //!
-//! Each line holds: workload, size, threads, mode, median_ms, min_ms, max_ms,
+//! Each line holds: workload, size, threads, mode, run, median_ms, min_ms, max_ms,
 //! steps (how many were timed: `--steps`, or for a short step as many as fill two
-//! seconds, at most 2,000, after `--warmup` untimed ones), gflops (the SPEC's matrix-multiply FLOPs over the median), peak_gflops (sgemm
-//! with the engine's own matrix multiply, measured in the same process: the best of
-//! the measurements at its start and before each workload), peak_fraction,
-//! grad_norm (a checksum), nodes (recorded per step: forward, loss and gradient
-//! nodes), and for W5 peak_rss_bytes, rss_above_start_bytes and (one graph)
-//! peak_value_bytes (`Graph::peak_bytes`: the values held at once), each W5
-//! configuration in a fresh process. A training step replays a graph recorded
-//! once (`mode: "replay"`): everything is recomputed from the parameters and the
-//! batch; W5 and W6 also report the cost of recording (`mode: "record"`).
+//! seconds, at most 2,000, after `--warmup` untimed ones), gflops (the SPEC's
+//! matrix-multiply FLOPs over the median), peak_gflops (sgemm with the engine's own
+//! matrix multiply, measured in the same process: the best of the measurements at its
+//! start and before each workload), peak_fraction, grad_norm (a checksum), nodes
+//! (recorded per step: forward, loss and gradient nodes), and for W5 peak_rss_bytes,
+//! rss_above_start_bytes and (one graph) peak_value_bytes (`Graph::peak_bytes`: the
+//! values held at once), each W5 configuration in a fresh process. A training step
+//! replays a graph recorded once (`mode: "replay"`): everything is recomputed from the
+//! parameters and the batch; W5 and W6 also report the cost of recording
+//! (`mode: "record"`).
+//!
+//! `--runs` (3 unless given) full runs go back to back, each thread count in a fresh
+//! process; with more than one, a `summary` line per measurement ends the output: the
+//! median of the runs' medians (and the list of them), the fraction of the best sgemm
+//! rate any of the runs measured with that many threads. That is how
+//! `bench/peers.md` reports the other systems: the machines are shared, and one run
+//! can fall in a slow spell.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use clap::Parser;
@@ -49,6 +58,14 @@ struct Args {
     /// Also print where a W1–W4 step's time goes, per op (one timed lean replay).
     #[arg(long)]
     profile: bool,
+    /// Full runs back to back, each in fresh processes. With more than one, a summary
+    /// line per measurement follows them: the median of the runs' medians over the
+    /// best sgemm rate of all the runs (the statistic `bench/peers.md` reports).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Internal: this process measures for run number N of its parent's runs.
+    #[arg(long, hide = true)]
+    run: Option<usize>,
     /// Internal: run one W5 configuration (sequence length) in this process.
     #[arg(long, hide = true)]
     w5: Option<usize>,
@@ -166,6 +183,113 @@ fn grad_norm(g: &Graph<f32>, grads: &[NodeId]) -> Res<f64> {
     Ok(s.sqrt())
 }
 
+/// Which of the parent's runs this process measures for (printed on every line).
+static RUN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// The parent: `--runs` full runs, each thread count in a fresh process (2 and then 1
+/// unless `--threads` picks one), their lines printed as they come; then, with more
+/// than one run, the summary lines.
+fn runs(args: &Args) -> Res<()> {
+    let exe = std::env::current_exe()?;
+    let thread_counts = args.threads.map_or(vec![2, 1], |t| vec![t]);
+    let mut lines = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        for &threads in &thread_counts {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--threads", &threads.to_string(), "--run", &run.to_string()]);
+            cmd.args(["--steps", &args.steps.to_string(), "--warmup", &args.warmup.to_string()]);
+            for (flag, v) in [("--workload", &args.workload), ("--size", &args.size)] {
+                if let Some(v) = v {
+                    cmd.args([flag, v]);
+                }
+            }
+            if args.profile {
+                cmd.arg("--profile");
+            }
+            let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+            let out = child.stdout.take().ok_or("no stdout")?;
+            for line in BufReader::new(out).lines() {
+                let line = line?;
+                println!("{line}");
+                lines.push(line);
+            }
+            if !child.wait()?.success() {
+                return Err(format!("run {run} on {threads} thread(s) failed").into());
+            }
+        }
+    }
+    if args.runs > 1 {
+        for l in summary(&lines) {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+/// One line per measurement over every run: the median of the runs' medians (the
+/// middle one; the mean of the middle two for an even count), the lowest min and the
+/// highest max, and the fraction of the best sgemm rate any run measured with that
+/// many threads; W5's memory and W6's cost per node as the median of the runs'.
+fn summary(lines: &[String]) -> Vec<String> {
+    type Key = (String, String, u64, String);
+    let mut best: std::collections::HashMap<u64, f64> = Default::default();
+    let mut groups: Vec<(Key, Vec<serde_json::Value>)> = Vec::new();
+    for l in lines {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { continue };
+        let (Some(threads), Some(peak)) = (v["threads"].as_u64(), v["peak_gflops"].as_f64()) else { continue };
+        let b = best.entry(threads).or_insert(0.0);
+        *b = b.max(peak);
+        let Some(mode) = v["mode"].as_str() else { continue };
+        let key = (
+            v["workload"].as_str().unwrap_or("").into(),
+            v["size"].as_str().unwrap_or("").into(),
+            threads,
+            mode.into(),
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(v),
+            None => groups.push((key, vec![v])),
+        }
+    }
+    let median = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        let n = xs.len();
+        if n % 2 == 1 {
+            xs[n / 2]
+        } else {
+            (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+        }
+    };
+    let field = |g: &[serde_json::Value], k: &str| g.iter().filter_map(|v| v[k].as_f64()).collect::<Vec<f64>>();
+    let mut out = Vec::new();
+    for ((workload, size, threads, mode), g) in groups {
+        let medians = field(&g, "median_ms");
+        let med = median(medians.clone());
+        // The SPEC's FLOPs of the step, from any run's rate and time.
+        let flops = g[0]["gflops"].as_f64().unwrap_or(0.0) * g[0]["median_ms"].as_f64().unwrap_or(0.0) / 1e3 * 1e9;
+        let gflops = flops / (med / 1e3) / 1e9;
+        let peak = best[&threads];
+        let min = field(&g, "min_ms").into_iter().fold(f64::INFINITY, f64::min);
+        let max = field(&g, "max_ms").into_iter().fold(0.0, f64::max);
+        let list = medians.iter().map(|m| format!("{m}")).collect::<Vec<_>>().join(",");
+        let mut extra = String::new();
+        for k in ["us_per_node", "rss_above_start_bytes", "peak_rss_bytes", "peak_value_bytes"] {
+            let xs = field(&g, k);
+            if !xs.is_empty() {
+                extra += &format!(",\"{k}\":{}", median(xs));
+            }
+        }
+        out.push(format!(
+            "{{\"summary\":\"median of {} runs\",\"workload\":\"{workload}\",\"size\":\"{size}\",\"threads\":{threads},\"mode\":\"{mode}\",\"median_ms\":{med:.4},\"run_medians_ms\":[{list}],\"min_ms\":{min:.4},\"max_ms\":{max:.4},\"gflops\":{gflops:.3},\"peak_gflops\":{peak:.2},\"peak_fraction\":{:.4},\"grad_norm\":{},\"nodes\":{}{extra}}}",
+            g.len(),
+            gflops / peak,
+            g[0]["grad_norm"],
+            g[0]["nodes"],
+        ));
+    }
+    out
+}
+
 struct Line<'a> {
     workload: &'a str,
     size: &'a str,
@@ -182,8 +306,8 @@ fn print(l: &Line, extra: &str) {
     let t = l.times;
     let gflops = l.flops / (t.median / 1e3) / 1e9;
     println!(
-        "{{\"workload\":\"{}\",\"size\":\"{}\",\"threads\":{},\"mode\":\"{}\",\"median_ms\":{:.4},\"min_ms\":{:.4},\"max_ms\":{:.4},\"steps\":{},\"gflops\":{:.3},\"peak_gflops\":{:.2},\"peak_fraction\":{:.4},\"grad_norm\":{:.6e},\"nodes\":{}{extra}}}",
-        l.workload, l.size, l.threads, l.mode, t.median, t.min, t.max, t.steps, gflops, l.peak, gflops / l.peak, l.norm, l.nodes
+        "{{\"workload\":\"{}\",\"size\":\"{}\",\"threads\":{},\"mode\":\"{}\",\"run\":{},\"median_ms\":{:.4},\"min_ms\":{:.4},\"max_ms\":{:.4},\"steps\":{},\"gflops\":{:.3},\"peak_gflops\":{:.2},\"peak_fraction\":{:.4},\"grad_norm\":{:.6e},\"nodes\":{}{extra}}}",
+        l.workload, l.size, l.threads, l.mode, RUN.get().copied().unwrap_or(1), t.median, t.min, t.max, t.steps, gflops, l.peak, gflops / l.peak, l.norm, l.nodes
     );
 }
 
@@ -480,6 +604,7 @@ fn w5(args: &Args, threads: usize) -> Res<()> {
     {
         let mut cmd = Command::new(&exe);
         cmd.args(["--threads", &threads.to_string(), "--w5", &t.to_string()]);
+        cmd.args(["--run", &RUN.get().copied().unwrap_or(1).to_string()]);
         if let Some(c) = chunk {
             cmd.args(["--chunk", &c.to_string()]);
         }
@@ -566,18 +691,11 @@ fn w6(args: &Args, threads: usize, peak: &mut Peak) -> Res<()> {
 
 fn main() -> Res<()> {
     let args = Args::parse();
-    let Some(threads) = args.threads else {
-        let exe = std::env::current_exe()?;
-        for threads in [2, 1] {
-            let mut cmd = Command::new(&exe);
-            cmd.args(std::env::args().skip(1)).args(["--threads", &threads.to_string()]);
-            let status = cmd.status()?;
-            if !status.success() {
-                return Err(format!("the {threads}-thread run failed").into());
-            }
-        }
-        return Ok(());
+    let Some(run) = args.run else {
+        return runs(&args);
     };
+    let _ = RUN.set(run);
+    let threads = args.threads.unwrap_or(2);
     // The matrix multiply reads its thread count once, at its first use.
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
     std::env::set_var("OPENBLAS_NUM_THREADS", threads.to_string());
@@ -590,7 +708,7 @@ fn main() -> Res<()> {
     let (g512, g2048) = (sgemm(512), sgemm(2048));
     let peak = g512.max(g2048);
     println!(
-        "{{\"workload\":\"sgemm\",\"threads\":{threads},\"backend\":\"{}\",\"gflops_512\":{g512:.2},\"gflops_2048\":{g2048:.2},\"peak_gflops\":{peak:.2}}}",
+        "{{\"workload\":\"sgemm\",\"threads\":{threads},\"run\":{run},\"backend\":\"{}\",\"gflops_512\":{g512:.2},\"gflops_2048\":{g2048:.2},\"peak_gflops\":{peak:.2}}}",
         gemm::backend()
     );
     let mut peak = Peak(peak);
