@@ -2,7 +2,7 @@
 """The benchmark's W1-W4 side by side with PyTorch and JAX on this machine: for each
 measurement, `cargo run --release --example bench` (one run) and then the peers
 (`workloads.py`), alternated round after round, so that every ratio is taken from
-measurements made minutes apart on the same machine in the same state. On a shared
+measurements made a minute or two apart on the same machine in the same state. On a shared
 machine a figure moves by 1.3x or more from one minute to the next; a ratio taken in
 one round moves far less.
 
@@ -35,11 +35,16 @@ ALL = [
 ]
 
 
-def last_json(out, what):
-    lines = [l for l in out.splitlines() if l.startswith("{")]
+def json_lines(out, what):
+    lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     if not lines:
         raise SystemExit(f"{what} printed no result")
-    return [json.loads(l) for l in lines]
+    return lines
+
+
+def faster_peer(got):
+    """(milliseconds, name) of the faster peer in `got` (ours excluded)."""
+    return min((v, k) for k, v in got.items() if k != "ours")
 
 
 def ours(bench, w, size, threads, pin):
@@ -47,7 +52,7 @@ def ours(bench, w, size, threads, pin):
         pin + [bench, "--workload", w, "--size", size, "--threads", threads, "--runs", "1"],
         capture_output=True, text=True, check=True,
     ).stdout
-    lean = [d for d in last_json(out, "bench") if d.get("mode") == "lean-replay"]
+    lean = [d for d in json_lines(out, "bench") if d.get("mode") == "lean-replay" and "summary" not in d]
     return lean[0]["median_ms"]
 
 
@@ -56,7 +61,7 @@ def peer(name, w, size, threads, pin):
         pin + [sys.executable, os.path.join(HERE, "workloads.py"), name, w, size, threads],
         capture_output=True, text=True, check=True,
     ).stdout
-    return last_json(out, name)[-1]["median_ms"]
+    return json_lines(out, name)[-1]["median_ms"]
 
 
 def main():
@@ -73,18 +78,18 @@ def main():
             got = {"ours": ours(args.bench, w, size, threads, pin), "torch": peer("torch", w, size, threads, pin)}
             if w != "W4":
                 got["jax"] = peer("jax", w, size, threads, pin)
-            fastest = min((v, k) for k, v in got.items() if k != "ours")
+            fastest = faster_peer(got)
             line = {"round": rnd, "workload": w, "size": size, "threads": int(threads), **got,
                     "fastest_peer": fastest[1], "ratio": round(got["ours"] / fastest[0], 3)}
             print(json.dumps(line), flush=True)
             rows.setdefault((w, size, threads), []).append(got)
     for (w, size, threads), got in rows.items():
         med = {k: statistics.median(g[k] for g in got) for k in got[0]}
-        fastest = min((v, k) for k, v in med.items() if k != "ours")
+        fastest = faster_peer(med)
         line = {"summary": True, "workload": w, "size": size, "threads": int(threads),
                 **{k: round(v, 4) for k, v in med.items()}, "fastest_peer": fastest[1],
                 "ratio": round(med["ours"] / fastest[0], 3),
-                "round_ratios": [round(g["ours"] / min(v for k, v in g.items() if k != "ours"), 3) for g in got]}
+                "round_ratios": [round(g["ours"] / faster_peer(g)[0], 3) for g in got]}
         print(json.dumps(line), flush=True)
 
 
