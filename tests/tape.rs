@@ -351,6 +351,10 @@ fn fused_steps_take_their_state_gradients_without_a_join() -> Result<()> {
     Ok(())
 }
 
+/// The small-graph limits under which a lean replay runs the full loop (0) and the
+/// small graph's loop (any graph), in that order ([`Graph::set_small_graph_limit`]).
+const BOTH_LOOPS: [usize; 2] = [0, usize::MAX];
+
 #[test]
 fn lean_replay_adds_into_a_dying_operand_with_the_same_values() -> Result<()> {
     // Both operand orders, a bias on the last axis and a column broadcast (no fast path).
@@ -367,10 +371,13 @@ fn lean_replay_adds_into_a_dying_operand_with_the_same_values() -> Result<()> {
     let dx = g.grad(loss, &[x])?[0];
     g.replay()?;
     let (want_s, want_dx) = (g.value(s)?.to_owned(), g.value(dx)?.to_owned());
-    g.replay_keeping(&[s, dx])?;
-    assert_eq!(g.value(s)?, &want_s);
-    assert_eq!(g.value(dx)?, &want_dx);
-    assert!(!g.has_value(y)? && !g.has_value(z)?, "the operands' buffers moved into the sums");
+    for limit in BOTH_LOOPS {
+        g.set_small_graph_limit(limit);
+        g.replay_keeping(&[s, dx])?;
+        assert_eq!(g.value(s)?, &want_s, "limit {limit}");
+        assert_eq!(g.value(dx)?, &want_dx, "limit {limit}");
+        assert!(!g.has_value(y)? && !g.has_value(z)?, "the operands' buffers moved into the sums");
+    }
     Ok(())
 }
 
@@ -394,11 +401,14 @@ fn lean_replay_computes_elementwise_ops_in_place_with_the_same_values() -> Resul
     let keep = [loss, dx[0], dx[1], dx[2]];
     g.replay()?;
     let want: Vec<ArrayD<f64>> = keep.iter().map(|&k| g.value(k).map(|v| v.to_owned())).collect::<Result<_>>()?;
-    g.replay_keeping(&keep)?;
-    for (k, w) in keep.iter().zip(&want) {
-        assert_eq!(g.value(*k)?, w, "bit for bit");
+    for limit in BOTH_LOOPS {
+        g.set_small_graph_limit(limit);
+        g.replay_keeping(&keep)?;
+        for (k, w) in keep.iter().zip(&want) {
+            assert_eq!(g.value(*k)?, w, "bit for bit (limit {limit})");
+        }
+        assert!(![y1, y2, y3, y4].iter().any(|&y| g.has_value(y).unwrap()));
     }
-    assert!(![y1, y2, y3, y4].iter().any(|&y| g.has_value(y).unwrap()));
     Ok(())
 }
 
@@ -692,14 +702,18 @@ fn cell_step<T: unrolled::autograd::Float>(
 /// through it, which are not made (`folded`; the gradients are written into the join's
 /// rows in a build with debug assertions, which lays out every join). Every value is
 /// still the eager one, bit for bit, in both precisions, in a first replay and in the
-/// next (which reuses the buffers of the first).
+/// next (which reuses the buffers of the first), in the full loop and in the small
+/// graph's (`small`: the same nodes, the pairs, none of the others).
 fn lean_replay_is_eager<T: unrolled::autograd::Float + std::fmt::Debug>() -> Result<()> {
     use unrolled::layers::CellKind;
-    for kind in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+    for (kind, limit) in
+        [CellKind::Rnn, CellKind::Lstm, CellKind::Gru].into_iter().flat_map(|k| BOTH_LOOPS.map(|l| (k, l)))
+    {
         let mut eager = Graph::<T>::new();
         let (loss_e, grads_e) = cell_step(&mut eager, kind)?;
         let mut g = Graph::<T>::new();
         g.set_deferred(true);
+        g.set_small_graph_limit(limit);
         let (loss, grads) = cell_step(&mut g, kind)?;
         let mut keep = grads.clone();
         keep.push(loss);
@@ -795,9 +809,16 @@ fn a_lean_replay_computes_an_activation_of_a_sum_in_one_pass() -> Result<()> {
                 (grads.clone(), every, if act == "relu" { 0 } else { forward } + backward),
             ];
             for (keep, read, folded) in cases {
-                for run in 0..2 {
+                // Run 2 is the small graph's loop: it makes every sum, with the same values.
+                for run in 0..3 {
+                    g.set_small_graph_limit(if run == 2 { usize::MAX } else { 0 });
                     let lean = sums(&g.replay_keeping_profile(&keep)?);
-                    assert_eq!(read - lean, folded, "{act}, stacked {stacked}, strided {strided}: folded");
+                    let want_folded = if run == 2 { 0 } else { folded };
+                    assert_eq!(
+                        read - lean,
+                        want_folded,
+                        "{act}, stacked {stacked}, strided {strided} run {run}: folded"
+                    );
                     for k in &keep {
                         let e = want[grads.iter().position(|x| x == k).expect("kept")];
                         assert_eq!(g.value(*k)?, eager.value(e)?, "{act} {stacked} {strided} run {run}: eager values");

@@ -20,6 +20,7 @@ use crate::values::Values;
 mod folded;
 mod paired;
 mod placed;
+mod small;
 use folded::Fold;
 use placed::Place;
 
@@ -74,6 +75,9 @@ pub struct Graph<T: Float> {
     /// A node a lean replay has computed ahead with its sibling, not yet reached
     /// (see `paired`).
     premade: Option<usize>,
+    /// The bytes of values up to which a graph is replayed lean as a small one (see
+    /// `small`).
+    small_limit: usize,
 }
 
 /// What a [`Value::Shared`] value holds: the bytes of the shared buffer, whether the
@@ -205,6 +209,8 @@ struct LeanPlan {
     /// Sums whose one reader computes through them, and those readers (empty when there
     /// are none; see `folded`).
     folds: Vec<Fold>,
+    /// The bytes of every computed node's value together (see `small`).
+    bytes: usize,
 }
 
 /// The size from which a copy of part of a leaf is made again rather than kept
@@ -246,7 +252,9 @@ impl LeanPlan {
         let folds = folded::folds(nodes, &needed, &pinned, &copies, &mut last);
         let places = placed::places(nodes, &needed, &pinned, elem);
         let pairs = paired::pairs(nodes, &needed, &pinned);
-        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, copies, places, pairs, folds }
+        let computed = nodes.iter().filter(|n| !n.op.is_leaf());
+        let bytes = computed.map(|n| n.shape.iter().product::<usize>() * elem).sum();
+        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, copies, places, pairs, folds, bytes }
     }
 }
 
@@ -276,6 +284,7 @@ impl<T: Float> Graph<T> {
             spares: Spares::default(),
             placing: FxMap::default(),
             premade: None,
+            small_limit: small::SMALL_GRAPH_BYTES,
         }
     }
 
@@ -828,7 +837,40 @@ impl<T: Float> Graph<T> {
     }
 
     fn run_plan(&mut self, plan: &LeanPlan, timer: Option<&mut OpTimes>) -> Result<()> {
+        if plan.bytes <= self.small_limit {
+            return self.run_plan_small(plan, timer);
+        }
         self.with_spares(|g| g.run_plan_lent(plan, timer))
+    }
+
+    /// Sets the size up to which [`Graph::replay_keeping`] replays this graph as a small
+    /// one: when the values of all its computed nodes together take at most `bytes`
+    /// (256 KiB unless set), a lean replay computes the same nodes and releases each
+    /// value at the same point, with the same values, bit for bit, but without the
+    /// passes that only pay for large values (a sum folded into its reader, parts
+    /// written into their join's rows, large leaf slices copied again): a shorter loop
+    /// per node. `0` replays every graph with those passes.
+    ///
+    /// ```
+    /// use ndarray::arr1;
+    /// use unrolled_autograd::Graph;
+    /// # fn main() -> unrolled_autograd::Result<()> {
+    /// let mut g = Graph::<f64>::new();
+    /// g.set_deferred(true);
+    /// let x = g.input(arr1(&[0.5, -1.0]).into_dyn());
+    /// let y = g.tanh(x)?;
+    /// let loss = g.sum_all(y)?;
+    /// let dx = g.grad(loss, &[x])?[0];
+    /// g.replay_keeping(&[loss, dx])?;          // a small graph's loop
+    /// let small = g.value(dx)?.to_owned();
+    /// g.set_small_graph_limit(0);
+    /// g.replay_keeping(&[loss, dx])?;          // every pass of a lean replay
+    /// assert_eq!(g.value(dx)?, small);
+    /// assert!(!g.has_value(y)?);               // released either way
+    /// # Ok(()) }
+    /// ```
+    pub fn set_small_graph_limit(&mut self, bytes: usize) {
+        self.small_limit = bytes;
     }
 
     fn run_plan_lent(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
