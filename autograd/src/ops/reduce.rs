@@ -162,26 +162,17 @@ impl<T: Float> Rule<T> for SumTo {
     }
 }
 
+/// Rows of a bias gradient summed as one block: a sum over more rows adds the block
+/// sums in block order. The blocks do not depend on the number of threads, so
+/// neither do the values.
+pub(crate) const SUM_BLOCK_ROWS: usize = 256;
+
 pub(crate) fn sum_to<T: Float>(x: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD<T> {
     let lead = x.ndim() - shape.len();
     let len: usize = shape.iter().product();
     // Leading axes only (a bias gradient): rows of a row-major buffer summed in one pass.
     if let (true, Some(s), true) = (x.shape()[lead..] == *shape, x.as_slice(), len > 0) {
-        // Each thread sums its own columns over every row, in row order: the same
-        // additions in the same order as one pass, for any number of threads.
-        let mut acc = vec![T::zero(); len];
-        crate::gemm::for_rows_of(&mut acc, 1, s.len(), &|first, cols| {
-            let n = cols.len();
-            crate::simd::vectorized(
-                #[inline(always)]
-                || {
-                    for row in s.chunks_exact(len) {
-                        crate::simd::update1(cols, &row[first..first + n], |a, v| a + v);
-                    }
-                },
-            );
-        });
-        return ArrayD::from_shape_vec(IxDyn(shape), acc).expect("sized");
+        return ArrayD::from_shape_vec(IxDyn(shape), column_sums(s, len)).expect("sized");
     }
     let mut v = if lead == 0 { x.to_owned() } else { x.sum_axis(Axis(0)) };
     for _ in 1..lead {
@@ -193,6 +184,48 @@ pub(crate) fn sum_to<T: Float>(x: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD
         }
     }
     v
+}
+
+/// The column sums of `s`'s rows of `len`: each block of [`SUM_BLOCK_ROWS`] rows in
+/// row order, then the blocks' sums in block order.
+///
+/// Many blocks are split over the engine's threads by blocks, so that each thread reads
+/// whole rows in a row; a single block by columns, each thread adding into sums of its
+/// own padded by a cache line on each side and writing them out once (summing in place,
+/// two threads would write the cache line where their columns meet at every row).
+fn column_sums<T: Float>(s: &[T], len: usize) -> Vec<T> {
+    let add_rows = |sums: &mut [T], rows: &[T], first: usize| {
+        let n = sums.len();
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for row in rows.chunks_exact(len) {
+                    crate::simd::update1(sums, &row[first..first + n], |a, v| a + v);
+                }
+            },
+        );
+    };
+    let block = SUM_BLOCK_ROWS * len;
+    let mut acc = vec![T::zero(); len];
+    if s.len() <= block {
+        crate::gemm::for_rows_of(&mut acc, 1, s.len(), &|first, cols| {
+            let pad = 64 / std::mem::size_of::<T>();
+            let mut own = vec![T::zero(); cols.len() + 2 * pad];
+            let sums = &mut own[pad..pad + cols.len()];
+            add_rows(sums, s, first);
+            cols.copy_from_slice(sums);
+        });
+        return acc;
+    }
+    let mut partial = vec![T::zero(); s.len().div_ceil(block) * len];
+    crate::gemm::for_rows_of(&mut partial, len, s.len(), &|first, sums| {
+        for (b, out) in sums.chunks_exact_mut(len).enumerate() {
+            let at = (first + b) * block;
+            add_rows(out, &s[at..(at + block).min(s.len())], 0);
+        }
+    });
+    add_rows(&mut acc, &partial, 0);
+    acc
 }
 
 /// Builders: the reduction family.
@@ -279,18 +312,25 @@ impl<T: Float> Graph<T> {
 mod tests {
     use ndarray::{ArrayD, Axis, IxDyn};
 
-    use super::sum_to;
+    use super::{sum_to, SUM_BLOCK_ROWS};
 
-    /// A bias gradient's column sums add the rows in row order for any size: the
-    /// large case (split over the engine's threads by columns) equals one pass.
+    /// A bias gradient's column sums add the rows of each block of `SUM_BLOCK_ROWS` in
+    /// row order and then the blocks in order, whatever the size (a single block split
+    /// over the engine's threads by columns, more by blocks).
     #[test]
     fn column_sums_add_rows_in_order() {
-        for (rows, cols) in [(3, 5), (517, 77), (40, 2049)] {
+        for (rows, cols) in [(3, 5), (256, 77), (517, 77), (40, 2049), (700, 600)] {
             let x =
                 ArrayD::from_shape_fn(IxDyn(&[rows, cols]), |i| ((i[0] * 31 + i[1] * 17) % 101) as f32 * 0.013 - 0.6);
             let got = sum_to(&x.view(), &[cols]);
             for (j, g) in got.iter().enumerate() {
-                let want = x.index_axis(Axis(1), j).iter().fold(0.0f32, |s, &v| s + v);
+                let column: Vec<f32> = x.index_axis(Axis(1), j).iter().copied().collect();
+                let want = if rows <= SUM_BLOCK_ROWS {
+                    column.iter().fold(0.0f32, |s, &v| s + v)
+                } else {
+                    let block = |b: &[f32]| b.iter().fold(0.0f32, |s, &v| s + v);
+                    column.chunks(SUM_BLOCK_ROWS).map(block).fold(0.0f32, |s, v| s + v)
+                };
                 assert_eq!(g.to_bits(), want.to_bits(), "{rows}x{cols}, column {j}");
             }
         }
