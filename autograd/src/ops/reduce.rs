@@ -170,7 +170,7 @@ pub(crate) const SUM_BLOCK_ROWS: usize = 256;
 pub(crate) fn sum_to<T: Float>(x: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD<T> {
     let lead = x.ndim() - shape.len();
     let len: usize = shape.iter().product();
-    // Leading axes only (a bias gradient): rows of a row-major buffer summed in one pass.
+    // Leading axes only (a bias gradient): the column sums of a row-major buffer.
     if let (true, Some(s), true) = (x.shape()[lead..] == *shape, x.as_slice(), len > 0) {
         return ArrayD::from_shape_vec(IxDyn(shape), column_sums(s, len)).expect("sized");
     }
