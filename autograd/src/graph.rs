@@ -192,8 +192,12 @@ struct LeanPlan {
     needed: Vec<bool>,
     /// Kept nodes and leaves: never released.
     pinned: Vec<bool>,
-    /// The last needed node that reads each node ([`LeanPlan::NONE`] if none).
+    /// The last needed node that reads each node ([`LeanPlan::NONE`] if none); a
+    /// folded sum's terms are read last by the sum's reader, which computes through it.
     last: Vec<u32>,
+    /// The last readers as if no sum were folded (empty when none is): the small
+    /// graph's loop makes every sum, and its terms die there.
+    small_last: Vec<u32>,
     /// Large copies of part of a leaf (a reshape, narrow or select of a leaf or of
     /// such a copy, of at least [`RECOPY_ELEMENTS`] elements): released after every
     /// reader and copied again for the next, rather than held from a forward reader
@@ -249,12 +253,14 @@ impl LeanPlan {
                 && node.shape.iter().product::<usize>() >= RECOPY_ELEMENTS
                 && node.inputs.first().is_some_and(|j| nodes[j.index()].op.is_leaf() || copies[j.index()]);
         }
+        let plain_last = last.clone();
         let folds = folded::folds(nodes, &needed, &pinned, &copies, &mut last);
+        let small_last = if folds.is_empty() { Vec::new() } else { plain_last };
         let places = placed::places(nodes, &needed, &pinned, elem);
         let pairs = paired::pairs(nodes, &needed, &pinned);
         let computed = nodes.iter().filter(|n| !n.op.is_leaf());
         let bytes = computed.map(|n| n.shape.iter().product::<usize>() * elem).sum();
-        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, copies, places, pairs, folds, bytes }
+        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, small_last, copies, places, pairs, folds, bytes }
     }
 }
 
@@ -837,8 +843,8 @@ impl<T: Float> Graph<T> {
     }
 
     fn run_plan(&mut self, plan: &LeanPlan, timer: Option<&mut OpTimes>) -> Result<()> {
-        if plan.bytes <= self.small_limit {
-            return self.run_plan_small(plan, timer);
+        if self.small_limit > 0 && plan.bytes <= self.small_limit {
+            return self.with_spares(|g| g.run_plan_small(plan, timer));
         }
         self.with_spares(|g| g.run_plan_lent(plan, timer))
     }

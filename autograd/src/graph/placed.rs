@@ -30,7 +30,9 @@ use crate::ops::{fresh, Op};
 /// The smallest join laid out in place, in bytes (below it, the parts' own buffers
 /// are as likely to be in the cache as the join's). A build with debug assertions
 /// (what the tests run) lays out every join that qualifies otherwise, whatever its
-/// size, so that every test of a lean replay runs this path.
+/// size, so that every test of a lean replay in the full loop runs this path (a graph
+/// under the small graph's limit takes the small loop unless the limit is set to 0;
+/// `tests/tape.rs` runs its lean replays in both).
 const PLACED_BYTES: usize = if cfg!(debug_assertions) { 1 } else { 1 << 20 };
 
 /// A node's part in an in-place join, in a lean replay's plan.

@@ -9,9 +9,10 @@
 //! them and 50.7 µs in this loop (the bench's lean-replay medians, one thread), W1-S
 //! 54 and 47 µs, W2-S (which loses its folded sums) 24.4 and 24.0 µs. A graph whose
 //! values all fit in the graph's small limit ([`Graph::set_small_graph_limit`],
-//! 256 KiB unless set) is replayed by this loop: the same nodes computed, the same
-//! values bit for bit, each released at the same point, and the peak counted the
-//! same way. It keeps the two passes that are cheap for every node: an elementwise
+//! 256 KiB unless set) is replayed by this loop: the same values bit for bit, each
+//! released after its last reader (a sum the full loop folds into its reader is made
+//! here, and its terms die at the sum, which may take one's buffer), and the peak
+//! counted the same way. It keeps the two passes that are cheap for every node: an elementwise
 //! op computed into the buffer of an input that dies there, and a GRU's or an LSTM's
 //! sibling gradients made in one pass (`paired`).
 
@@ -25,7 +26,9 @@ pub(super) const SMALL_GRAPH_BYTES: usize = 256 << 10;
 impl<T: Float> Graph<T> {
     /// Runs `plan` for a small graph (see the module's documentation).
     pub(super) fn run_plan_small(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
-        let (last, pinned) = (&plan.last, &plan.pinned);
+        let last = if plan.small_last.is_empty() { &plan.last } else { &plan.small_last };
+        let pinned = &plan.pinned;
+        self.placing.clear(); // a failed full run's
         self.premade = None;
         let mut live = self.held_bytes();
         let mut peak = live;

@@ -18,7 +18,7 @@ pub struct Tanh;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sigmoid;
 
-/// `relu(x) = max(x, 0)`. d/dx = [x > 0] (0 at the kink, as PyTorch).
+/// `relu(x) = max(x, 0)`. d/dx = `[x > 0]` (0 at the kink, as PyTorch).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Relu;
 
@@ -222,7 +222,7 @@ impl<T: Float> Graph<T> {
     pub fn sigmoid(&mut self, x: NodeId) -> Result<NodeId> {
         self.push(Op::Sigmoid(Sigmoid), &[x])
     }
-    /// `relu(x) = max(x, 0)`. d/dx = [x > 0].
+    /// `relu(x) = max(x, 0)`. d/dx = `[x > 0]`.
     ///
     /// # Errors
     /// As [`Graph::tanh`].

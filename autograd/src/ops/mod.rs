@@ -2,7 +2,7 @@
 //!
 //! Every op is a serde-serializable struct; [`Op`] is their enum, generated with its
 //! names and its one dispatch `match` from the table at the bottom of this file.
-//! Adding an op means writing its struct and [`Rule`] in its family file and adding
+//! Adding an op means writing its struct and `Rule` in its family file and adding
 //! one line to the table.
 //!
 //! A backward rule returns the gradient of each input *as graph nodes*, built with

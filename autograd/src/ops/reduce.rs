@@ -190,41 +190,49 @@ pub(crate) fn sum_to<T: Float>(x: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD
 /// row order, then the blocks' sums in block order.
 ///
 /// Many blocks are split over the engine's threads by blocks, so that each thread reads
-/// whole rows in a row; a single block by columns, each thread adding into sums of its
-/// own padded by a cache line on each side and writing them out once (summing in place,
-/// two threads would write the cache line where their columns meet at every row).
+/// whole rows in a row, each block's sums whole cache lines apart from the next's; a
+/// single block by columns, each thread adding into sums of its own padded by a cache
+/// line on each side and writing them out once (summing in place, two threads would
+/// write the cache line where their shares meet at every row).
 fn column_sums<T: Float>(s: &[T], len: usize) -> Vec<T> {
-    let add_rows = |sums: &mut [T], rows: &[T], first: usize| {
+    // Adds the `[first, first + sums.len())` columns of `rows` (each `stride` apart) into `sums`.
+    let add_rows = |sums: &mut [T], rows: &[T], stride: usize, first: usize| {
         let n = sums.len();
         crate::simd::vectorized(
             #[inline(always)]
             || {
-                for row in rows.chunks_exact(len) {
+                for row in rows.chunks(stride) {
                     crate::simd::update1(sums, &row[first..first + n], |a, v| a + v);
                 }
             },
         );
     };
+    let pad = 64 / std::mem::size_of::<T>();
     let block = SUM_BLOCK_ROWS * len;
     let mut acc = vec![T::zero(); len];
     if s.len() <= block {
         crate::gemm::for_rows_of(&mut acc, 1, s.len(), &|first, cols| {
-            let pad = 64 / std::mem::size_of::<T>();
+            if cols.len() == len {
+                add_rows(cols, s, len, 0); // one share: no other thread writes near
+                return;
+            }
             let mut own = vec![T::zero(); cols.len() + 2 * pad];
             let sums = &mut own[pad..pad + cols.len()];
-            add_rows(sums, s, first);
+            add_rows(sums, s, len, first);
             cols.copy_from_slice(sums);
         });
         return acc;
     }
-    let mut partial = vec![T::zero(); s.len().div_ceil(block) * len];
-    crate::gemm::for_rows_of(&mut partial, len, s.len(), &|first, sums| {
-        for (b, out) in sums.chunks_exact_mut(len).enumerate() {
+    // A block's sums a whole number of cache lines apart from the next block's.
+    let stride = len.next_multiple_of(pad);
+    let mut partial = vec![T::zero(); s.len().div_ceil(block) * stride];
+    crate::gemm::for_rows_of(&mut partial, stride, s.len(), &|first, sums| {
+        for (b, out) in sums.chunks_exact_mut(stride).enumerate() {
             let at = (first + b) * block;
-            add_rows(out, &s[at..(at + block).min(s.len())], 0);
+            add_rows(&mut out[..len], &s[at..(at + block).min(s.len())], len, 0);
         }
     });
-    add_rows(&mut acc, &partial, 0);
+    add_rows(&mut acc, &partial, stride, 0);
     acc
 }
 
@@ -319,7 +327,7 @@ mod tests {
     /// over the engine's threads by columns, more by blocks).
     #[test]
     fn column_sums_add_rows_in_order() {
-        for (rows, cols) in [(3, 5), (256, 77), (517, 77), (40, 2049), (700, 600)] {
+        for (rows, cols) in [(0, 3), (3, 5), (256, 77), (257, 1), (512, 77), (517, 77), (40, 2049), (700, 600)] {
             let x =
                 ArrayD::from_shape_fn(IxDyn(&[rows, cols]), |i| ((i[0] * 31 + i[1] * 17) % 101) as f32 * 0.013 - 0.6);
             let got = sum_to(&x.view(), &[cols]);
