@@ -843,10 +843,10 @@ impl<T: Float> Graph<T> {
     }
 
     fn run_plan(&mut self, plan: &LeanPlan, timer: Option<&mut OpTimes>) -> Result<()> {
-        if self.small_limit > 0 && plan.bytes <= self.small_limit {
-            return self.with_spares(|g| g.run_plan_small(plan, timer));
-        }
-        self.with_spares(|g| g.run_plan_lent(plan, timer))
+        self.placing.clear(); // a failed run's
+        self.premade = None;
+        let small = self.small_limit > 0 && plan.bytes <= self.small_limit;
+        self.with_spares(|g| if small { g.run_plan_small(plan, timer) } else { g.run_plan_lent(plan, timer) })
     }
 
     /// Sets the size up to which [`Graph::replay_keeping`] replays this graph as a small
@@ -881,8 +881,6 @@ impl<T: Float> Graph<T> {
 
     fn run_plan_lent(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
         let (last, pinned, copies) = (&plan.last, &plan.pinned, &plan.copies);
-        self.placing.clear(); // a failed run's
-        self.premade = None;
         let mut live = self.held_bytes();
         let mut peak = live;
         for i in 0..self.nodes.len() {

@@ -28,8 +28,6 @@ impl<T: Float> Graph<T> {
     pub(super) fn run_plan_small(&mut self, plan: &LeanPlan, mut timer: Option<&mut OpTimes>) -> Result<()> {
         let last = if plan.small_last.is_empty() { &plan.last } else { &plan.small_last };
         let pinned = &plan.pinned;
-        self.placing.clear(); // a failed full run's
-        self.premade = None;
         let mut live = self.held_bytes();
         let mut peak = live;
         for i in 0..self.nodes.len() {
