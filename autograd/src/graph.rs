@@ -851,11 +851,11 @@ impl<T: Float> Graph<T> {
 
     /// Sets the size up to which [`Graph::replay_keeping`] replays this graph as a small
     /// one: when the values of all its computed nodes together take at most `bytes`
-    /// (256 KiB unless set), a lean replay computes the same nodes and releases each
-    /// value at the same point, with the same values, bit for bit, but without the
-    /// passes that only pay for large values (a sum folded into its reader, parts
-    /// written into their join's rows, large leaf slices copied again): a shorter loop
-    /// per node. `0` replays every graph with those passes.
+    /// (256 KiB unless set), a lean replay computes the same values, bit for bit, and
+    /// releases each after its last reader, but without the passes that only pay for
+    /// large values (a sum folded into its reader, which this loop makes instead,
+    /// parts written into their join's rows, large leaf slices copied again): a
+    /// shorter loop per node. `0` replays every graph with those passes.
     ///
     /// ```
     /// use ndarray::arr1;

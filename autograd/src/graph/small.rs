@@ -7,14 +7,15 @@
 //! save next to nothing when every value is a few hundred bytes: at W3-S (T = 16,
 //! B = 1, H = 32: 212 nodes computed, none over 512 bytes) a step took 58.8 µs with
 //! them and 50.7 µs in this loop (the bench's lean-replay medians, one thread), W1-S
-//! 54 and 47 µs, W2-S (which loses its folded sums) 24.4 and 24.0 µs. A graph whose
-//! values all fit in the graph's small limit ([`Graph::set_small_graph_limit`],
-//! 256 KiB unless set) is replayed by this loop: the same values bit for bit, each
-//! released after its last reader (a sum the full loop folds into its reader is made
-//! here, and its terms die at the sum, which may take one's buffer), and the peak
-//! counted the same way. It keeps the two passes that are cheap for every node: an elementwise
-//! op computed into the buffer of an input that dies there, and a GRU's or an LSTM's
-//! sibling gradients made in one pass (`paired`).
+//! 54 and 47 µs, W2-S 24.4 and 24.0 µs (and 23.0 against 24.1 in one alternation once
+//! its sums took a term's buffer). A graph whose values all fit in the graph's small
+//! limit ([`Graph::set_small_graph_limit`], 256 KiB unless set) is replayed by this
+//! loop: the same values bit for bit, each released after its last reader (a sum the
+//! full loop folds into its reader is made here, and its terms die at the sum, which
+//! may take one's buffer), and the peak counted the same way. It keeps the two passes
+//! that are cheap for every node: an elementwise op computed into the buffer of an
+//! input that dies there, and a GRU's or an LSTM's sibling gradients made in one pass
+//! (`paired`).
 
 use super::{add_time, Graph, LeanPlan, OpTimes};
 use crate::error::Result;
