@@ -311,11 +311,7 @@ fn deferred_and_lean_agree(limit: usize) -> Result<()> {
         assert_eq!(g.value(*a)?, eager.value(*b)?, "lean values are the eager values, bit for bit");
     }
     // Everything not kept was released; reading it, or building on it, is a typed error.
-    for id in g.ids() {
-        if !keep.contains(&id) && !g.node(id)?.op().is_leaf() {
-            assert!(!g.has_value(id)?, "limit {limit}: {id:?} still held");
-        }
-    }
+    only_kept_values_held(&g, &keep, &format!("limit {limit}"))?;
     assert!(matches!(g.value(output), Err(unrolled::autograd::Error::NotComputed { op: "value", .. })));
     g.set_deferred(false);
     assert!(matches!(g.tanh(output), Err(unrolled::autograd::Error::NotComputed { op: "tanh", .. })));
@@ -331,6 +327,16 @@ fn deferred_and_lean_agree(limit: usize) -> Result<()> {
         g.replay_keeping(&[Graph::<f64>::new().scalar(1.0)]),
         Err(unrolled::autograd::Error::ForeignNode { .. })
     ));
+    Ok(())
+}
+
+/// After a lean replay keeping `keep`, no computed node but those holds a value.
+fn only_kept_values_held<T: unrolled::autograd::Float>(g: &Graph<T>, keep: &[NodeId], case: &str) -> Result<()> {
+    for id in g.ids() {
+        if !keep.contains(&id) && !g.node(id)?.op().is_leaf() {
+            assert!(!g.has_value(id)?, "{case}: {id:?} still held");
+        }
+    }
     Ok(())
 }
 
@@ -853,11 +859,7 @@ fn a_lean_replay_computes_an_activation_of_a_sum_in_one_pass() -> Result<()> {
                     }
                     // Both loops release every value but the kept ones, a folded sum's
                     // terms included (the small loop makes the sum and then drops them).
-                    for id in g.ids() {
-                        if !keep.contains(&id) && !g.node(id)?.op().is_leaf() {
-                            assert!(!g.has_value(id)?, "{act} {stacked} {strided} run {run}: {id:?} still held");
-                        }
-                    }
+                    only_kept_values_held(&g, &keep, &format!("{act} {stacked} {strided} run {run}"))?;
                 }
             }
         }
