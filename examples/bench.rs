@@ -689,6 +689,11 @@ fn w6(args: &Args, threads: usize, peak: &mut Peak) -> Res<()> {
     Ok(())
 }
 
+/// `Some(s)` as a JSON string, `None` as `null`.
+fn json_str(s: Option<&str>) -> String {
+    s.map_or_else(|| "null".to_string(), |s| format!("\"{s}\""))
+}
+
 fn main() -> Res<()> {
     let args = Args::parse();
     let Some(run) = args.run else {
@@ -699,6 +704,8 @@ fn main() -> Res<()> {
     // The matrix multiply reads its thread count once, at its first use.
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
     std::env::set_var("OPENBLAS_NUM_THREADS", threads.to_string());
+    // SAFETY: no other thread runs yet (the workers start at the first product).
+    let named = unsafe { gemm::name_cpu_for_openblas() };
     if let Some(t) = args.w5 {
         if let Some(s) = args.recompute {
             return w5_recompute(t, s, threads);
@@ -708,8 +715,11 @@ fn main() -> Res<()> {
     let (g512, g2048) = (sgemm(512), sgemm(2048));
     let peak = g512.max(g2048);
     println!(
-        "{{\"workload\":\"sgemm\",\"threads\":{threads},\"run\":{run},\"backend\":\"{}\",\"gflops_512\":{g512:.2},\"gflops_2048\":{g2048:.2},\"peak_gflops\":{peak:.2}}}",
-        gemm::backend()
+        "{{\"workload\":\"sgemm\",\"threads\":{threads},\"run\":{run},\"backend\":\"{}\",\"blas_core\":{},\"blas_core_named\":{},\"blas_passed_over\":{},\"gflops_512\":{g512:.2},\"gflops_2048\":{g2048:.2},\"peak_gflops\":{peak:.2}}}",
+        gemm::backend(),
+        json_str(gemm::openblas_core()),
+        named.is_some(),
+        json_str(gemm::openblas_passed_over())
     );
     let mut peak = Peak(peak);
     w1_to_w3(&args, threads, &mut peak)?;

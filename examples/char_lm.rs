@@ -194,6 +194,9 @@ fn hello(args: &Args) -> Res<()> {
 }
 
 fn main() -> Res<()> {
+    // SAFETY: first thing in `main`, before any other thread starts. An OpenBLAS
+    // too old to know this CPU is told its kernels (see `gemm::name_cpu_for_openblas`).
+    unsafe { unrolled::autograd::gemm::name_cpu_for_openblas() };
     let args = Args::parse();
     if let Some(path) = &args.sample {
         return sample(&args, path);

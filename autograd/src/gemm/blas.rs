@@ -2,7 +2,8 @@
 //! layouts they accept.
 
 use std::any::TypeId;
-use std::os::raw::c_int;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
 use std::sync::OnceLock;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -30,6 +31,8 @@ type Gemm<F> = unsafe extern "C" fn(
 pub(super) struct Blas {
     sgemm: Gemm<f32>,
     dgemm: Gemm<f64>,
+    /// The kernel family OpenBLAS chose for this CPU (`openblas_get_corename`).
+    pub(super) core: String,
     _lib: libloading::Library,
 }
 
@@ -37,12 +40,107 @@ const ROW_MAJOR: c_int = 101;
 const NO_TRANS: c_int = 111;
 const TRANS: c_int = 112;
 
-pub(super) fn blas() -> Option<&'static Blas> {
-    static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
-    BLAS.get_or_init(load).as_ref()
+/// OpenBLAS's kernel families without AVX2 and FMA: what an OpenBLAS too old to know
+/// a CPU falls back to (Debian 12's 0.3.21 takes an Emerald Rapids Xeon for a
+/// Prescott, whose SSE3 kernels run at a fifth of the pure-Rust ones there).
+const PRE_AVX2_CORES: &[&str] = &[
+    "prescott",
+    "core2",
+    "penryn",
+    "dunnington",
+    "nehalem",
+    "sandybridge",
+    "atom",
+    "katmai",
+    "coppermine",
+    "northwood",
+    "banias",
+    "athlon",
+    "opteron",
+    "opteron_sse3",
+    "barcelona",
+    "bobcat",
+    "unknown",
+];
+
+/// What loading OpenBLAS found: the library, or the kernel family it chose when that
+/// family misses the CPU's vector units and the library was passed over for it.
+struct Found {
+    blas: Option<Blas>,
+    passed_over: Option<String>,
 }
 
-fn load() -> Option<Blas> {
+pub(super) fn blas() -> Option<&'static Blas> {
+    found().blas.as_ref()
+}
+
+/// The kernel family of an OpenBLAS passed over because it misses the CPU.
+pub(super) fn passed_over() -> Option<&'static str> {
+    found().passed_over.as_deref()
+}
+
+static FOUND: OnceLock<Found> = OnceLock::new();
+
+/// Whether the engine has already looked for OpenBLAS (at its first product).
+pub(super) fn loaded() -> bool {
+    FOUND.get().is_some()
+}
+
+fn found() -> &'static Found {
+    FOUND.get_or_init(|| {
+        let Some(blas) = open() else { return Found { blas: None, passed_over: None } };
+        // An explicit `OPENBLAS_CORETYPE` is the user's choice, kept whatever it is.
+        if std::env::var_os("OPENBLAS_CORETYPE").is_none() && misses(&blas.core, cpu_core_type()) {
+            return Found { passed_over: Some(blas.core.clone()), blas: None };
+        }
+        Found { blas: Some(blas), passed_over: None }
+    })
+}
+
+/// The OpenBLAS kernel family this CPU's vector units call for: `SkylakeX` with
+/// AVX-512, `Haswell` with AVX2 and FMA, else `None`.
+pub(super) fn cpu_core_type() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
+            return Some("SkylakeX");
+        }
+        if has!("avx2") && has!("fma") {
+            return Some("Haswell");
+        }
+    }
+    None
+}
+
+/// Whether OpenBLAS's kernel family `core` leaves out the vector units of a CPU that
+/// calls for `cpu` ([`cpu_core_type`]).
+pub(super) fn misses(core: &str, cpu: Option<&str>) -> bool {
+    cpu.is_some() && PRE_AVX2_CORES.contains(&core.to_ascii_lowercase().as_str())
+}
+
+/// When the installed OpenBLAS would run kernels that miss this CPU's vector units,
+/// sets `OPENBLAS_CORETYPE` to the family the CPU calls for and returns it.
+///
+/// # Safety
+/// It loads and unloads OpenBLAS and sets an environment variable: no other thread
+/// may run (nor read the environment) meanwhile.
+pub(super) unsafe fn name_cpu() -> Option<&'static str> {
+    let off = matches!(std::env::var("UNROLLED_BLAS").as_deref(), Ok("off" | "0"));
+    if off || std::env::var_os("OPENBLAS_CORETYPE").is_some() {
+        return None;
+    }
+    let cpu = cpu_core_type()?;
+    let core = open()?.core;
+    // The probe's library was unloaded as it dropped; OpenBLAS reads the variable
+    // when it is loaded again.
+    misses(&core, Some(cpu)).then(|| {
+        std::env::set_var("OPENBLAS_CORETYPE", cpu);
+        cpu
+    })
+}
+
+fn open() -> Option<Blas> {
     let choice = std::env::var("UNROLLED_BLAS").unwrap_or_default();
     if choice == "off" || choice == "0" {
         return None;
@@ -53,8 +151,8 @@ fn load() -> Option<Blas> {
         vec![choice]
     };
     names.iter().find_map(|name| {
-        // SAFETY: loading OpenBLAS runs only its own initialisers; the two symbols
-        // have the standard CBLAS signatures declared above.
+        // SAFETY: loading OpenBLAS runs only its own initialisers; the symbols have
+        // the standard CBLAS and OpenBLAS signatures declared here.
         unsafe {
             let lib = libloading::Library::new(name).ok()?;
             let sgemm = *lib.get::<Gemm<f32>>(b"cblas_sgemm\0").ok()?;
@@ -64,7 +162,18 @@ fn load() -> Option<Blas> {
             if let Ok(set) = lib.get::<unsafe extern "C" fn(c_int)>(b"openblas_set_num_threads\0") {
                 set(1);
             }
-            Some(Blas { sgemm, dgemm, _lib: lib })
+            let core = match lib.get::<unsafe extern "C" fn() -> *const c_char>(b"openblas_get_corename\0") {
+                Ok(name) => {
+                    let p = name();
+                    if p.is_null() {
+                        String::new()
+                    } else {
+                        CStr::from_ptr(p).to_string_lossy().into_owned()
+                    }
+                }
+                Err(_) => String::new(),
+            };
+            Some(Blas { sgemm, dgemm, core, _lib: lib })
         }
     })
 }
@@ -144,4 +253,21 @@ pub(super) fn blas_call<T: Float>(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::misses;
+
+    #[test]
+    fn only_pre_avx2_kernels_on_a_vector_cpu_miss_it() {
+        assert!(misses("Prescott", Some("SkylakeX")));
+        assert!(misses("CORE2", Some("Haswell")));
+        assert!(misses("Sandybridge", Some("Haswell")));
+        assert!(!misses("Prescott", None));
+        assert!(!misses("SkylakeX", Some("SkylakeX")));
+        assert!(!misses("Haswell", Some("SkylakeX")));
+        assert!(!misses("Zen", Some("SkylakeX")));
+        assert!(!misses("", Some("SkylakeX")));
+    }
 }

@@ -8,7 +8,10 @@
 //! - Other products go to OpenBLAS, loaded at run time when the machine has it
 //!   (`libopenblas.so.0`, from Debian's `libopenblas0` or `libopenblas-dev`): up to
 //!   2-3x faster than the pure-Rust kernels. `UNROLLED_BLAS=/path/to/libopenblas.so`
-//!   picks a specific library.
+//!   picks a specific library. An OpenBLAS too old to know the CPU runs kernels
+//!   without AVX2 on it (Debian 12's 0.3.21 on an Emerald Rapids Xeon): it is passed
+//!   over ([`openblas_passed_over`]) unless `OPENBLAS_CORETYPE` names its kernels,
+//!   which [`name_cpu_for_openblas`] does from the CPU's features.
 //! - Without it (or with `UNROLLED_BLAS=off`) ndarray's `matrixmultiply` kernels
 //!   compute them, so nothing needs installing for the library to work.
 //!
@@ -37,7 +40,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::float::Float;
-use blas::{blas, blas_call};
+use blas::{blas, blas_call, passed_over};
 pub(crate) use packed::{PackCache, Packed};
 pub use pool::threads;
 pub(crate) use pool::{for_rows, for_rows_of};
@@ -63,6 +66,65 @@ pub fn backend() -> &'static str {
     } else {
         "matrixmultiply"
     }
+}
+
+/// The kernel family the loaded OpenBLAS runs on this CPU (its
+/// `openblas_get_corename`: `"SkylakeX"`, `"Haswell"`, `"Zen"`, …), or `None` when
+/// OpenBLAS does not compute the products.
+pub fn openblas_core() -> Option<&'static str> {
+    blas().map(|b| b.core.as_str())
+}
+
+/// The kernel family of an OpenBLAS that was found but passed over because its
+/// kernels miss this CPU's vector units (a `"Prescott"`, without AVX2, on a CPU with
+/// AVX2 or AVX-512): the products then run on the pure-Rust kernels, which use them.
+/// [`name_cpu_for_openblas`] at the start of `main` avoids it.
+///
+/// ```
+/// use unrolled_autograd::gemm;
+/// let a = ndarray::Array2::<f32>::ones((300, 300));
+/// let mut c = ndarray::Array2::zeros((300, 300));
+/// gemm::gemm(1.0, &a.view(), &a.view(), 0.0, &mut c.view_mut());
+/// assert_eq!(c[[0, 0]], 300.0);
+/// if gemm::openblas_passed_over().is_some() {
+///     assert_eq!(gemm::backend(), "matrixmultiply");
+///     assert_eq!(gemm::openblas_core(), None);
+/// }
+/// ```
+pub fn openblas_passed_over() -> Option<&'static str> {
+    passed_over()
+}
+
+/// Names this CPU's kernels for an OpenBLAS too old to know it.
+///
+/// When the installed OpenBLAS would choose kernels without AVX2 on a CPU with AVX2
+/// or AVX-512 (Debian 12's 0.3.21 takes an Emerald Rapids Xeon for a `Prescott`),
+/// this sets `OPENBLAS_CORETYPE` to the family the CPU's features call for
+/// (`"SkylakeX"` with AVX-512, `"Haswell"` with AVX2 and FMA) and returns it; the
+/// engine then loads OpenBLAS with those kernels at its first product. It does
+/// nothing (and returns `None`) when OpenBLAS is absent or chooses well, when
+/// `OPENBLAS_CORETYPE` is already set, under `UNROLLED_BLAS=off`, or once a product
+/// has loaded OpenBLAS.
+///
+/// # Safety
+/// It sets an environment variable and loads and unloads OpenBLAS: call it first
+/// thing in `main`, while no other thread runs.
+///
+/// ```
+/// // First thing in `main`:
+/// // SAFETY: no other thread runs yet.
+/// let named = unsafe { unrolled_autograd::gemm::name_cpu_for_openblas() };
+/// if let Some(core) = named {
+///     assert_eq!(unrolled_autograd::gemm::openblas_core(), Some(core));
+/// }
+/// assert!(unrolled_autograd::gemm::openblas_passed_over().is_none());
+/// ```
+pub unsafe fn name_cpu_for_openblas() -> Option<&'static str> {
+    if blas::loaded() {
+        return None;
+    }
+    // SAFETY: the caller runs no other thread.
+    unsafe { blas::name_cpu() }
 }
 
 /// `c = alpha * a @ b + beta * c`. `a` is `[m, k]`, `b` is `[k, n]`, `c` is `[m, n]`;
