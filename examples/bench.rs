@@ -25,6 +25,10 @@
 //! `bench/peers.md` reports the other systems: the machines are shared, and one run
 //! can fall in a slow spell.
 
+#[macro_use]
+#[path = "common/out.rs"]
+mod out;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -210,7 +214,7 @@ fn runs(args: &Args) -> Res<()> {
             let out = child.stdout.take().ok_or("no stdout")?;
             for line in BufReader::new(out).lines() {
                 let line = line?;
-                println!("{line}");
+                outln!("{line}");
                 lines.push(line);
             }
             if !child.wait()?.success() {
@@ -220,7 +224,7 @@ fn runs(args: &Args) -> Res<()> {
     }
     if args.runs > 1 {
         for l in summary(&lines) {
-            println!("{l}");
+            outln!("{l}");
         }
     }
     Ok(())
@@ -305,7 +309,7 @@ struct Line<'a> {
 fn print(l: &Line, extra: &str) {
     let t = l.times;
     let gflops = l.flops / (t.median / 1e3) / 1e9;
-    println!(
+    outln!(
         "{{\"workload\":\"{}\",\"size\":\"{}\",\"threads\":{},\"mode\":\"{}\",\"run\":{},\"median_ms\":{:.4},\"min_ms\":{:.4},\"max_ms\":{:.4},\"steps\":{},\"gflops\":{:.3},\"peak_gflops\":{:.2},\"peak_fraction\":{:.4},\"grad_norm\":{:.6e},\"nodes\":{}{extra}}}",
         l.workload, l.size, l.threads, l.mode, RUN.get().copied().unwrap_or(1), t.median, t.min, t.max, t.steps, gflops, l.peak, gflops / l.peak, l.norm, l.nodes
     );
@@ -378,7 +382,7 @@ fn profile(g: &mut Graph<f32>, keep: &[NodeId], workload: &str, size: &str) -> R
     let p = g.replay_keeping_profile(keep)?;
     let total: f64 = p.iter().map(|o| o.time.as_secs_f64()).sum();
     for o in p.iter().take(20) {
-        println!(
+        outln!(
             "{{\"profile\":\"{workload}\",\"size\":\"{size}\",\"op\":\"{}\",\"count\":{},\"ms\":{:.3},\"share\":{:.3}}}",
             o.op,
             o.count,
@@ -612,7 +616,9 @@ fn w5(args: &Args, threads: usize) -> Res<()> {
             cmd.args(["--recompute", &s.to_string()]);
         }
         let out = cmd.output()?;
-        print!("{}", String::from_utf8_lossy(&out.stdout));
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            outln!("{l}");
+        }
         if !out.status.success() {
             eprintln!("W5 T={t}: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -714,7 +720,7 @@ fn main() -> Res<()> {
     }
     let (g512, g2048) = (sgemm(512), sgemm(2048));
     let peak = g512.max(g2048);
-    println!(
+    outln!(
         "{{\"workload\":\"sgemm\",\"threads\":{threads},\"run\":{run},\"backend\":\"{}\",\"blas_core\":{},\"blas_core_named\":{},\"blas_passed_over\":{},\"gflops_512\":{g512:.2},\"gflops_2048\":{g2048:.2},\"peak_gflops\":{peak:.2}}}",
         gemm::backend(),
         json_str(gemm::openblas_core()),

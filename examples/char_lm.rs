@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 
 #[path = "common/text.rs"]
 mod text;
+#[macro_use]
+#[path = "common/out.rs"]
+mod out;
 use std::time::Instant;
 use text::{read_corpus, Vocab};
 
@@ -143,7 +146,7 @@ fn sample(args: &Args, path: &Path) -> Res<()> {
     let prime = vocab.encode(&args.prime)?;
     let mut rng = Rng::new(args.seed);
     let out = model.generate(&ck.params, &prime, args.length, args.temperature, args.top_k, &mut rng)?;
-    println!("{}{}", args.prime, vocab.decode(&out));
+    outln!("{}{}", args.prime, vocab.decode(&out));
     Ok(())
 }
 
@@ -169,7 +172,7 @@ fn hello(args: &Args) -> Res<()> {
                 unrolled::layers::sample_logits(&row, 0.0, 0, &mut Rng::new(0)) as i64
             })
             .collect();
-        println!(
+        outln!(
             "step {step:3}  loss {:.4}  input \"hell\" -> predicts \"{}\"",
             g.scalar_value(loss)?,
             vocab.decode(&pred)
@@ -189,7 +192,7 @@ fn hello(args: &Args) -> Res<()> {
         opt.step(&mut params, &gv)?;
     }
     let next = model.generate(&params, &vocab.encode("hell")?, 1, 0.0, 0, &mut Rng::new(0))?;
-    println!("after training, \"hell\" continues with {:?}", vocab.decode(&next));
+    outln!("after training, \"hell\" continues with {:?}", vocab.decode(&next));
     Ok(())
 }
 
@@ -241,7 +244,7 @@ fn main() -> Res<()> {
     if let Some(dir) = args.checkpoint.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    println!(
+    outln!(
         "{} characters, vocabulary {}, {} {}x{} (embedding {}), {} parameters; {} steps of {b}x{t} characters",
         data.len(),
         vocab.chars.len(),
@@ -347,14 +350,14 @@ fn main() -> Res<()> {
                 vocab.decode(&s)
             );
             if bar.is_hidden() {
-                println!("{msg}");
+                outln!("{msg}");
             } else {
                 bar.println(msg);
             }
         }
     }
     bar.finish();
-    println!(
+    outln!(
         "trained {} steps in {:.1} s; checkpoint {} (sample with --sample {} --prime TEXT)",
         args.steps,
         start.elapsed().as_secs_f64(),
