@@ -60,6 +60,7 @@ const PRE_AVX2_CORES: &[&str] = &[
     "opteron_sse3",
     "barcelona",
     "bobcat",
+    "nano",
     "unknown",
 ];
 
@@ -81,20 +82,30 @@ pub(super) fn passed_over() -> Option<&'static str> {
 
 static FOUND: OnceLock<Found> = OnceLock::new();
 
-/// Whether the engine has already looked for OpenBLAS (at its first product).
+/// The family [`name_cpu`] named in `OPENBLAS_CORETYPE` (the variable is then ours,
+/// not the user's).
+static NAMED: OnceLock<&'static str> = OnceLock::new();
+
+/// Whether the engine has already looked for OpenBLAS (at its first product, or at
+/// the first question about its backend).
 pub(super) fn loaded() -> bool {
     FOUND.get().is_some()
 }
 
 fn found() -> &'static Found {
-    FOUND.get_or_init(|| {
-        let Some(blas) = open() else { return Found { blas: None, passed_over: None } };
-        // An explicit `OPENBLAS_CORETYPE` is the user's choice, kept whatever it is.
-        if std::env::var_os("OPENBLAS_CORETYPE").is_none() && misses(&blas.core, cpu_core_type()) {
-            return Found { passed_over: Some(blas.core.clone()), blas: None };
-        }
-        Found { blas: Some(blas), passed_over: None }
-    })
+    FOUND.get_or_init(|| open().map_or(Found { blas: None, passed_over: None }, judge))
+}
+
+/// Keeps `blas`, or passes it over when its kernels miss the CPU's vector units. An
+/// `OPENBLAS_CORETYPE` the user set is their choice, kept whatever it is; one that
+/// [`name_cpu`] set is checked like OpenBLAS's own choice (a build that ignores the
+/// variable, or a library that was not unloaded, still runs what it chose).
+fn judge(blas: Blas) -> Found {
+    let users = std::env::var_os("OPENBLAS_CORETYPE").is_some() && NAMED.get().is_none();
+    if !users && misses(&blas.core, cpu_core_type()) {
+        return Found { passed_over: Some(blas.core.clone()), blas: None };
+    }
+    Found { blas: Some(blas), passed_over: None }
 }
 
 /// The OpenBLAS kernel family this CPU's vector units call for: `SkylakeX` with
@@ -120,24 +131,29 @@ pub(super) fn misses(core: &str, cpu: Option<&str>) -> bool {
 }
 
 /// When the installed OpenBLAS would run kernels that miss this CPU's vector units,
-/// sets `OPENBLAS_CORETYPE` to the family the CPU calls for and returns it.
+/// sets `OPENBLAS_CORETYPE` to the family the CPU calls for and returns it. A library
+/// that chose well is kept as the engine's, so that it is not started twice.
 ///
 /// # Safety
-/// It loads and unloads OpenBLAS and sets an environment variable: no other thread
-/// may run (nor read the environment) meanwhile.
+/// It loads (and may unload) OpenBLAS and sets an environment variable: no other
+/// thread may run (nor read the environment) meanwhile.
 pub(super) unsafe fn name_cpu() -> Option<&'static str> {
     let off = matches!(std::env::var("UNROLLED_BLAS").as_deref(), Ok("off" | "0"));
     if off || std::env::var_os("OPENBLAS_CORETYPE").is_some() {
         return None;
     }
     let cpu = cpu_core_type()?;
-    let core = open()?.core;
-    // The probe's library was unloaded as it dropped; OpenBLAS reads the variable
-    // when it is loaded again.
-    misses(&core, Some(cpu)).then(|| {
-        std::env::set_var("OPENBLAS_CORETYPE", cpu);
-        cpu
-    })
+    let probe = open()?;
+    if !misses(&probe.core, Some(cpu)) {
+        let _ = FOUND.set(judge(probe));
+        return None;
+    }
+    // Unloading the probe's library lets OpenBLAS read the variable when the engine
+    // loads it again.
+    drop(probe);
+    std::env::set_var("OPENBLAS_CORETYPE", cpu);
+    let _ = NAMED.set(cpu);
+    Some(cpu)
 }
 
 fn open() -> Option<Blas> {

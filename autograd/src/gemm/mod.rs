@@ -78,7 +78,8 @@ pub fn openblas_core() -> Option<&'static str> {
 /// The kernel family of an OpenBLAS that was found but passed over because its
 /// kernels miss this CPU's vector units (a `"Prescott"`, without AVX2, on a CPU with
 /// AVX2 or AVX-512): the products then run on the pure-Rust kernels, which use them.
-/// [`name_cpu_for_openblas`] at the start of `main` avoids it.
+/// [`name_cpu_for_openblas`] at the start of `main` avoids it; an `OPENBLAS_CORETYPE`
+/// set by the user is kept whatever it names.
 ///
 /// ```
 /// use unrolled_autograd::gemm;
@@ -101,23 +102,29 @@ pub fn openblas_passed_over() -> Option<&'static str> {
 /// or AVX-512 (Debian 12's 0.3.21 takes an Emerald Rapids Xeon for a `Prescott`),
 /// this sets `OPENBLAS_CORETYPE` to the family the CPU's features call for
 /// (`"SkylakeX"` with AVX-512, `"Haswell"` with AVX2 and FMA) and returns it; the
-/// engine then loads OpenBLAS with those kernels at its first product. It does
-/// nothing (and returns `None`) when OpenBLAS is absent or chooses well, when
-/// `OPENBLAS_CORETYPE` is already set, under `UNROLLED_BLAS=off`, or once a product
-/// has loaded OpenBLAS.
+/// engine then loads OpenBLAS with those kernels at its first product (and child
+/// processes inherit the variable). Should the library still run the kernels it
+/// chose (a build that ignores the variable), it is passed over
+/// ([`openblas_passed_over`]). It does nothing and returns `None` when OpenBLAS is
+/// absent or chooses well (the library it loaded is then kept for the products),
+/// when `OPENBLAS_CORETYPE` is already set, under `UNROLLED_BLAS=off`, or once the
+/// engine has loaded OpenBLAS (at its first product, or at a call to [`backend`],
+/// [`openblas_core`] or [`openblas_passed_over`]).
 ///
 /// # Safety
-/// It sets an environment variable and loads and unloads OpenBLAS: call it first
-/// thing in `main`, while no other thread runs.
+/// It sets an environment variable and loads (and may unload) OpenBLAS: call it
+/// first thing in `main`, while no other thread runs.
 ///
 /// ```
+/// use unrolled_autograd::gemm;
 /// // First thing in `main`:
 /// // SAFETY: no other thread runs yet.
-/// let named = unsafe { unrolled_autograd::gemm::name_cpu_for_openblas() };
-/// if let Some(core) = named {
-///     assert_eq!(unrolled_autograd::gemm::openblas_core(), Some(core));
+/// let named = unsafe { gemm::name_cpu_for_openblas() };
+/// if let Some(family) = named {
+///     println!("OpenBLAS is told to run its {family} kernels");
 /// }
-/// assert!(unrolled_autograd::gemm::openblas_passed_over().is_none());
+/// // Whatever OpenBLAS runs, it is not kernels that miss the CPU.
+/// println!("{} ({:?})", gemm::backend(), gemm::openblas_core());
 /// ```
 pub unsafe fn name_cpu_for_openblas() -> Option<&'static str> {
     if blas::loaded() {
