@@ -96,6 +96,22 @@ pub fn openblas_passed_over() -> Option<&'static str> {
     passed_over()
 }
 
+/// Whether OpenBLAS's kernel family `family` (as its `openblas_get_corename` names
+/// it) leaves out this CPU's vector units: a family without AVX2 (`"Prescott"`,
+/// `"Core2"`, `"Sandybridge"`, …) on a CPU with AVX2 and FMA, or AVX-512.
+///
+/// ```
+/// use unrolled_autograd::gemm;
+/// assert!(!gemm::openblas_family_misses_cpu("SkylakeX"));
+/// #[cfg(target_arch = "x86_64")]
+/// if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+///     assert!(gemm::openblas_family_misses_cpu("Prescott"));
+/// }
+/// ```
+pub fn openblas_family_misses_cpu(family: &str) -> bool {
+    blas::misses(family, blas::cpu_core_type())
+}
+
 /// Names this CPU's kernels for an OpenBLAS too old to know it.
 ///
 /// When the installed OpenBLAS would choose kernels without AVX2 on a CPU with AVX2
