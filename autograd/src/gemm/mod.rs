@@ -11,7 +11,9 @@
 //!   picks a specific library. An OpenBLAS too old to know the CPU runs kernels
 //!   without AVX2 on it (Debian 12's 0.3.21 on an Emerald Rapids Xeon): it is passed
 //!   over ([`openblas_passed_over`]) unless `OPENBLAS_CORETYPE` names its kernels,
-//!   which [`name_cpu_for_openblas`] does from the CPU's features.
+//!   which [`name_cpu_for_openblas`] does from the CPU's features. A library named
+//!   by `UNROLLED_BLAS` is judged the same way; setting `OPENBLAS_CORETYPE` yourself
+//!   keeps it whatever it runs (a build for one older CPU, say).
 //! - Without it (or with `UNROLLED_BLAS=off`) ndarray's `matrixmultiply` kernels
 //!   compute them, so nothing needs installing for the library to work.
 //!
