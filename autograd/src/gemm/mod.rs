@@ -36,7 +36,8 @@ mod pool;
 mod skinny;
 
 use std::any::TypeId;
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
@@ -233,7 +234,7 @@ fn run_skinny<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: Src<'_>, beta: T, c:
     };
     let panels = job.panels();
     let shares = if m * n * k >= PARALLEL_MACS { panels } else { 1 };
-    let spaced = m * k <= SPACED_ELEMS && rows_alias(m, job.sa);
+    let spaced = m * k <= SPACED_ELEMS && rows_alias(m, job.sa, l1_ways());
     pool::run(shares, &|share, of| {
         let range = panels * share / of..panels * (share + 1) / of;
         // SAFETY: `skinny_fits` checked the element type and AVX-512; the pointers
@@ -252,23 +253,44 @@ fn run_skinny<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: Src<'_>, beta: T, c:
 
 /// Whether the rows of a row-major left operand (`m` rows `sa.0` elements apart) that
 /// one tile of the skinny kernel reads at once fall into few sets of the L1 cache:
-/// more than six of a tile's twelve in one set. With a row stride of a multiple of
-/// 4 KiB (a `[B, 1024]` or `[B, 2048]` step gradient) every row maps to the same set,
-/// and the tile's rows evict each other while it broadcasts from them: in a probe
-/// with its operands in the cache, a step's `[64, 2048]·[2048, 512]` took 9–14%
-/// longer than with rows a line further apart, and W4's `[32, 1024]·[1024, 256]`
-/// 15–85% longer. The L1 caches of the CPUs with AVX-512 have 64 sets of 64-byte
-/// lines (a 4 KiB period).
-fn rows_alias(m: usize, sa: (isize, isize)) -> bool {
+/// more of a tile's twelve in one set than `ways`. With a row stride of a multiple of
+/// 4 KiB (a `[B, 1024]` or `[B, 2048]` step gradient) every row maps to the same set.
+/// In an L1 of 8 ways (AMD Zen 4's) the tile's rows then evict each other while it
+/// broadcasts from them: in a probe with its operands in the cache, a step's
+/// `[64, 2048]·[2048, 512]` took 9–14% longer than with rows a line further apart, and
+/// W4's `[32, 1024]·[1024, 256]` 15–85% longer. An L1 of 12 ways (Intel's since Ice
+/// Lake) holds the twelve: there the copy cost more than it saved, and the steps of
+/// W1-L, W3-L and an LSTM of W4's sizes took 1–2% less time reading the rows in place
+/// (alternating per replay in one process). The L1 caches of the CPUs with AVX-512
+/// have 64 sets of 64-byte lines (a 4 KiB period).
+fn rows_alias(m: usize, sa: (isize, isize), ways: usize) -> bool {
     if sa.1 != 1 || m < 8 {
         return false;
     }
     let bytes = sa.0.unsigned_abs() * std::mem::size_of::<f32>();
-    let mut per_set = [0u8; 64];
+    let mut per_set = [0usize; 64];
     for r in 0..m.min(skinny::MR) {
         per_set[(r * bytes / 64) % 64] += 1;
     }
-    per_set.iter().any(|&n| n > 6)
+    per_set.iter().any(|&n| n > ways)
+}
+
+/// The ways of this CPU's L1 data cache, as Linux reports them; 8 (the fewest among
+/// the CPUs with AVX-512) when it does not.
+fn l1_ways() -> usize {
+    static WAYS: OnceLock<usize> = OnceLock::new();
+    *WAYS.get_or_init(|| l1_ways_in(Path::new("/sys/devices/system/cpu/cpu0/cache")).unwrap_or(8))
+}
+
+/// The ways of the level-1 data cache among the `index*` entries of `dir` (sysfs's
+/// cache description).
+fn l1_ways_in(dir: &Path) -> Option<usize> {
+    (0..16).find_map(|i| {
+        let entry = dir.join(format!("index{i}"));
+        let read = |f: &str| std::fs::read_to_string(entry.join(f)).ok();
+        let data_l1 = read("level")?.trim() == "1" && read("type")?.trim() == "Data";
+        data_l1.then(|| read("ways_of_associativity")?.trim().parse().ok().filter(|&w: &usize| w > 0)).flatten()
+    })
 }
 
 /// A product through OpenBLAS, split over the workers when it is large: along the
@@ -432,21 +454,46 @@ mod tests {
     }
 
     #[test]
-    fn rows_a_multiple_of_4_kib_apart_are_read_from_a_spaced_copy() {
-        // f32 rows of 1,024 or 2,048 elements all fall into one set of the L1 cache.
-        assert!(rows_alias(64, (1024, 1)) && rows_alias(12, (2048, 1)) && rows_alias(8, (-1024, 1)));
+    fn rows_a_multiple_of_4_kib_apart_are_read_from_a_spaced_copy_in_a_small_l1() {
+        // f32 rows of 1,024 or 2,048 elements all fall into one set of the L1 cache:
+        // too many for 8 ways, not for 12.
+        assert!(rows_alias(64, (1024, 1), 8) && rows_alias(12, (2048, 1), 8) && rows_alias(9, (-1024, 1), 8));
+        assert!(!rows_alias(64, (1024, 1), 12) && !rows_alias(12, (2048, 1), 12));
         // Rows 2 KiB apart share a set six at a time, and transposed or short operands
         // are read as they are.
-        assert!(!rows_alias(64, (512, 1)) && !rows_alias(64, (1040, 1)));
-        assert!(!rows_alias(64, (1, 1024)) && !rows_alias(4, (1024, 1)));
+        assert!(!rows_alias(64, (512, 1), 6) && !rows_alias(64, (1040, 1), 6));
+        assert!(!rows_alias(64, (1, 1024), 6) && !rows_alias(4, (1024, 1), 6));
+        assert!(rows_alias(64, (512, 1), 5));
         // The copy's row length: 1,024 and 2,048 get a line more, 1,008 (4,032 bytes,
         // a line short of 4 KiB) is spread already.
-        assert!(!rows_alias(64, (1008, 1)) && !rows_alias(64, (2064, 1)));
+        assert!(!rows_alias(64, (1008, 1), 6) && !rows_alias(64, (2064, 1), 6));
+    }
+
+    #[test]
+    fn the_l1_ways_are_read_from_the_data_cache_entry() {
+        let dir = std::env::temp_dir().join(format!("unrolled-l1-{}", std::process::id()));
+        let entry = |i: usize, level: &str, kind: &str, ways: &str| {
+            let e = dir.join(format!("index{i}"));
+            std::fs::create_dir_all(&e).expect("temp dir");
+            for (f, v) in [("level", level), ("type", kind), ("ways_of_associativity", ways)] {
+                std::fs::write(e.join(f), format!("{v}\n")).expect("temp file");
+            }
+        };
+        assert_eq!(l1_ways_in(&dir), None);
+        entry(0, "1", "Instruction", "8");
+        entry(1, "1", "Data", "12");
+        entry(2, "2", "Unified", "16");
+        assert_eq!(l1_ways_in(&dir), Some(12));
+        entry(1, "1", "Data", "0");
+        assert_eq!(l1_ways_in(&dir), None);
+        std::fs::remove_dir_all(&dir).expect("temp dir");
+        assert!(l1_ways() > 0);
     }
 
     #[test]
     fn a_product_split_over_threads_equals_the_one_thread_result() {
-        // k = 1,024: the rows of `a` are 4 KiB apart, so the shares read spaced copies.
+        // k = 1,024: the rows of `a` are 4 KiB apart, so in an L1 of 8 ways the shares
+        // read spaced copies.
         for (m, k, n) in [(64, 512, 96), (64, 1024, 96), (13, 2048, 40)] {
             one_thread_and_split_agree(m, k, n);
         }
@@ -474,6 +521,13 @@ mod tests {
             // SAFETY: AVX-512 is there; the pointers address the arrays above.
             unsafe { job.run(0..job.panels()) };
             assert_eq!(c, one);
+            // Read from a copy with its rows spaced out, whatever this CPU's L1 has
+            // the product take: the same bits again.
+            let mut spaced = Array2::<f32>::zeros((m, n));
+            let job = Job { c: spaced.as_mut_ptr(), ..job };
+            // SAFETY: as above, and `a`'s rows are contiguous.
+            unsafe { job.spaced(0..job.panels()) };
+            assert_eq!(spaced, one);
         }
         let (want, tol) = reference(&a.view(), &b.view());
         assert!(c.iter().zip(&want).all(|(x, y)| (f64::from(*x) - y).abs() < tol));

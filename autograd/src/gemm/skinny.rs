@@ -7,7 +7,8 @@
 //! broadcasts and 32 columns of `b` per step. `b` is read either as rows with unit
 //! stride (a weight used untransposed) or from [`Packed`] panels: a transposed
 //! weight packed once and reused by every step of a replay. Rows of `a` a multiple
-//! of 4 KiB apart are read from a copy with its rows spaced out (`Job::spaced`).
+//! of 4 KiB apart are read from a copy with its rows spaced out (`Job::spaced`) when
+//! the L1 cache has fewer ways than a tile has rows.
 //! Threads split the output's columns, and every output element is summed in the same order however
 //! the work is split, so results do not depend on the number of threads.
 
@@ -106,6 +107,9 @@ impl Job<'_> {
     }
 }
 
+/// The most rows of a tile a spaced copy puts into one set of the L1 cache.
+const SPREAD: usize = 6;
+
 thread_local! {
     /// A thread's copy of a left operand with its rows spaced out ([`Job::spaced`]).
     static SPACED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -126,7 +130,7 @@ impl Job<'_> {
         SPACED.with(|buf| {
             let mut buf = buf.borrow_mut();
             let mut ld = self.k.next_multiple_of(16);
-            if super::rows_alias(self.m, (ld as isize, 1)) {
+            if super::rows_alias(self.m, (ld as isize, 1), SPREAD) {
                 ld += 16;
             }
             if buf.len() < self.m * ld {
