@@ -234,7 +234,7 @@ fn run_skinny<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: Src<'_>, beta: T, c:
     };
     let panels = job.panels();
     let shares = if m * n * k >= PARALLEL_MACS { panels } else { 1 };
-    let spaced = m * k <= SPACED_ELEMS && rows_alias(m, job.sa, l1_ways());
+    let spaced = m * k <= SPACED_ELEMS && rows_alias(m, job.sa, alias_limit(l1_ways()));
     pool::run(shares, &|share, of| {
         let range = panels * share / of..panels * (share + 1) / of;
         // SAFETY: `skinny_fits` checked the element type and AVX-512; the pointers
@@ -253,17 +253,11 @@ fn run_skinny<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: Src<'_>, beta: T, c:
 
 /// Whether the rows of a row-major left operand (`m` rows `sa.0` elements apart) that
 /// one tile of the skinny kernel reads at once fall into few sets of the L1 cache:
-/// more of a tile's twelve in one set than `ways`. With a row stride of a multiple of
-/// 4 KiB (a `[B, 1024]` or `[B, 2048]` step gradient) every row maps to the same set.
-/// In an L1 of 8 ways (AMD Zen 4's) the tile's rows then evict each other while it
-/// broadcasts from them: in a probe with its operands in the cache, a step's
-/// `[64, 2048]·[2048, 512]` took 9–14% longer than with rows a line further apart, and
-/// W4's `[32, 1024]·[1024, 256]` 15–85% longer. An L1 of 12 ways (Intel's since Ice
-/// Lake) holds the twelve: there the copy cost more than it saved, and the steps of
-/// W1-L, W3-L and an LSTM of W4's sizes took 1–2% less time reading the rows in place
-/// (alternating per replay in one process). The L1 caches of the CPUs with AVX-512
-/// have 64 sets of 64-byte lines (a 4 KiB period).
-fn rows_alias(m: usize, sa: (isize, isize), ways: usize) -> bool {
+/// more of a tile's twelve than `limit` in one set ([`alias_limit`]). With a row
+/// stride of a multiple of 4 KiB (a `[B, 1024]` or `[B, 2048]` step gradient) every
+/// row maps to the same set. The L1 caches of the CPUs with AVX-512 have 64 sets of
+/// 64-byte lines (a 4 KiB period).
+fn rows_alias(m: usize, sa: (isize, isize), limit: usize) -> bool {
     if sa.1 != 1 || m < 8 {
         return false;
     }
@@ -272,7 +266,25 @@ fn rows_alias(m: usize, sa: (isize, isize), ways: usize) -> bool {
     for r in 0..m.min(skinny::MR) {
         per_set[(r * bytes / 64) % 64] += 1;
     }
-    per_set.iter().any(|&n| n > ways)
+    per_set.iter().any(|&n| n > limit)
+}
+
+/// The most of a tile's rows one set of an L1 cache of `ways` ways holds before the
+/// rows are read from a spaced copy instead ([`rows_alias`]). In an L1 with fewer ways
+/// than a tile has rows (AMD Zen 4's 8) the rows evict each other while the tile
+/// broadcasts from them: in a probe on the Zen 4 with its operands in the cache, a
+/// step's `[64, 2048]·[2048, 512]` took 9–14% longer than with rows a line further
+/// apart, and W4's `[32, 1024]·[1024, 256]` 15–85% longer; there, more than
+/// [`skinny::SPREAD`] rows in a set take the copy. An L1 of 12 ways (Intel's since
+/// Ice Lake) holds a tile's twelve: on an Emerald Rapids Xeon the copy cost more than
+/// it saved, and the steps of W1-L, W3-L and an LSTM of W4's sizes took 1–2% less time
+/// reading the rows in place (alternating per replay in one process).
+fn alias_limit(ways: usize) -> usize {
+    if ways < skinny::MR {
+        skinny::SPREAD
+    } else {
+        ways
+    }
 }
 
 /// The ways of this CPU's L1 data cache, as Linux reports them; 8 (the fewest among
@@ -288,8 +300,10 @@ fn l1_ways_in(dir: &Path) -> Option<usize> {
     (0..16).find_map(|i| {
         let entry = dir.join(format!("index{i}"));
         let read = |f: &str| std::fs::read_to_string(entry.join(f)).ok();
-        let data_l1 = read("level")?.trim() == "1" && read("type")?.trim() == "Data";
-        data_l1.then(|| read("ways_of_associativity")?.trim().parse().ok().filter(|&w: &usize| w > 0)).flatten()
+        if read("level")?.trim() != "1" || read("type")?.trim() != "Data" {
+            return None;
+        }
+        read("ways_of_associativity")?.trim().parse().ok().filter(|&w: &usize| w > 0)
     })
 }
 
@@ -455,23 +469,29 @@ mod tests {
 
     #[test]
     fn rows_a_multiple_of_4_kib_apart_are_read_from_a_spaced_copy_in_a_small_l1() {
-        // f32 rows of 1,024 or 2,048 elements all fall into one set of the L1 cache:
-        // too many for 8 ways, not for 12.
-        assert!(rows_alias(64, (1024, 1), 8) && rows_alias(12, (2048, 1), 8) && rows_alias(9, (-1024, 1), 8));
-        assert!(!rows_alias(64, (1024, 1), 12) && !rows_alias(12, (2048, 1), 12));
+        // An L1 of 8 ways takes the copy past six rows in a set (as before the ways
+        // were read), one of 12 ways past twelve: never, for a tile of twelve rows.
+        let (small, large) = (alias_limit(8), alias_limit(12));
+        assert_eq!((small, large, alias_limit(4)), (6, 12, 6));
+        // f32 rows of 1,024 or 2,048 elements all fall into one set of the L1 cache.
+        for m in [8, 9, 12, 64] {
+            assert!(rows_alias(m, (1024, 1), small) && rows_alias(m, (-2048, 1), small), "{m} rows");
+            assert!(!rows_alias(m, (1024, 1), large) && !rows_alias(m, (2048, 1), large), "{m} rows");
+        }
         // Rows 2 KiB apart share a set six at a time, and transposed or short operands
         // are read as they are.
-        assert!(!rows_alias(64, (512, 1), 6) && !rows_alias(64, (1040, 1), 6));
-        assert!(!rows_alias(64, (1, 1024), 6) && !rows_alias(4, (1024, 1), 6));
+        assert!(!rows_alias(64, (512, 1), small) && !rows_alias(64, (1040, 1), small));
+        assert!(!rows_alias(64, (1, 1024), small) && !rows_alias(4, (1024, 1), small));
         assert!(rows_alias(64, (512, 1), 5));
         // The copy's row length: 1,024 and 2,048 get a line more, 1,008 (4,032 bytes,
         // a line short of 4 KiB) is spread already.
-        assert!(!rows_alias(64, (1008, 1), 6) && !rows_alias(64, (2064, 1), 6));
+        assert!(!rows_alias(64, (1008, 1), skinny::SPREAD) && !rows_alias(64, (2064, 1), skinny::SPREAD));
     }
 
     #[test]
     fn the_l1_ways_are_read_from_the_data_cache_entry() {
         let dir = std::env::temp_dir().join(format!("unrolled-l1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by an earlier run
         let entry = |i: usize, level: &str, kind: &str, ways: &str| {
             let e = dir.join(format!("index{i}"));
             std::fs::create_dir_all(&e).expect("temp dir");
@@ -487,7 +507,6 @@ mod tests {
         entry(1, "1", "Data", "0");
         assert_eq!(l1_ways_in(&dir), None);
         std::fs::remove_dir_all(&dir).expect("temp dir");
-        assert!(l1_ways() > 0);
     }
 
     #[test]

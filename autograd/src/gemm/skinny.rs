@@ -107,8 +107,9 @@ impl Job<'_> {
     }
 }
 
-/// The most rows of a tile a spaced copy puts into one set of the L1 cache.
-const SPREAD: usize = 6;
+/// The most rows of a tile a spaced copy puts into one set of the L1 cache, and the
+/// most one set of a small L1 holds before the rows are read from such a copy.
+pub(crate) const SPREAD: usize = 6;
 
 thread_local! {
     /// A thread's copy of a left operand with its rows spaced out ([`Job::spaced`]).
