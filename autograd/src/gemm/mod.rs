@@ -434,10 +434,11 @@ mod tests {
 
     #[test]
     fn skinny_products_agree_with_f64_on_every_edge() {
-        // Rows around the tile heights (12, 8, 4, 2, 1) and an inner dimension past
-        // the kernel's block (2,048), for a few shapes only (the reference is slow).
+        // Every tile height (1 to 12, as `skinny::tile_rows` splits the rows) and an
+        // inner dimension past the kernel's block (2,048), for a few shapes only (the
+        // reference is slow).
         let ks = [1, 3, 4, 7, 513, 1030, 4100];
-        for &m in &[1, 2, 3, 5, 8, 9, 12, 13, 17, 24, 31, 64, 128] {
+        for &m in &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 24, 31, 64, 128] {
             for &n in &[1, 5, 16, 17, 31, 32, 33, 70] {
                 for &k in ks.iter().filter(|&&k| k < 2048 || (n == 33 && m % 4 == 1)) {
                     for ta in [false, true] {

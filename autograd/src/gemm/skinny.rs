@@ -2,7 +2,7 @@
 //! `[B, H] @ [H, 4H]` (and its gradient `[B, 4H] @ [4H, H]`), where `B` is a batch
 //! of tens of rows and a general BLAS spends much of its time packing the weight.
 //!
-//! Each 12×32 tile of the output is accumulated in 24 of the 32 vector registers
+//! Each tile of the output, up to 12×32, is accumulated in up to 24 of the 32 vector registers
 //! over the whole inner dimension (in blocks of [`KC`]), reading the rows of `a` by
 //! broadcasts and 32 columns of `b` per step. `b` is read either as rows with unit
 //! stride (a weight used untransposed) or from [`Packed`] panels: a transposed
@@ -93,11 +93,18 @@ impl Job<'_> {
                     let a = self.a.offset(i as isize * self.sa.0 + k0 as isize * self.sa.1);
                     let c = self.c.offset(i as isize * self.ldc + j0 as isize);
                     let t = Tile { a, sa: self.sa, b, sb, k: kc, c, ldc: self.ldc, cols, alpha: self.alpha, beta };
-                    i += match self.m - i {
-                        r if r >= MR => t.rows::<MR>(),
-                        r if r >= 8 => t.rows::<8>(),
-                        r if r >= 4 => t.rows::<4>(),
-                        r if r >= 2 => t.rows::<2>(),
+                    i += match tile_rows(self.m - i) {
+                        12 => t.rows::<12>(),
+                        11 => t.rows::<11>(),
+                        10 => t.rows::<10>(),
+                        9 => t.rows::<9>(),
+                        8 => t.rows::<8>(),
+                        7 => t.rows::<7>(),
+                        6 => t.rows::<6>(),
+                        5 => t.rows::<5>(),
+                        4 => t.rows::<4>(),
+                        3 => t.rows::<3>(),
+                        2 => t.rows::<2>(),
                         _ => t.rows::<1>(),
                     };
                 }
@@ -105,6 +112,17 @@ impl Job<'_> {
             k0 += kc;
         }
     }
+}
+
+/// The rows of the next tile, `left` rows of the output still to compute: as few
+/// tiles as [`MR`] rows allow, as even as they can be (a batch of 64 rows in tiles of
+/// 11, 11, 11, 11, 10 and 10 rather than five of 12 and one of 4, whose 8
+/// accumulators barely cover the latency of the multiply-adds). On an Emerald Rapids
+/// Xeon, W1-L's step took 3.5 ms (1.3%) less time in two alternations of 20 replays,
+/// W3-L's 2.3 and 0 ms less; a batch of 32 (12, 12, 8 before, 11, 11, 10 now) is
+/// unchanged. Each element is summed in the same order either way.
+fn tile_rows(left: usize) -> usize {
+    left.div_ceil(left.div_ceil(MR))
 }
 
 /// The most rows of a tile a spaced copy puts into one set of the L1 cache, and the
@@ -214,5 +232,29 @@ impl Tile {
             _mm512_mask_storeu_ps(c.add(16), m1, x1);
         }
         R
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_split_into_as_few_tiles_as_can_be_as_even_as_can_be() {
+        for m in 1..=300 {
+            let mut tiles = Vec::new();
+            let mut left = m;
+            while left > 0 {
+                let r = tile_rows(left);
+                assert!((1..=MR).contains(&r), "{m} rows: a tile of {r}");
+                tiles.push(r);
+                left -= r;
+            }
+            assert_eq!(tiles.len(), m.div_ceil(MR), "{m} rows: {tiles:?}");
+            let (lo, hi) = (tiles.iter().min().unwrap(), tiles.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{m} rows: {tiles:?}");
+        }
+        assert_eq!(tile_rows(64), 11);
+        assert_eq!(tile_rows(32), 11);
     }
 }
