@@ -710,19 +710,21 @@ fn graphs_can_be_shared_and_sent_between_threads() {
     shareable::<Graph<f64>>();
 }
 
-/// One training step of a two-layer `kind` network: MSE loss and every weight's
-/// gradient.
-fn cell_step<T: unrolled::autograd::Float>(
+/// One training step of a `kind` network of `layers` layers over `[T, B, I, H]`: MSE
+/// loss and every weight's gradient.
+fn sized_step<T: unrolled::autograd::Float>(
     g: &mut Graph<T>,
     kind: unrolled::layers::CellKind,
+    [t, b, i, h]: [usize; 4],
+    layers: usize,
 ) -> Result<(NodeId, Vec<NodeId>)> {
     use unrolled::layers::{init_params, AnyRecurrent, Init, RecurrentConfig, RunOptions};
-    let m = AnyRecurrent::new(kind, "", RecurrentConfig::new(3, 5).layers(2));
+    let m = AnyRecurrent::new(kind, "", RecurrentConfig::new(i, h).layers(layers));
     let mut p = ParamStore::<T>::new();
     init_params(&m.params::<T>(), &mut p, &Init::torch(11));
     let cast = |a: ArrayD<f64>| a.mapv(T::of);
-    let x = g.input(cast(common::uniform(&[7, 3, 3], 12, -1.0, 1.0)));
-    let y = g.constant(cast(common::uniform(&[7, 3, 5], 13, -1.0, 1.0)));
+    let x = g.input(cast(common::uniform(&[t, b, i], 12, -1.0, 1.0)));
+    let y = g.constant(cast(common::uniform(&[t, b, h], 13, -1.0, 1.0)));
     let out = m.forward(g, &p, x, None, RunOptions::default())?;
     let loss = g.mse_loss(out.output, y)?;
     Ok((loss, g.param_grads(loss)?.into_values().collect()))
@@ -737,18 +739,22 @@ fn cell_step<T: unrolled::autograd::Float>(
 /// rows in a build with debug assertions, which lays out every join). Every value is
 /// still the eager one, bit for bit, in both precisions, in a first replay and in the
 /// next (which reuses the buffers of the first), in the full loop and in the small
-/// graph's (`small`: the same nodes, the pairs, none of the others).
+/// graph's (`small`: the same nodes, the pairs, none of the others). A layer of
+/// `[T, B, I, H]` = `[16, 16, 136, 136]` has weight gradients of more than 16,384 elements:
+/// an Elman network's and an LSTM's are computed two at a time (`products`).
 fn lean_replay_is_eager<T: unrolled::autograd::Float + std::fmt::Debug>() -> Result<()> {
     use unrolled::layers::CellKind;
-    for (kind, limit) in
-        [CellKind::Rnn, CellKind::Lstm, CellKind::Gru].into_iter().flat_map(|k| BOTH_LOOPS.map(|l| (k, l)))
+    let sizes = [([7, 3, 3, 5], 2), ([16, 16, 136, 136], 1)];
+    let kinds = [CellKind::Rnn, CellKind::Lstm, CellKind::Gru];
+    for (kind, (size, layers), limit) in
+        kinds.into_iter().flat_map(|k| sizes.into_iter().flat_map(move |s| BOTH_LOOPS.map(|l| (k, s, l))))
     {
         let mut eager = Graph::<T>::new();
-        let (loss_e, grads_e) = cell_step(&mut eager, kind)?;
+        let (loss_e, grads_e) = sized_step(&mut eager, kind, size, layers)?;
         let mut g = Graph::<T>::new();
         g.set_deferred(true);
         g.set_small_graph_limit(limit);
-        let (loss, grads) = cell_step(&mut g, kind)?;
+        let (loss, grads) = sized_step(&mut g, kind, size, layers)?;
         let mut keep = grads.clone();
         keep.push(loss);
         for _ in 0..2 {

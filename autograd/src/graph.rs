@@ -20,9 +20,11 @@ use crate::values::Values;
 mod folded;
 mod paired;
 mod placed;
+mod products;
 mod small;
 use folded::Fold;
 use placed::Place;
+use products::Joint;
 
 static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
 
@@ -213,6 +215,8 @@ struct LeanPlan {
     /// Sums whose one reader computes through them, and those readers (empty when there
     /// are none; see `folded`).
     folds: Vec<Fold>,
+    /// Products computed two at a time (empty when there are none; see `products`).
+    joints: Vec<Joint>,
     /// The bytes of every computed node's value together (see `small`).
     bytes: usize,
 }
@@ -258,9 +262,23 @@ impl LeanPlan {
         let small_last = if folds.is_empty() { Vec::new() } else { plain_last };
         let places = placed::places(nodes, &needed, &pinned, elem);
         let pairs = paired::pairs(nodes, &needed, &pinned);
+        let joints = products::joints(nodes, &needed, &last, &copies, &pinned);
         let computed = nodes.iter().filter(|n| !n.op.is_leaf());
         let bytes = computed.map(|n| n.shape.iter().product::<usize>() * elem).sum();
-        LeanPlan { len: n, keep: keep.to_vec(), needed, pinned, last, small_last, copies, places, pairs, folds, bytes }
+        LeanPlan {
+            len: n,
+            keep: keep.to_vec(),
+            needed,
+            pinned,
+            last,
+            small_last,
+            copies,
+            places,
+            pairs,
+            folds,
+            joints,
+            bytes,
+        }
     }
 }
 
@@ -894,6 +912,10 @@ impl<T: Float> Graph<T> {
                 }
                 continue;
             }
+            // A product computed later, with another of its shape.
+            if plan.later(i) {
+                continue;
+            }
             // A copy released after an earlier reader is made again for this one (not for
             // a node made ahead with another, which read its inputs then).
             for k in 0..self.nodes[i].inputs.len() {
@@ -940,7 +962,14 @@ impl<T: Float> Graph<T> {
                 }
                 None => false,
             };
+            let joint = plan.with(i);
             let done = if folded {
+                true
+            } else if let Some(e) = joint {
+                self.compute_products(e, i, copies, &mut live)?;
+                if let Some(t) = timer.as_deref_mut() {
+                    add_time(t, self.nodes[e].op.name(), std::time::Duration::ZERO);
+                }
                 true
             } else if let Some(k) = pair {
                 self.compute_pair((i, place), (k, place_of(k)), &mut live)?;
@@ -971,6 +1000,9 @@ impl<T: Float> Graph<T> {
                     live -= self.freed_bytes(j);
                     self.release(j);
                 }
+            }
+            if let Some(e) = joint {
+                self.release_after_products(e, plan, &mut live);
             }
         }
         self.peak_bytes = peak;

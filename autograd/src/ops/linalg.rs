@@ -10,7 +10,7 @@ use super::fresh::filled;
 use super::{arity, fin, grads, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
-use crate::gemm::{gemm, gemm_packed, wants_packed, Packed};
+use crate::gemm::{gemm, gemm_packed, gemm_pair, wants_packed, Packed, Product};
 use crate::graph::Graph;
 use crate::node::{NodeId, Shape, Value};
 
@@ -131,6 +131,41 @@ impl MatMul {
         };
         done.then_some(out)
     }
+}
+
+/// Two products of matrices with the same shapes, computed together ([`gemm_pair`]):
+/// the values [`Rule::forward`] gives each. `None` when they are not both products of
+/// two matrices with a large output (those are computed one at a time).
+pub(crate) fn forward_pair<T: Float>(
+    (first, x1): (&MatMul, &[&Value<T>]),
+    (second, x2): (&MatMul, &[&Value<T>]),
+    shape: &[usize],
+) -> Option<(ArrayD<T>, ArrayD<T>)> {
+    let (a1, b1, a2, b2) = (fin(x1, 0), fin(x1, 1), fin(x2, 0), fin(x2, 1));
+    let ranks = [&a1, &b1, &a2, &b2].iter().all(|v| v.ndim() == 2) && shape.len() == 2;
+    if !ranks || shape.iter().product::<usize>() <= SMALL_OUTPUT {
+        return None;
+    }
+    let (a1, b1) = (view2(&a1, first.trans_a), view2(&b1, first.trans_b));
+    let (a2, b2) = (view2(&a2, second.trans_a), view2(&b2, second.trans_b));
+    let fits = |a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>| a.ncols() == b.nrows() && [a.nrows(), b.ncols()] == shape;
+    if !fits(&a1, &b1) || !fits(&a2, &b2) || a1.ncols() != a2.ncols() || a1.ncols() == 0 {
+        return None;
+    }
+    let mut second_out = None;
+    // SAFETY: with beta = 0 and a nonempty inner dimension, every backend writes each
+    // element of both outputs without reading them (BLAS semantics).
+    let first_out = unsafe {
+        filled(shape, |s1| {
+            second_out = Some(filled(shape, |s2| {
+                let c1 = ArrayViewMut2::from_shape((shape[0], shape[1]), s1).expect("sized");
+                let c2 = ArrayViewMut2::from_shape((shape[0], shape[1]), s2).expect("sized");
+                let first = Product { a: a1, b: b1, c: c1 };
+                gemm_pair(T::one(), T::zero(), first, Product { a: a2, b: b2, c: c2 });
+            }));
+        })
+    };
+    Some((first_out, second_out.expect("made with the first")))
 }
 
 impl<T: Float> Rule<T> for MatMul {
