@@ -26,9 +26,6 @@ use crate::ops::{linalg, Op};
 /// How far after a product its partner is looked for.
 const REACH: usize = 4;
 
-/// Outputs of at most this many elements are computed one at a time.
-const SMALL_OUTPUT: usize = 1 << 14;
-
 /// A node's part in a pair of products, in a lean replay's plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Joint {
@@ -82,11 +79,12 @@ pub(super) fn joints(nodes: &[Node], needed: &[bool], last: &[u32], copies: &[bo
     joints
 }
 
-/// Whether `node` is a product of two matrices with a large output.
+/// Whether `node` is a product of two matrices with a large output (one that
+/// [`linalg::forward_pair`] computes together).
 fn is_large_product(nodes: &[Node], node: &Node) -> bool {
     matches!(node.op, Op::MatMul(_))
         && node.shape.len() == 2
-        && node.shape.iter().product::<usize>() > SMALL_OUTPUT
+        && node.shape.iter().product::<usize>() > linalg::SMALL_OUTPUT
         && node.inputs.iter().all(|j| nodes[j.index()].shape.len() == 2)
 }
 

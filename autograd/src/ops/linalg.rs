@@ -16,7 +16,7 @@ use crate::node::{NodeId, Shape, Value};
 
 /// Outputs of at most this many elements are accumulated into zeros (see
 /// [`MatMul`]'s forward).
-const SMALL_OUTPUT: usize = 1 << 14;
+pub(crate) const SMALL_OUTPUT: usize = 1 << 14;
 
 fn is_false(b: &bool) -> bool {
     !*b
