@@ -258,7 +258,8 @@ impl LeanPlan {
                 && node.inputs.first().is_some_and(|j| nodes[j.index()].op.is_leaf() || copies[j.index()]);
         }
         let plain_last = last.clone();
-        let folds = folded::folds(nodes, &needed, &pinned, &copies, &mut last);
+        let mut folds = folded::folds(nodes, &needed, &pinned, &copies, &mut last);
+        folded::slices(nodes, &needed, &pinned, &copies, &mut last, &mut folds);
         let small_last = if folds.is_empty() { Vec::new() } else { plain_last };
         let places = placed::places(nodes, &needed, &pinned, elem);
         let pairs = paired::pairs(nodes, &needed, &pinned);
@@ -927,13 +928,17 @@ impl<T: Float> Graph<T> {
             }
             // The sum the node computes through, whose terms it reads instead.
             let through = plan.through(i);
+            // A select of a bias sum that is not made, or a fused step adding that sum's
+            // bias: both read the sum's terms instead.
+            let (sliced, biased) = (plan.slice_of(i), plan.biased(i));
+            let sum_of = through.or(sliced).or(biased);
             let dying = |j: usize| (last[j] == i as u32 || copies[j]) && !pinned[j];
             // The bytes of the node and of what it reads that may hand its buffer over
             // (only an input read for the last time is taken, to compute in place; the
             // others keep their values and their bytes). An input read twice counts
             // twice on both sides: computing in place takes only an input read once.
             let held = |g: &Self, own: usize| -> usize {
-                let sum = through.map(|j| &g.nodes[j].inputs[..]).unwrap_or_default();
+                let sum = sum_of.map(|j| &g.nodes[j].inputs[..]).unwrap_or_default();
                 let reads = g.nodes[i].inputs.iter().chain(sum).map(|j| j.index());
                 own + reads.filter(|&j| dying(j) && g.has[j]).map(|j| g.bytes(j)).sum::<usize>()
             };
@@ -948,8 +953,16 @@ impl<T: Float> Graph<T> {
                 _ => None,
             };
             let place = place_of(i);
-            let folded = match through {
-                Some(j) => {
+            let folded = match (through, sum_of) {
+                (None, Some(j)) => {
+                    if sliced.is_some() {
+                        self.compute_slice(i, j)?;
+                    } else {
+                        self.compute_biased(i, j)?;
+                    }
+                    true
+                }
+                (Some(j), _) => {
                     let done = self.compute_through((i, j), place, dying, &mut live)?;
                     if !done {
                         self.compute(j)?; // the sum made after all, for the usual path
@@ -960,7 +973,7 @@ impl<T: Float> Graph<T> {
                     }
                     done
                 }
-                None => false,
+                (None, None) => false,
             };
             let joint = plan.with(i);
             let done = if folded {
@@ -990,11 +1003,11 @@ impl<T: Float> Graph<T> {
             }
             live = live - before + held(self, if self.has[i] { self.bytes(i) } else { 0 });
             peak = peak.max(live);
-            let sum = through.map_or(0, |j| self.nodes[j].inputs.len());
+            let sum = sum_of.map_or(0, |j| self.nodes[j].inputs.len());
             for k in 0..self.nodes[i].inputs.len() + sum {
                 let j = match k.checked_sub(self.nodes[i].inputs.len()) {
                     None => self.nodes[i].inputs[k].index(),
-                    Some(t) => self.nodes[through.expect("counted")].inputs[t].index(),
+                    Some(t) => self.nodes[sum_of.expect("counted")].inputs[t].index(),
                 };
                 if (last[j] == i as u32 || copies[j]) && !pinned[j] && self.has[j] {
                     live -= self.freed_bytes(j);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::fresh::filled_rows;
-use super::{arity, fin, grads, Back, FResult, Fail, Grads, Op, Rule};
+use super::{arity, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
 use crate::gemm::for_rows;
@@ -126,20 +126,7 @@ impl<T: Float> Rule<T> for LstmCell {
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        let (rows, h) = (shape[0], shape[1] / 6);
-        let (xp, hh, c) = (flat(fin(x, 0)), flat(fin(x, 1)), Rows::of(fin(x, 2)));
-        // SAFETY: `lstm_forward_rows` writes all six blocks of every row (gates first,
-        // then `c'` and `h'` from them) and reads only what it has written.
-        let out = unsafe {
-            filled_rows(rows, 6 * h, &|r0, out| {
-                let (xp, hh, cs) = (&xp[r0 * 4 * h..], &hh[r0 * 4 * h..], c.rows_from(r0));
-                crate::simd::vectorized(
-                    #[inline(always)]
-                    || lstm_forward_rows(out, xp, hh, cs, c.ld, h),
-                );
-            })
-        };
-        Ok(out)
+        Ok(lstm_forward(x, None, shape))
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
@@ -156,8 +143,26 @@ impl<T: Float> Rule<T> for LstmCell {
     }
 }
 
+/// An [`LstmCell`] step's output; with `bias` (`[4H]`), of the projected input plus
+/// the bias (the sum rounded first, as a separate `add` would).
+fn lstm_forward<T: Float>(x: &[&Value<T>], bias: Option<&[T]>, shape: &[usize]) -> ArrayD<T> {
+    let (rows, h) = (shape[0], shape[1] / 6);
+    let (xp, hh, c) = (flat(fin(x, 0)), flat(fin(x, 1)), Rows::of(fin(x, 2)));
+    // SAFETY: `lstm_forward_rows` writes all six blocks of every row (gates first,
+    // then `c'` and `h'` from them) and reads only what it has written.
+    unsafe {
+        filled_rows(rows, 6 * h, &|r0, out| {
+            let (xp, hh, cs) = (&xp[r0 * 4 * h..], &hh[r0 * 4 * h..], c.rows_from(r0));
+            crate::simd::vectorized(
+                #[inline(always)]
+                || lstm_forward_rows(out, xp, bias, hh, cs, c.ld, h),
+            );
+        })
+    }
+}
+
 #[inline(always)]
-fn lstm_forward_rows<T: Float>(out: &mut [T], xp: &[T], hh: &[T], c: &[T], ldc: usize, h: usize) {
+fn lstm_forward_rows<T: Float>(out: &mut [T], xp: &[T], bias: Option<&[T]>, hh: &[T], c: &[T], ldc: usize, h: usize) {
     for ((o, (z, zh)), cp) in
         out.chunks_exact_mut(6 * h).zip(xp.chunks_exact(4 * h).zip(hh.chunks_exact(4 * h))).zip(c.chunks(ldc))
     {
@@ -167,10 +172,11 @@ fn lstm_forward_rows<T: Float>(out: &mut [T], xp: &[T], hh: &[T], c: &[T], ldc: 
         // Each pass reads and writes few enough slices to vectorize.
         for (k, og) in gates.chunks_exact_mut(h).enumerate() {
             let (a, b) = (&z[k * h..(k + 1) * h], &zh[k * h..(k + 1) * h]);
-            if k == 2 {
-                map2(og, a, b, |a, b| (a + b).tanh_fast());
-            } else {
-                map2(og, a, b, |a, b| sigmoid(a + b));
+            match (bias.map(|v| &v[k * h..(k + 1) * h]), k == 2) {
+                (None, true) => map2(og, a, b, |a, b| (a + b).tanh_fast()),
+                (None, false) => map2(og, a, b, |a, b| sigmoid(a + b)),
+                (Some(v), true) => map3(og, a, v, b, |a, v, b| ((a + v) + b).tanh_fast()),
+                (Some(v), false) => map3(og, a, v, b, |a, v, b| sigmoid((a + v) + b)),
             }
         }
         let (i, f, g, o_) = (&gates[..h], &gates[h..2 * h], &gates[2 * h..3 * h], &gates[3 * h..]);
@@ -477,36 +483,7 @@ impl<T: Float> Rule<T> for GruCell {
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        let (rows, h) = (shape[0], shape[1] / 4);
-        let (xp, hp, hs) = (flat(fin(x, 0)), flat(fin(x, 1)), Rows::of(fin(x, 2)));
-        // SAFETY: every row's four blocks are written (`r`, `z`, `n`, then `h'`), each read only
-        // after it is written.
-        let out = unsafe {
-            filled_rows(rows, 4 * h, &|r0, out| {
-                let (xp, hp, hv) = (&xp[r0 * 3 * h..], &hp[r0 * 3 * h..], hs.rows_from(r0));
-                crate::simd::vectorized(
-                    #[inline(always)]
-                    || {
-                        for ((o, (zx, zh)), hv) in out
-                            .chunks_exact_mut(4 * h)
-                            .zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h)))
-                            .zip(hv.chunks(hs.ld))
-                        {
-                            let hv = &hv[..h];
-                            // Each pass reads and writes few enough slices to vectorize.
-                            let (oh, rest) = o.split_at_mut(h);
-                            let (or, rest) = rest.split_at_mut(h);
-                            let (oz, on) = rest.split_at_mut(h);
-                            map2(or, &zx[..h], &zh[..h], |a, b| sigmoid(a + b));
-                            map2(oz, &zx[h..2 * h], &zh[h..2 * h], |a, b| sigmoid(a + b));
-                            map3(on, &zx[2 * h..], or, &zh[2 * h..], |x, r, hn| (x + r * hn).tanh_fast());
-                            map3(oh, oz, on, hv, |z, n, hv| (T::one() - z) * n + z * hv);
-                        }
-                    },
-                );
-            })
-        };
-        Ok(out)
+        Ok(gru_forward(x, None, shape))
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
@@ -521,6 +498,71 @@ impl<T: Float> Rule<T> for GruCell {
     fn backward_from_states(&self, g: &mut Graph<T>, b: &Back, states: &[NodeId]) -> Result<Grads> {
         gru_backward(g, b.out, b.inputs, b.needs, states[0], true)
     }
+}
+
+/// A [`GruCell`] step's output; with `bias` (`[3H]`), of the projected input plus the
+/// bias (the sum rounded first, as a separate `add` would).
+fn gru_forward<T: Float>(x: &[&Value<T>], bias: Option<&[T]>, shape: &[usize]) -> ArrayD<T> {
+    let (rows, h) = (shape[0], shape[1] / 4);
+    let (xp, hp, hs) = (flat(fin(x, 0)), flat(fin(x, 1)), Rows::of(fin(x, 2)));
+    // SAFETY: every row's four blocks are written (`r`, `z`, `n`, then `h'`), each read only
+    // after it is written.
+    unsafe {
+        filled_rows(rows, 4 * h, &|r0, out| {
+            let (xp, hp, hv) = (&xp[r0 * 3 * h..], &hp[r0 * 3 * h..], hs.rows_from(r0));
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for ((o, (zx, zh)), hv) in out
+                        .chunks_exact_mut(4 * h)
+                        .zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h)))
+                        .zip(hv.chunks(hs.ld))
+                    {
+                        let hv = &hv[..h];
+                        // Each pass reads and writes few enough slices to vectorize.
+                        let (oh, rest) = o.split_at_mut(h);
+                        let (or, rest) = rest.split_at_mut(h);
+                        let (oz, on) = rest.split_at_mut(h);
+                        if let Some(v) = bias {
+                            map3(or, &zx[..h], &v[..h], &zh[..h], |a, v, b| sigmoid((a + v) + b));
+                            map3(oz, &zx[h..2 * h], &v[h..2 * h], &zh[h..2 * h], |a, v, b| sigmoid((a + v) + b));
+                            let (xn, vn, hn) = (&zx[2 * h..], &v[2 * h..], &zh[2 * h..]);
+                            map4(on, xn, vn, or, hn, |x, v, r, hn| ((x + v) + r * hn).tanh_fast());
+                        } else {
+                            map2(or, &zx[..h], &zh[..h], |a, b| sigmoid(a + b));
+                            map2(oz, &zx[h..2 * h], &zh[h..2 * h], |a, b| sigmoid(a + b));
+                            map3(on, &zx[2 * h..], or, &zh[2 * h..], |x, r, hn| (x + r * hn).tanh_fast());
+                        }
+                        map3(oh, oz, on, hv, |z, n, hv| (T::one() - z) * n + z * hv);
+                    }
+                },
+            );
+        })
+    }
+}
+
+/// A fused step's output with `bias` added to its projected input (the sum rounded
+/// first, as a separate `add` would): a lean replay's step reading the projection of
+/// every step without the bias added.
+pub(crate) fn step_with_bias<T: Float>(
+    op: &Op,
+    x: &[&Value<T>],
+    bias: &Value<T>,
+    shape: &[usize],
+) -> FResult<ArrayD<T>> {
+    let v = flat(fin(&[bias], 0));
+    let (h, gates) = match op {
+        Op::LstmCell(_) => (shape[1] / 6, 4),
+        Op::GruCell(_) => (shape[1] / 4, 3),
+        _ => return Err(Fail::Invalid(format!("{} adds no bias to its input", op.name()))),
+    };
+    if v.len() != gates * h {
+        return Err(Fail::Mismatch(shape_of(&[v.len()]), shape_of(&[gates * h])));
+    }
+    Ok(match op {
+        Op::LstmCell(_) => lstm_forward(x, Some(&v), shape),
+        _ => gru_forward(x, Some(&v), shape),
+    })
 }
 
 /// The gradient nodes of a [`GruCell`] step, from the gradient of its whole output or,
