@@ -88,11 +88,23 @@ impl Job<'_> {
                     Src::Rows { ptr, ld } => (ptr.offset(k0 as isize * ld + j0 as isize), ld),
                     Src::Packed(pk) => (pk.data.as_ptr().add(p * pk.k * NR + k0 * NR), NR as isize),
                 };
-                let mut i = 0;
+                // The next packed panel's block, a share of its lines per tile of this one.
+                let (next, lines) = match self.b {
+                    Src::Packed(pk) if p + 1 < range.end => {
+                        (pk.data.as_ptr().add((p + 1) * pk.k * NR + k0 * NR), kc * NR / LINE)
+                    }
+                    _ => (std::ptr::null(), 0),
+                };
+                let per = lines.div_ceil(self.m.div_ceil(MR));
+                let (mut i, mut tile) = (0, 0);
                 while i < self.m {
                     let a = self.a.offset(i as isize * self.sa.0 + k0 as isize * self.sa.1);
                     let c = self.c.offset(i as isize * self.ldc + j0 as isize);
-                    let t = Tile { a, sa: self.sa, b, sb, k: kc, c, ldc: self.ldc, cols, alpha: self.alpha, beta };
+                    let first = (tile * per).min(lines);
+                    tile += 1;
+                    let ahead = Ahead { lines: next.wrapping_add(first * LINE), count: per.min(lines - first) };
+                    let t =
+                        Tile { a, sa: self.sa, b, sb, k: kc, c, ldc: self.ldc, cols, alpha: self.alpha, beta, ahead };
                     i += match tile_rows(self.m - i) {
                         12 => t.rows::<12>(),
                         11 => t.rows::<11>(),
@@ -177,6 +189,22 @@ struct Tile {
     cols: usize,
     alpha: f32,
     beta: f32,
+    ahead: Ahead,
+}
+
+/// Floats per cache line.
+const LINE: usize = 16;
+
+/// Cache lines of the next panel a tile asks the L2 cache for while it runs, one every
+/// 4 steps of `k`: `count` lines from `lines` on. A recurrent step's weight is read
+/// from the L3 cache at every step (a core's half of W1-L's `W_hh` is as large as its
+/// L2), and each panel's first tile otherwise waits for its lines. On an Emerald
+/// Rapids Xeon this took W1-L's step 2.3–3.3 ms (about 1.2%) and W3-L's 1.8–3.0 ms
+/// less, in three alternations of 15 replays each.
+#[derive(Clone, Copy)]
+struct Ahead {
+    lines: *const f32,
+    count: usize,
 }
 
 impl Tile {
@@ -208,7 +236,13 @@ impl Tile {
             }
         };
         let mut kk = 0;
+        let mut asked = 0;
         while kk + 4 <= self.k {
+            if asked < self.ahead.count {
+                // A hint: it reads nothing and cannot fault, wherever it points.
+                _mm_prefetch::<_MM_HINT_T1>(self.ahead.lines.wrapping_add(asked * LINE).cast());
+                asked += 1;
+            }
             step(kk, &mut lo, &mut hi);
             step(kk + 1, &mut lo, &mut hi);
             step(kk + 2, &mut lo, &mut hi);
