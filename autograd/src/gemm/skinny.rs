@@ -196,7 +196,8 @@ struct Tile {
 const LINE: usize = 16;
 
 /// Cache lines of the next panel a tile asks the L2 cache for while it runs, one every
-/// 4 steps of `k`: `count` lines from `lines` on. A recurrent step's weight is read
+/// 4 steps of `k`: `count` lines from `lines` on, as many as the tile's steps allow
+/// (three quarters of a panel's, over its tiles, at a recurrent step's shapes). A recurrent step's weight is read
 /// from the L3 cache at every step (a core's half of W1-L's `W_hh` is as large as its
 /// L2), and each panel's first tile otherwise waits for its lines. On an Emerald
 /// Rapids Xeon this took W1-L's step 2.3–3.3 ms (about 1.2%) and W3-L's 1.8–3.0 ms
