@@ -22,6 +22,7 @@ mod paired;
 mod placed;
 mod products;
 mod small;
+mod upcoming;
 use folded::Fold;
 use placed::Place;
 use products::Joint;
@@ -217,6 +218,9 @@ struct LeanPlan {
     folds: Vec<Fold>,
     /// Products computed two at a time (empty when there are none; see `products`).
     joints: Vec<Joint>,
+    /// The kernel after each product whose memory the product fetches ahead (empty
+    /// when there is none; see `upcoming`).
+    after: Vec<u32>,
     /// The bytes of every computed node's value together (see `small`).
     bytes: usize,
 }
@@ -264,6 +268,7 @@ impl LeanPlan {
         let places = placed::places(nodes, &needed, &pinned, elem);
         let pairs = paired::pairs(nodes, &needed, &pinned);
         let joints = products::joints(nodes, &needed, &last, &copies, &pinned);
+        let after = upcoming::after_products(nodes, &needed, |k| matches!(folds.get(k), Some(Fold::Through(_))));
         let computed = nodes.iter().filter(|n| !n.op.is_leaf());
         let bytes = computed.map(|n| n.shape.iter().product::<usize>() * elem).sum();
         LeanPlan {
@@ -278,6 +283,7 @@ impl LeanPlan {
             pairs,
             folds,
             joints,
+            after,
             bytes,
         }
     }
@@ -976,6 +982,10 @@ impl<T: Float> Graph<T> {
                 (None, None) => false,
             };
             let joint = plan.with(i);
+            let ahead = plan.upcoming(i);
+            if let Some(k) = ahead {
+                crate::gemm::upcoming(self.upcoming_of(i, k, plan));
+            }
             let done = if folded {
                 true
             } else if let Some(e) = joint {
@@ -997,6 +1007,9 @@ impl<T: Float> Graph<T> {
             };
             if !done && !self.reshape_in_place(i, dying) && !self.compute_in_place(i, dying) {
                 self.compute(i)?;
+            }
+            if ahead.is_some() {
+                crate::gemm::upcoming(crate::gemm::Upcoming::default()); // not taken by a skinny product
             }
             if let (Some(t), Some(t0)) = (timer.as_deref_mut(), t0) {
                 add_time(t, self.nodes[i].op.name(), t0.elapsed());

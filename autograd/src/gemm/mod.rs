@@ -47,7 +47,25 @@ use blas::{blas, blas_call, passed_over};
 pub(crate) use packed::{PackCache, Packed};
 pub use pool::threads;
 pub(crate) use pool::{for_rows, for_rows_of};
+pub(crate) use skinny::Upcoming;
 use skinny::{Job, Src};
+
+thread_local! {
+    /// What the next skinny product on this thread asks the L2 cache for ([`upcoming`]).
+    static UPCOMING: std::cell::Cell<Upcoming> = const { std::cell::Cell::new(Upcoming::EMPTY) };
+}
+
+/// Sets the memory the next kernel after the next skinny product on this thread reads:
+/// that product's tiles ask the L2 cache for it while they compute (see
+/// [`skinny::Upcoming`]). The product takes it; [`Upcoming::default`] clears it.
+pub(crate) fn upcoming(next: Upcoming) {
+    UPCOMING.set(next);
+}
+
+/// What [`upcoming`] set and no product took, cleared.
+pub(crate) fn take_upcoming() -> Upcoming {
+    UPCOMING.take()
+}
 
 /// Products with at most this many rows go to the skinny kernel.
 const SKINNY_ROWS: usize = 128;
@@ -296,6 +314,7 @@ fn run_skinny<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: Src<'_>, beta: T, c:
         beta: beta.f64() as f32,
         c: c.as_mut_ptr().cast(),
         ldc: c.strides()[0],
+        upcoming: take_upcoming(),
     };
     let panels = job.panels();
     let shares = if m * n * k >= PARALLEL_MACS { panels } else { 1 };
@@ -602,6 +621,7 @@ mod tests {
                 beta: 0.0,
                 c: one.as_mut_ptr(),
                 ldc: n as isize,
+                upcoming: Upcoming::default(),
             };
             // SAFETY: AVX-512 is there; the pointers address the arrays above.
             unsafe { job.run(0..job.panels()) };
@@ -613,6 +633,16 @@ mod tests {
             // SAFETY: as above, and `a`'s rows are contiguous.
             unsafe { job.spaced(0..job.panels()) };
             assert_eq!(spaced, one);
+            // Asking the cache for other memory, mapped or not, changes nothing.
+            let mut up = Upcoming::default();
+            up.push(b.as_ptr() as usize + 4, k * n * 4 - 4);
+            up.push(64, 1 << 20);
+            up.push(usize::MAX - (1 << 16), 1 << 12);
+            upcoming(up);
+            let mut fetched = Array2::<f32>::zeros((m, n));
+            gemm(1.0f32, &a.view(), &b.view(), 0.0, &mut fetched.view_mut());
+            assert_eq!(fetched, one);
+            assert!(take_upcoming().is_empty(), "taken by the product");
         }
         let (want, tol) = reference(&a.view(), &b.view());
         assert!(c.iter().zip(&want).all(|(x, y)| (f64::from(*x) - y).abs() < tol));

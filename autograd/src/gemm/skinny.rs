@@ -11,6 +11,12 @@
 //! the L1 cache has fewer ways than a tile has rows.
 //! Threads split the output's columns, and every output element is summed in the same order however
 //! the work is split, so results do not depend on the number of threads.
+//!
+//! While a product runs, its tiles can also ask the L2 cache for memory the next kernel
+//! will read ([`Upcoming`]): a recurrent step's product keeps the multiply-add units
+//! busy and leaves the memory system idle, while the fused cell after it waits on
+//! memory (its step's slice of the input projection, the step's output and gate
+//! gradients in the reverse sweep).
 
 use std::ops::Range;
 
@@ -55,6 +61,105 @@ pub(crate) struct Job<'a> {
     pub beta: f32,
     pub c: *mut f32,
     pub ldc: isize,
+    /// Memory the kernel after this product reads, asked for while it runs.
+    pub upcoming: Upcoming,
+}
+
+/// Bytes per cache line.
+const LINE_BYTES: usize = LINE * std::mem::size_of::<f32>();
+
+/// Up to [`Upcoming::MAX`] ranges of memory that the kernel run after a product reads
+/// (or writes): the product's tiles ask their core's L2 cache for them, one line
+/// every 4 steps of `k`, a share of the lines per tile ([`Upcoming::share`]). Each
+/// thread asks for the same fraction of every range as of the product's panels: the
+/// first rows for the first share, as the engine's row-split kernels hand their rows
+/// to the threads. An address is only a hint: the ranges need not be mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Upcoming {
+    len: usize,
+    ranges: [(usize, usize); Upcoming::MAX],
+}
+
+impl Default for Upcoming {
+    fn default() -> Self {
+        Upcoming::EMPTY
+    }
+}
+
+impl Upcoming {
+    /// The most ranges held.
+    pub(crate) const MAX: usize = 4;
+
+    /// None.
+    pub(crate) const EMPTY: Upcoming = Upcoming { len: 0, ranges: [(0, 0); Upcoming::MAX] };
+
+    /// Adds `bytes` bytes from `addr` (nothing when full or empty); returns whether it
+    /// was added.
+    pub(crate) fn push(&mut self, addr: usize, bytes: usize) -> bool {
+        if self.len == Self::MAX || bytes == 0 {
+            return false;
+        }
+        self.ranges[self.len] = (addr, bytes);
+        self.len += 1;
+        true
+    }
+
+    /// Whether it holds no range.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The lines of panels `range` of `panels`' share of every range: (first line's
+    /// address, lines) per range. The shares of a split cover every line of each range
+    /// once.
+    fn share(&self, range: &Range<usize>, panels: usize) -> [(usize, usize); Upcoming::MAX] {
+        let mut out = [(0, 0); Upcoming::MAX];
+        let panels = panels.max(1);
+        for (o, &(addr, bytes)) in out.iter_mut().zip(&self.ranges[..self.len]) {
+            let first = addr - addr % LINE_BYTES;
+            let lines = (addr + bytes - first).div_ceil(LINE_BYTES);
+            let (lo, hi) = (lines * range.start / panels, lines * range.end / panels);
+            *o = (first + lo * LINE_BYTES, hi - lo);
+        }
+        out
+    }
+}
+
+/// Hands each tile of a share its next lines of the share's [`Upcoming`] lines, range
+/// after range (a tile's lines lie in one range): as many per tile as cover them all
+/// when the share has more tiles than ranges. A tile asks for as many as its steps
+/// allow (one per 4 steps of `k`: every one at a recurrent step's shapes).
+struct Lines {
+    share: [(usize, usize); Upcoming::MAX],
+    per: usize,
+    at: usize,
+    done: usize,
+}
+
+impl Lines {
+    fn new(up: &Upcoming, range: &Range<usize>, panels: usize, tiles: usize) -> Self {
+        let share = up.share(range, panels);
+        let total: usize = share.iter().map(|s| s.1).sum();
+        // A tile's lines end with their range, so each range may leave one tile short.
+        let ranges = share.iter().filter(|s| s.1 > 0).count();
+        Lines { share, per: total.div_ceil(tiles.saturating_sub(ranges).max(1)), at: 0, done: 0 }
+    }
+
+    /// The next tile's lines.
+    fn next(&mut self) -> Ahead {
+        while self.at < Upcoming::MAX && self.done >= self.share[self.at].1 {
+            self.at += 1;
+            self.done = 0;
+        }
+        let Some(&(first, lines)) = self.share.get(self.at) else {
+            return Ahead { lines: std::ptr::null(), count: 0 };
+        };
+        let count = self.per.min(lines - self.done);
+        let ahead = Ahead { lines: (first + self.done * LINE_BYTES) as *const f32, count };
+        self.done += count;
+        ahead
+    }
 }
 
 // SAFETY: a job is shared by the threads computing disjoint column ranges of `c`;
@@ -76,6 +181,8 @@ impl Job<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     pub(crate) unsafe fn run(&self, range: Range<usize>) {
+        let tiles = range.len() * self.m.div_ceil(MR) * self.k.div_ceil(KC);
+        let mut upcoming = Lines::new(&self.upcoming, &range, self.panels(), tiles);
         let mut k0 = 0;
         while k0 < self.k {
             let kc = KC.min(self.k - k0);
@@ -103,8 +210,21 @@ impl Job<'_> {
                     let first = (tile * per).min(lines);
                     tile += 1;
                     let ahead = Ahead { lines: next.wrapping_add(first * LINE), count: per.min(lines - first) };
-                    let t =
-                        Tile { a, sa: self.sa, b, sb, k: kc, c, ldc: self.ldc, cols, alpha: self.alpha, beta, ahead };
+                    let then = upcoming.next();
+                    let t = Tile {
+                        a,
+                        sa: self.sa,
+                        b,
+                        sb,
+                        k: kc,
+                        c,
+                        ldc: self.ldc,
+                        cols,
+                        alpha: self.alpha,
+                        beta,
+                        ahead,
+                        then,
+                    };
                     i += match tile_rows(self.m - i) {
                         12 => t.rows::<12>(),
                         11 => t.rows::<11>(),
@@ -190,6 +310,8 @@ struct Tile {
     alpha: f32,
     beta: f32,
     ahead: Ahead,
+    /// Its lines of the memory the next kernel reads ([`Upcoming`]).
+    then: Ahead,
 }
 
 /// Floats per cache line.
@@ -237,12 +359,16 @@ impl Tile {
             }
         };
         let mut kk = 0;
-        let mut asked = 0;
+        let (mut asked, mut then) = (0, 0);
         while kk + 4 <= self.k {
+            // Hints: they read nothing and cannot fault, wherever they point.
             if asked < self.ahead.count {
-                // A hint: it reads nothing and cannot fault, wherever it points.
                 _mm_prefetch::<_MM_HINT_T1>(self.ahead.lines.wrapping_add(asked * LINE).cast());
                 asked += 1;
+            }
+            if then < self.then.count {
+                _mm_prefetch::<_MM_HINT_T1>(self.then.lines.wrapping_add(then * LINE).cast());
+                then += 1;
             }
             step(kk, &mut lo, &mut hi);
             step(kk + 1, &mut lo, &mut hi);
@@ -291,5 +417,37 @@ mod tests {
         }
         assert_eq!(tile_rows(64), 11);
         assert_eq!(tile_rows(32), 11);
+    }
+
+    #[test]
+    fn the_shares_and_tiles_of_a_split_ask_for_every_upcoming_line_once() {
+        let mut up = Upcoming::default();
+        assert!(up.is_empty());
+        // Ranges not on line boundaries, one shorter than a line, one empty (not kept).
+        for (addr, bytes) in [(6400 + 20, 393_216), (1 << 20, 3), (0, 0), (9 << 20, 131_072 + 100), (5 << 24, 640)] {
+            up.push(addr, bytes);
+        }
+        assert!(!up.push(1, 1), "full");
+        let want: Vec<usize> = up.ranges[..up.len]
+            .iter()
+            .flat_map(|&(a, b)| (a / LINE_BYTES..(a + b).div_ceil(LINE_BYTES)).map(|l| l * LINE_BYTES))
+            .collect();
+        for (panels, shares, tiles_per_panel) in [(48, 2, 6), (16, 2, 6), (16, 3, 1), (5, 4, 6), (1, 1, 6)] {
+            let mut got = Vec::new();
+            for s in 0..shares {
+                let range = panels * s / shares..panels * (s + 1) / shares;
+                let tiles = range.len() * tiles_per_panel;
+                let mut lines = Lines::new(&up, &range, panels, tiles);
+                for _ in 0..tiles {
+                    let t = lines.next();
+                    got.extend((0..t.count).map(|k| t.lines as usize + k * LINE_BYTES));
+                }
+                assert_eq!(lines.next().count, 0, "every line handed out by the last tile");
+            }
+            got.sort_unstable();
+            let mut sorted = want.clone();
+            sorted.sort_unstable();
+            assert_eq!(got, sorted, "{panels} panels, {shares} shares");
+        }
     }
 }
