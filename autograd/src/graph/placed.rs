@@ -142,6 +142,14 @@ impl<T: Float> Graph<T> {
         std::ptr::slice_from_raw_parts_mut((buf.as_ptr() as *mut T).wrapping_add(index * len), len)
     }
 
+    /// Where part `index`'s elements of the join `join`'s buffer lie (address, bytes),
+    /// once a part has taken the buffer ([`Graph::part_slot`]).
+    pub(super) fn placed_slot(&self, join: usize, index: usize) -> Option<(usize, usize)> {
+        let buf = self.placing.get(&join)?;
+        let len = buf.len() / self.nodes[join].inputs.len();
+        Some((buf.as_ptr().wrapping_add(index * len) as usize, len * std::mem::size_of::<T>()))
+    }
+
     /// Node `i`'s value as the view of its rows of the join `join`'s buffer, once
     /// written.
     pub(super) fn set_part(&mut self, i: usize, join: usize, index: usize) {
