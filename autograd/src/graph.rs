@@ -938,14 +938,20 @@ impl<T: Float> Graph<T> {
             // bias: both read the sum's terms instead.
             let (sliced, biased) = (plan.slice_of(i), plan.biased(i));
             let sum_of = through.or(sliced).or(biased);
+            // A term of the sum computed through that is a select of a bias sum (not
+            // made): the node adds that sum's bias, and reads its terms too.
+            let through_bias = through.and_then(|j| plan.biased_term(&self.nodes, j));
+            let mut extra: SmallVec<[usize; 4]> = SmallVec::new();
+            for s in sum_of.into_iter().chain(through_bias.map(|(_, bs)| bs)) {
+                extra.extend(self.nodes[s].inputs.iter().map(|j| j.index()));
+            }
             let dying = |j: usize| (last[j] == i as u32 || copies[j]) && !pinned[j];
             // The bytes of the node and of what it reads that may hand its buffer over
             // (only an input read for the last time is taken, to compute in place; the
             // others keep their values and their bytes). An input read twice counts
             // twice on both sides: computing in place takes only an input read once.
             let held = |g: &Self, own: usize| -> usize {
-                let sum = sum_of.map(|j| &g.nodes[j].inputs[..]).unwrap_or_default();
-                let reads = g.nodes[i].inputs.iter().chain(sum).map(|j| j.index());
+                let reads = g.nodes[i].inputs.iter().map(|j| j.index()).chain(extra.iter().copied());
                 own + reads.filter(|&j| dying(j) && g.has[j]).map(|j| g.bytes(j)).sum::<usize>()
             };
             // The node's value from an earlier run frees only what no view still holds.
@@ -969,8 +975,11 @@ impl<T: Float> Graph<T> {
                     true
                 }
                 (Some(j), _) => {
-                    let done = self.compute_through((i, j), place, dying, &mut live)?;
+                    let done = self.compute_through((i, j), through_bias, place, dying, &mut live)?;
                     if !done {
+                        if let Some((x, bs)) = through_bias {
+                            self.add_bias_to_slice(x, bs)?; // the select as the bias sum's
+                        }
                         self.compute(j)?; // the sum made after all, for the usual path
                         if let (Some(t), Some(tj)) = (timer.as_deref_mut(), t0) {
                             add_time(t, self.nodes[j].op.name(), tj.elapsed());
@@ -1016,11 +1025,10 @@ impl<T: Float> Graph<T> {
             }
             live = live - before + held(self, if self.has[i] { self.bytes(i) } else { 0 });
             peak = peak.max(live);
-            let sum = sum_of.map_or(0, |j| self.nodes[j].inputs.len());
-            for k in 0..self.nodes[i].inputs.len() + sum {
+            for k in 0..self.nodes[i].inputs.len() + extra.len() {
                 let j = match k.checked_sub(self.nodes[i].inputs.len()) {
                     None => self.nodes[i].inputs[k].index(),
-                    Some(t) => self.nodes[sum_of.expect("counted")].inputs[t].index(),
+                    Some(t) => extra[t],
                 };
                 if (last[j] == i as u32 || copies[j]) && !pinned[j] && self.has[j] {
                     live -= self.freed_bytes(j);

@@ -111,12 +111,14 @@ pub(super) fn folds(nodes: &[Node], needed: &[bool], pinned: &[bool], copies: &[
 /// Adds to `folds` the sums of a bias that only fused cells read: `p + b`, `b` one
 /// row broadcast over every row of `p` (`[T, …, N] + [N]`), read by nothing but
 /// selects along the first axis, each read by nothing but a fused LSTM or GRU step as
-/// its projected input. A layer's input projection for every time step is such a sum.
-/// The sum is not made: each select is a view of its step of `p`, and the step adds
-/// the bias as it reads it, with the same operations in the same order (the sum
-/// rounded, then the gate's), so every value is the same, bit for bit. That saves a
-/// pass that writes the whole sum to memory (52 MB in W1-L's step) and reads it back.
-/// `p` then lives until the last step reads it (`last` is updated), as the sum would have.
+/// its projected input, or by a sum of two terms that an activation computes through
+/// (an Elman step's `tanh(x_t + h W_hhᵀ)`). A layer's input projection for every time
+/// step is such a sum. The sum is not made: each select is a view of its step of `p`,
+/// and the step (or the activation) adds the bias as it reads it, with the same
+/// operations in the same order (the sum rounded, then the gate's), so every value is
+/// the same, bit for bit. That saves a pass that writes the whole sum to memory (52 MB
+/// in W1-L's step, 13 MB in W2-L's) and reads it back. `p` then lives until the last
+/// step reads it (`last` is updated), as the sum would have.
 pub(super) fn slices(
     nodes: &[Node],
     needed: &[bool],
@@ -133,12 +135,22 @@ pub(super) fn slices(
     let mut by_steps = vec![true; nodes.len()];
     let mut readers = vec![0u32; nodes.len()];
     let mut last_reader = vec![0u32; nodes.len()];
+    // The activation computing through each sum that is not made (an Elman step's).
+    let mut through_reader = vec![LeanPlan::NONE; nodes.len()];
+    for (i, f) in folds.iter().enumerate() {
+        if let (Fold::Through(j), Some((Reader::Tanh | Reader::Sigmoid | Reader::Relu, _))) = (*f, reader(&nodes[i].op))
+        {
+            through_reader[j as usize] = i as u32;
+        }
+    }
     for (i, node) in nodes.iter().enumerate().filter(|&(i, _)| needed[i]) {
         let step = matches!(node.op, Op::LstmCell(_) | Op::GruCell(_));
+        let sum = through_reader[i] != LeanPlan::NONE;
         for (k, j) in node.inputs.iter().enumerate() {
             let j = j.index();
+            let once = node.inputs.iter().filter(|x| x.index() == j).count() == 1;
             by_selects[j] &= is_select(&node.op) && node.inputs.len() == 1;
-            by_steps[j] &= step && k == 0 && !node.inputs[1..].iter().any(|x| x.index() == j);
+            by_steps[j] &= (step && k == 0 && once) || (sum && once);
             readers[j] += 1;
             last_reader[j] = i as u32;
         }
@@ -180,7 +192,15 @@ pub(super) fn slices(
         steps.push((last_reader[i] as usize, j));
     }
     for (step, j) in steps {
-        folds[step] = Fold::Biased(j as u32);
+        // A sum computed through by an activation, which adds the bias (see
+        // `LeanPlan::biased_term`); else a fused step.
+        let step = match through_reader[step] {
+            LeanPlan::NONE => {
+                folds[step] = Fold::Biased(j as u32);
+                step
+            }
+            reader => reader as usize,
+        };
         for t in &nodes[j].inputs {
             let t = t.index();
             last[t] = last[t].max(step as u32);
@@ -242,6 +262,38 @@ fn compute<T: Float>(reader: Reader, out: &mut [T], terms: Terms<'_, T>, y: Opti
     }
 }
 
+/// `out[r, c] = f((x[r, c] + bias[c]) + other[r, c])` for an activation `reader`, rows
+/// of `bias.len()`; `other` is `out` itself when `None`.
+fn biased<T: Float>(reader: Reader, out: &mut [T], other: Option<&[T]>, x: &[T], bias: &[T]) {
+    match reader {
+        Reader::Tanh => biased_pass(out, other, x, bias, tanh),
+        Reader::Sigmoid => biased_pass(out, other, x, bias, sigmoid),
+        Reader::Relu => biased_pass(out, other, x, bias, relu),
+        Reader::Grad(_) => unreachable!("planned for activations only"),
+    }
+}
+
+/// [`biased`] for one activation `f`, split over the engine's threads by rows when large.
+#[inline(always)]
+fn biased_pass<T: Float>(out: &mut [T], other: Option<&[T]>, x: &[T], bias: &[T], f: impl Fn(T) -> T + Sync) {
+    use crate::simd::{map3, update2};
+    let w = bias.len();
+    crate::gemm::for_rows(out, w, &|first, blk| {
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for (r, row) in blk.chunks_exact_mut(w).enumerate() {
+                    let at = (first + r) * w..(first + r + 1) * w;
+                    match other {
+                        Some(o) => map3(row, &x[at.clone()], bias, &o[at], |x, b, o| f((x + b) + o)),
+                        None => update2(row, &x[at], bias, |o, x, b| f((x + b) + o)),
+                    }
+                }
+            },
+        );
+    });
+}
+
 impl<T: Float> Graph<T> {
     /// Computes node `i` through the sum `j` (its input, whose value is not made): into
     /// its rows of a join when it is a placed part there (`place`: the join and the
@@ -251,6 +303,7 @@ impl<T: Float> Graph<T> {
     pub(super) fn compute_through(
         &mut self,
         (i, j): (usize, usize),
+        bias: Option<(usize, usize)>,
         place: Option<(usize, usize)>,
         dying: impl Fn(usize) -> bool,
         live: &mut usize,
@@ -267,6 +320,9 @@ impl<T: Float> Graph<T> {
         let row_major = |x: usize| self.values[x].float_slice().is_some_and(|s| s.len() == n);
         if !row_major(a) || !row_major(b) || y.is_some_and(|y| !row_major(y)) {
             return Ok(false);
+        }
+        if let Some((x, bs)) = bias {
+            return self.compute_through_biased((i, j), (x, bs), place, dying, live);
         }
         if self.has[i] {
             self.release(i); // the value of an earlier run
@@ -309,6 +365,79 @@ impl<T: Float> Graph<T> {
 }
 
 impl<T: Float> Graph<T> {
+    /// [`Graph::compute_through`] of a sum one of whose terms, `x`, is a select of the
+    /// bias sum `bs` (a view of its step of the sum's first term; see [`slices`]): each
+    /// element is `f((x + bias) + other)`, the sum with the bias rounded first, as the
+    /// bias sum's own value would be. Into the join's rows when placed there, else into
+    /// the other term's buffer when it dies here, else into a new one. Returns `false`,
+    /// having computed nothing, when the bias is not one row of the output's width.
+    fn compute_through_biased(
+        &mut self,
+        (i, j): (usize, usize),
+        (x, bs): (usize, usize),
+        place: Option<(usize, usize)>,
+        dying: impl Fn(usize) -> bool,
+        live: &mut usize,
+    ) -> Result<bool> {
+        let (what, _) = reader(&self.nodes[i].op).expect("planned for a reader");
+        let width = *self.nodes[i].shape.last().unwrap_or(&0);
+        let bias = self.nodes[bs].inputs[1].index();
+        let other = self.nodes[j].inputs.iter().map(|t| t.index()).find(|&t| t != x);
+        let (Some(other), false) = (other, matches!(what, Reader::Grad(_))) else { return Ok(false) };
+        if !self.computed(bias) {
+            return Err(self.not_computed(self.nodes[i].op.name(), bias));
+        }
+        if width == 0 || self.values[bias].float_slice().is_none_or(|v| v.len() != width) {
+            return Ok(false);
+        }
+        if self.has[i] {
+            self.release(i); // the value of an earlier run
+        }
+        let owns = |t: usize| matches!(&self.values[t], Value::Float(v) if v.is_standard_layout());
+        if let Some((join, index)) = place {
+            let slot = self.part_slot(join, index, live);
+            let v = &self.values;
+            let (xs, os, b) = (v[x].float_slice(), v[other].float_slice(), v[bias].float_slice());
+            let (xs, os, b) = (xs.expect("row-major"), os.expect("row-major"), b.expect("one row"));
+            // SAFETY: as `part_slot`'s: the pass writes the slot whole.
+            biased(what, unsafe { &mut *slot }, Some(os), xs, b);
+            self.set_part(i, join, index);
+            return Ok(true);
+        }
+        let out = if dying(other) && other != x && owns(other) {
+            let mut acc = into_float(self.values.take(other));
+            self.has[other] = false;
+            let v = &self.values;
+            let (xs, b) = (v[x].float_slice().expect("row-major"), v[bias].float_slice().expect("one row"));
+            biased(what, acc.as_slice_mut().expect("row-major"), None, xs, b);
+            acc
+        } else {
+            let v = &self.values;
+            let (xs, os, b) = (v[x].float_slice(), v[other].float_slice(), v[bias].float_slice());
+            let (xs, os, b) = (xs.expect("row-major"), os.expect("row-major"), b.expect("one row"));
+            // SAFETY: the pass writes every element of the buffer and reads none.
+            unsafe { fresh::filled(&self.nodes[i].shape, |buf| biased(what, buf, Some(os), xs, b)) }
+        };
+        self.values.set(i, Value::Float(out));
+        self.has[i] = true;
+        Ok(true)
+    }
+
+    /// Makes the select `x` of the bias sum `bs` (a view of its step of the sum's first
+    /// term) the step of the sum itself: the step plus the bias, as the sum's `add`
+    /// computes it (for a reader that does not add the bias).
+    pub(super) fn add_bias_to_slice(&mut self, x: usize, bs: usize) -> Result<()> {
+        let bias = self.nodes[bs].inputs[1];
+        let node = &self.nodes[bs];
+        let vals = [&self.values[x], &self.values[bias.index()]];
+        let out = node.op.rule::<T>().forward(&vals, &self.nodes[x].shape);
+        let out = out.map_err(|f| self.fail(node.op.name(), f, &[self.nodes[x].inputs[0], bias]))?;
+        self.release(x);
+        self.values.set(x, Value::Float(out));
+        self.has[x] = true;
+        Ok(())
+    }
+
     /// Makes the select `i` of the bias sum `j` (not made; see [`slices`]) from the
     /// sum's first term instead: a view of its step where it can be, else a copy.
     pub(super) fn compute_slice(&mut self, i: usize, j: usize) -> Result<()> {
@@ -371,6 +500,13 @@ impl LeanPlan {
             Some(&Fold::Biased(j)) => Some(j as usize),
             _ => None,
         }
+    }
+
+    /// The term of the sum `j` (one that an activation computes through) that is a
+    /// select of a bias sum not made, and that bias sum: the activation adds the bias
+    /// to the term (see [`slices`]).
+    pub(super) fn biased_term(&self, nodes: &[Node], j: usize) -> Option<(usize, usize)> {
+        nodes[j].inputs.iter().find_map(|x| self.slice_of(x.index()).map(|bs| (x.index(), bs)))
     }
 
     /// The sum node `i` computes through, if it does.
@@ -465,6 +601,75 @@ mod tests {
             keep.push(sum);
             assert!(!LeanPlan::new(&g.nodes, &keep, 8).folded(sum.index()));
         }
+    }
+
+    /// Three Elman steps, `tanh(x_t W_ihᵀ + b + h W_hhᵀ)` over `[3, 40, 16]` inputs, `H` =
+    /// 24: the graph, the bias sum, the selects, the step sums, the activations.
+    fn elman<T: Float>() -> (Graph<T>, NodeId, Vec<NodeId>, Vec<NodeId>, Vec<NodeId>) {
+        let (t, b, h) = (3, 40, 24);
+        let cast = |a: ArrayD<f64>| a.mapv(T::of);
+        let mut g = Graph::<T>::new();
+        let x = g.input(cast(filled(&[t, b, 16], 1)));
+        let w = g.input(cast(filled(&[h, 16], 2)));
+        let bias = g.input(cast(filled(&[h], 3)));
+        let u = g.input(cast(filled(&[h, h], 4)));
+        let p = g.matmul_t(x, w, false, true).unwrap();
+        let sum = g.add(p, bias).unwrap();
+        let mut state = g.input(cast(filled(&[b, h], 5)));
+        let (mut sels, mut sums, mut acts) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 0..t {
+            let xp = g.select(sum, 0, k).unwrap();
+            let hp = g.matmul_t(state, u, false, true).unwrap();
+            // The select second for one step: the sum's order does not matter.
+            let s = if k == 1 { g.add(hp, xp) } else { g.add(xp, hp) }.unwrap();
+            state = g.tanh(s).unwrap();
+            sels.push(xp);
+            sums.push(s);
+            acts.push(state);
+        }
+        (g, sum, sels, sums, acts)
+    }
+
+    #[test]
+    fn an_elman_steps_activation_adds_the_projections_bias() {
+        let (g, sum, sels, sums, acts) = elman::<f64>();
+        let keep = [acts[2]];
+        let plan = LeanPlan::new(&g.nodes, &keep, 8);
+        assert!(plan.folded(sum.index()));
+        for ((s, x), a) in sels.iter().zip(&sums).zip(&acts) {
+            assert_eq!(plan.slice_of(s.index()), Some(sum.index()));
+            assert_eq!(plan.through(a.index()), Some(x.index()));
+            assert_eq!(plan.biased_term(&g.nodes, x.index()), Some((s.index(), sum.index())));
+        }
+        // The projection lives until the last activation has read it.
+        let p = g.nodes[sum.index()].inputs[0].index();
+        assert_eq!(plan.last[p], acts[2].index() as u32);
+        // A step sum another node reads is made, and so is the bias sum then.
+        let (mut g, sum, _, sums, acts) = elman::<f64>();
+        let extra = g.sigmoid(sums[1]).unwrap();
+        let plan = LeanPlan::new(&g.nodes, &[acts[2], extra], 8);
+        assert!(!plan.folded(sum.index()));
+    }
+
+    #[test]
+    fn activations_adding_the_bias_give_the_values_of_the_sum_made() {
+        fn check<T: Float + std::fmt::Debug>() {
+            let (mut g, _, _, _, acts) = elman::<T>();
+            g.replay().unwrap();
+            let eager: Vec<ArrayD<T>> = acts.iter().map(|&k| g.value(k).unwrap().to_owned()).collect();
+            g.set_small_graph_limit(0);
+            for keep in [&acts[..], &acts[2..]] {
+                for _ in 0..2 {
+                    g.replay_keeping(keep).unwrap();
+                    for &k in keep {
+                        let i = acts.iter().position(|&a| a == k).expect("an activation");
+                        assert_eq!(g.value(k).unwrap().to_owned(), eager[i], "node {}", k.index());
+                    }
+                }
+            }
+        }
+        check::<f64>();
+        check::<f32>();
     }
 
     #[test]
