@@ -104,6 +104,17 @@ impl Upcoming {
         true
     }
 
+    /// Share `s` of `of` of every range, as a kernel splitting its rows in `of` hands
+    /// them out (the first for the first share).
+    pub(crate) fn part(&self, s: usize, of: usize) -> Upcoming {
+        let mut out = Upcoming::EMPTY;
+        for &(addr, bytes) in &self.ranges[..self.len] {
+            let (lo, hi) = (bytes * s / of, bytes * (s + 1) / of);
+            out.push(addr + lo, hi - lo);
+        }
+        out
+    }
+
     /// Whether it holds no range.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
