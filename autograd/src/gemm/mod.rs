@@ -320,8 +320,13 @@ fn run_skinny<T: Float>(alpha: T, a: &ArrayView2<'_, T>, b: Src<'_>, beta: T, c:
     let shares = if m * n * k >= PARALLEL_MACS { panels } else { 1 };
     let spaced = m * k <= SPACED_ELEMS && rows_alias(m, job.sa, alias_limit(l1_ways()));
     if shares > 1 && splits_rows(m, k, n) {
-        // SAFETY: as below; the shares write disjoint row ranges of `c`.
-        pool::run(threads(), &|share, of| unsafe { rows_share(&job, share, of, spaced) });
+        pool::run(threads(), &|share, of| {
+            // SAFETY: as below; the shares write disjoint row ranges of `c`.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                rows_share(&job, share, of, spaced)
+            };
+        });
         return;
     }
     pool::run(shares, &|share, of| {
