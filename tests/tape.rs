@@ -732,7 +732,8 @@ fn sized_step<T: unrolled::autograd::Float>(
 
 /// A lean replay computes some nodes differently from eager recording: a join's parts
 /// in the join's buffer (`placed`: an LSTM's and a GRU's stacked and concatenated step
-/// gradients, an Elman network's activation gradients), a step's sibling gradient
+/// gradients, an Elman network's activation gradients, and the LSTM and GRU steps'
+/// states, written there by their steps, the given state copied), a step's sibling gradient
 /// nodes in one pass (`paired`: an LSTM's gates and cell state, a GRU's projected input
 /// and state), and an Elman step's sums read only by its activation or by the gradient
 /// through it, which are not made (`folded`; the gradients are written into the join's

@@ -5,11 +5,14 @@
 //! SipHash's resistance to chosen keys buys nothing and costs a measurable share of
 //! a replay of small nodes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A hash map with [`FxHasher`].
 pub(crate) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// A hash set with [`FxHasher`].
+pub(crate) type FxSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 
 /// The multiply-rotate hash of rustc's `FxHasher`.
 #[derive(Clone, Copy, Default)]

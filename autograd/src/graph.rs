@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::fxhash::FxMap;
+use crate::fxhash::{FxMap, FxSet};
 use crate::gemm::PackCache;
 use crate::node::{with_float, DType, Node, NodeId, Shape, Tensor, Value};
 use crate::ops::{Constant, Fail, Input, Op, Param, Rule};
@@ -75,6 +75,9 @@ pub struct Graph<T: Float> {
     /// The buffers of the joins whose parts a lean replay is computing in place,
     /// by join (see `placed`).
     placing: FxMap<usize, Tensor<T>>,
+    /// The join slots (join, part) that fused steps have written their `h'` block
+    /// into, until the join is reached (see `placed`).
+    teed: FxSet<(usize, usize)>,
     /// A node a lean replay has computed ahead with its sibling, not yet reached
     /// (see `paired`).
     premade: Option<usize>,
@@ -210,6 +213,8 @@ struct LeanPlan {
     /// Joins whose parts are computed into the join's buffer, and those parts (empty
     /// when there are none; see `placed`).
     places: Vec<Place>,
+    /// Fused steps that also write their `h'` block into joins, by step (see `placed`).
+    tees: Vec<placed::Tee>,
     /// Gate-gradient nodes computed with their sibling, the sibling's index by node
     /// ([`LeanPlan::NONE`] for others; empty when there are none; see `paired`).
     pairs: Vec<u32>,
@@ -265,7 +270,7 @@ impl LeanPlan {
         let mut folds = folded::folds(nodes, &needed, &pinned, &copies, &mut last);
         folded::slices(nodes, &needed, &pinned, &copies, &mut last, &mut folds);
         let small_last = if folds.is_empty() { Vec::new() } else { plain_last };
-        let places = placed::places(nodes, &needed, &pinned, elem);
+        let (places, tees) = placed::places(nodes, &needed, &pinned, elem);
         let pairs = paired::pairs(nodes, &needed, &pinned);
         let joints = products::joints(nodes, &needed, &last, &copies, &pinned);
         let after = upcoming::after_products(nodes, &needed, |k| matches!(folds.get(k), Some(Fold::Through(_))));
@@ -280,6 +285,7 @@ impl LeanPlan {
             small_last,
             copies,
             places,
+            tees,
             pairs,
             folds,
             joints,
@@ -314,6 +320,7 @@ impl<T: Float> Graph<T> {
             peak_bytes: 0,
             spares: Spares::default(),
             placing: FxMap::default(),
+            teed: Default::default(),
             premade: None,
             small_limit: small::SMALL_GRAPH_BYTES,
         }
@@ -869,6 +876,7 @@ impl<T: Float> Graph<T> {
 
     fn run_plan(&mut self, plan: &LeanPlan, timer: Option<&mut OpTimes>) -> Result<()> {
         self.placing.clear(); // a failed run's
+        self.teed.clear();
         self.premade = None;
         let small = self.small_limit > 0 && plan.bytes <= self.small_limit;
         self.with_spares(|g| if small { g.run_plan_small(plan, timer) } else { g.run_plan_lent(plan, timer) })
@@ -970,7 +978,8 @@ impl<T: Float> Graph<T> {
                     if sliced.is_some() {
                         self.compute_slice(i, j)?;
                     } else {
-                        self.compute_biased(i, j)?;
+                        let tees = self.tee_slots(plan.tees_of(i), &mut live);
+                        self.compute_biased(i, j, &tees)?;
                     }
                     true
                 }
@@ -1014,7 +1023,11 @@ impl<T: Float> Graph<T> {
             } else {
                 matches!(plan.places.get(i), Some(Place::Join)) && self.take_join(i, &mut live)
             };
-            if !done && !self.reshape_in_place(i, dying) && !self.compute_in_place(i, dying) {
+            let teed = plan.tees_of(i);
+            if !done && !teed.is_empty() {
+                let tees = self.tee_slots(teed, &mut live);
+                self.compute_teed(i, &tees)?;
+            } else if !done && !self.reshape_in_place(i, dying) && !self.compute_in_place(i, dying) {
                 self.compute(i)?;
             }
             if ahead.is_some() {

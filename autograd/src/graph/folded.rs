@@ -464,8 +464,9 @@ impl<T: Float> Graph<T> {
     }
 
     /// Computes the fused step `i` adding the bias of the sum `j` to its projected input
-    /// (a [`Fold::Slice`] of `j`; see [`slices`]).
-    pub(super) fn compute_biased(&mut self, i: usize, j: usize) -> Result<()> {
+    /// (a [`Fold::Slice`] of `j`; see [`slices`]), writing its `h'` block into the
+    /// `tees` too (see `placed`).
+    pub(super) fn compute_biased(&mut self, i: usize, j: usize, tees: &[crate::ops::fused::Tee<T>]) -> Result<()> {
         self.check_inputs(i)?;
         let b = self.nodes[j].inputs[1];
         if !self.computed(b.index()) {
@@ -476,7 +477,7 @@ impl<T: Float> Graph<T> {
         }
         let node = &self.nodes[i];
         let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|x| &self.values[x.index()]).collect();
-        let out = crate::ops::fused::step_with_bias(&node.op, &vals, &self.values[b.index()], &node.shape);
+        let out = crate::ops::fused::step_teed(&node.op, &vals, Some(&self.values[b.index()]), &node.shape, tees);
         drop(vals);
         let out = out.map_err(|f| self.fail(node.op.name(), f, &node.inputs.clone()))?;
         self.values.set(i, Value::Float(out));

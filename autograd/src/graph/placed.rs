@@ -10,13 +10,27 @@
 //! through the join, by the weights' and the bias's gradients. A part's value is a
 //! view of its rows of the buffer (`Value::Shared`), as a slice of the join would be.
 //!
+//! The forward pass joins the steps' states twice too: stacked as the layer's output
+//! (for the loss), and concatenated, with the first step's given state, for the hidden
+//! weight's gradient. A state is a view of its fused step's output (`h'`, the first
+//! `H` columns of `[B, 6H]` or `[B, 4H]`), so it cannot be computed into a join; instead
+//! the step also writes its `h'` rows into each join's slot (a tee,
+//! [`crate::ops::fused::step_teed`]) while they are in the cache. Copied from the steps'
+//! outputs at the join, each of these took 1.5–1.9 ms of W1-L's and W3-L's step on an
+//! Emerald Rapids Xeon (the rows 2 KB apart in 51 MB of outputs); written by the
+//! steps, with the slots fetched ahead by the product before each step (`upcoming`),
+//! W1-L's step took 4.4 and 5.9 ms less in two alternations, W3-L's 0.8 ms more to
+//! 1.8 ms less in three.
+//!
 //! Only parts computed by a kernel that writes into a given slice
 //! ([`crate::ops::Rule::forward_into`]: the fused cells' gradients and the activation
-//! gradient) are laid out so, and only joins of at least [`PLACED_BYTES`]. The buffer
-//! is not cleared first (each part writes its own rows), so a join as small as W4's
-//! (13 MB) gains too: it took W4's step from 38.3–39.3 to 36.3–37.1 ms in two
-//! alternations. A part that its op does not write in place is computed as usual, and
-//! its join then copies every part, as without this.
+//! gradient), and states written by their step, are laid out so, and only joins of at
+//! least [`PLACED_BYTES`]. The buffer is not cleared first (each part writes its own
+//! rows), so a join as small as W4's (13 MB) gains too: it took W4's step from
+//! 38.3–39.3 to 36.3–37.1 ms in two alternations. A part neither computed nor written
+//! into the buffer (a part its op does not write in place, or the given state) is
+//! copied into its slot when the join is reached; a join with more than one such part
+//! in [`COPIED_ONE_IN`] is made as usual, by copying every part.
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use smallvec::SmallVec;
@@ -65,10 +79,34 @@ fn joins_on_rows(node: &Node, nodes: &[Node]) -> bool {
     }
 }
 
+/// The fused step whose `h'` block node `j` is (a narrow of its output's first `H`
+/// columns), which then also writes that block into a join's slot: `None` for another
+/// node.
+fn teed_step(nodes: &[Node], j: usize) -> Option<usize> {
+    let node = &nodes[j];
+    let Op::Narrow(n) = &node.op else { return None };
+    let step = node.inputs.first()?.index();
+    let width = nodes[step].shape.get(1).copied()?;
+    let h = match nodes[step].op {
+        Op::LstmCell(_) => width / 6,
+        Op::GruCell(_) => width / 4,
+        _ => return None,
+    };
+    (n.axis == 1 && n.start == 0 && n.len == h && h > 0).then_some(step)
+}
+
+/// A join's parts that neither compute into its buffer nor are written there by their
+/// step may be copied into it when the join is reached, at most one part in this many
+/// (a GRU's first step's given state, joined with the steps' states).
+const COPIED_ONE_IN: usize = 8;
+
 /// Each node's [`Place`] for a lean replay that computes the `needed` nodes and keeps
-/// the `pinned` ones, of element size `elem` bytes; empty when no join qualifies.
-pub(super) fn places(nodes: &[Node], needed: &[bool], pinned: &[bool], elem: usize) -> Vec<Place> {
+/// the `pinned` ones, of element size `elem` bytes (empty when no join qualifies), and
+/// the fused steps that also write their `h'` block into joins: `(step, join, index)`,
+/// sorted by step.
+pub(super) fn places(nodes: &[Node], needed: &[bool], pinned: &[bool], elem: usize) -> (Vec<Place>, Vec<Tee>) {
     let mut places: Vec<Place> = Vec::new();
+    let mut tees: Vec<Tee> = Vec::new();
     for (s, node) in nodes.iter().enumerate() {
         if !matches!(node.op, Op::Stack(_) | Op::Concat(_)) || node.inputs.len() < 2 {
             continue;
@@ -78,24 +116,75 @@ pub(super) fn places(nodes: &[Node], needed: &[bool], pinned: &[bool], elem: usi
             continue;
         }
         let mut parts: SmallVec<[usize; 128]> = node.inputs.iter().map(|j| j.index()).collect();
-        let free = |j: usize, places: &[Place]| places.get(j).is_none_or(|p| *p == Place::Not);
-        let fits = parts.iter().all(|&j| needed[j] && !pinned[j] && writes_into(&nodes[j].op) && free(j, &places));
         parts.sort_unstable();
-        if !fits || parts.windows(2).any(|w| w[0] == w[1]) {
+        if parts.windows(2).any(|w| w[0] == w[1]) {
+            continue;
+        }
+        let free = |j: usize, places: &[Place]| places.get(j).is_none_or(|p| *p == Place::Not);
+        let written =
+            |j: usize, places: &[Place]| needed[j] && !pinned[j] && writes_into(&nodes[j].op) && free(j, places);
+        let (mut laid, mut copied) = (0, 0);
+        for j in node.inputs.iter().map(|j| j.index()) {
+            if written(j, &places) || teed_step(nodes, j).is_some() {
+                laid += 1;
+            } else {
+                copied += 1;
+            }
+        }
+        if laid == 0 || copied * COPIED_ONE_IN > node.inputs.len() {
             continue;
         }
         if places.is_empty() {
             places = vec![Place::Not; nodes.len()];
         }
         for (k, j) in node.inputs.iter().enumerate() {
-            places[j.index()] = Place::Part { join: s as u32, index: k as u32 };
+            let j = j.index();
+            if written(j, &places) {
+                places[j] = Place::Part { join: s as u32, index: k as u32 };
+            } else if let Some(step) = teed_step(nodes, j) {
+                tees.push(Tee { step: step as u32, join: s as u32, index: k as u32 });
+            }
         }
         places[s] = Place::Join;
     }
-    places
+    tees.sort_unstable_by_key(|t| t.step);
+    (places, tees)
+}
+
+/// A fused step that also writes its `h'` block into part `index` of the join `join`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Tee {
+    pub(super) step: u32,
+    pub(super) join: u32,
+    pub(super) index: u32,
+}
+
+impl super::LeanPlan {
+    /// The joins fused step `i` also writes its `h'` block into (none for another node).
+    pub(super) fn tees_of(&self, i: usize) -> &[Tee] {
+        let from = self.tees.partition_point(|t| (t.step as usize) < i);
+        let to = from + self.tees[from..].partition_point(|t| t.step as usize == i);
+        &self.tees[from..to]
+    }
 }
 
 impl<T: Float> Graph<T> {
+    /// Computes the fused step `i`, writing its `h'` block into the `tees` too.
+    pub(super) fn compute_teed(&mut self, i: usize, tees: &[crate::ops::fused::Tee<T>]) -> Result<()> {
+        self.check_inputs(i)?;
+        if self.has[i] {
+            self.release(i); // the value of an earlier run
+        }
+        let node = &self.nodes[i];
+        let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
+        let out = crate::ops::fused::step_teed(&node.op, &vals, None, &node.shape, tees);
+        drop(vals);
+        let out = out.map_err(|f| self.fail(node.op.name(), f, &node.inputs.clone()))?;
+        self.values.set(i, Value::Float(out));
+        self.has[i] = true;
+        Ok(())
+    }
+
     /// Computes node `i`, part `index` of the join `join`, into the join's buffer (taken
     /// for the first part computed: `live` gains its bytes then). Returns `false`,
     /// having computed nothing, when the op does not write in place (the buffer, if
@@ -166,27 +255,63 @@ impl<T: Float> Graph<T> {
         self.shared.insert(i, Holder { bytes, view: true, buffer: base });
     }
 
-    /// The join `i` as the buffer its parts were computed into, when every part was;
-    /// `live` gives back the bytes counted when the buffer was taken. Returns `false`
-    /// (the join is then computed as usual, by copying) otherwise.
+    /// The slots of the joins that fused step `i` also writes its `h'` block into
+    /// (each join's buffer taken for the first part: `live` gains its bytes then),
+    /// marked written: the step must be computed with them ([`crate::ops::fused::step_teed`]).
+    pub(super) fn tee_slots(&mut self, tees: &[Tee], live: &mut usize) -> SmallVec<[crate::ops::fused::Tee<T>; 2]> {
+        let mut out = SmallVec::new();
+        for t in tees {
+            let (join, index) = (t.join as usize, t.index as usize);
+            out.push(crate::ops::fused::Tee::new(self.part_slot(join, index, live)));
+            self.teed.insert((join, index));
+        }
+        out
+    }
+
+    /// The join `i` as the buffer its parts were computed or written into, the other
+    /// parts copied into it now; `live` gives back the bytes counted when the buffer
+    /// was taken. Returns `false` (the join is then computed as usual, by copying) when
+    /// no part took the buffer, or a part has no value.
     pub(super) fn take_join(&mut self, i: usize, live: &mut usize) -> bool {
         let Some(buf) = self.placing.remove(&i) else { return false };
         let id = buf.as_ptr() as usize;
-        let placed = self.nodes[i].inputs.iter().all(|j| {
+        let parts = self.nodes[i].inputs.len();
+        let mut teed: SmallVec<[bool; 128]> = SmallVec::from_elem(false, parts);
+        for (k, t) in teed.iter_mut().enumerate() {
+            *t = self.teed.remove(&(i, k));
+        }
+        let mut copy: SmallVec<[usize; 8]> = SmallVec::new();
+        for (k, j) in self.nodes[i].inputs.iter().enumerate() {
             let j = j.index();
             // (A holder is read only with the shared value it was made for: a slot given
             // another value since may keep a stale one.)
-            self.has[j]
+            let laid = self.has[j]
                 && matches!(self.values[j], Value::Shared(_))
-                && self.shared.get(&j).is_some_and(|h| h.view && h.buffer == id)
-        });
-        if !placed {
+                && self.shared.get(&j).is_some_and(|h| h.view && h.buffer == id);
+            if !laid && !teed[k] {
+                copy.push(k);
+            }
+        }
+        if copy.iter().any(|&k| !self.computed(self.nodes[i].inputs[k].index())) {
             // The parts that were placed keep the buffer until the last is released
             // (which gives its bytes back); if none was, it goes now.
             if buf.is_unique() {
                 *live -= buf.len() * std::mem::size_of::<T>();
             }
             return false;
+        }
+        let len = buf.len() / parts;
+        for &k in &copy {
+            let j = self.nodes[i].inputs[k].index();
+            let from = self.values[j].float();
+            // SAFETY: slot `k` of the buffer is written only here (no part's view covers
+            // it: the part was neither computed nor written into it), and nothing reads
+            // it before the join's value is set below.
+            let slot = unsafe { std::slice::from_raw_parts_mut((buf.as_ptr() as *mut T).add(k * len), len) };
+            match ndarray::ArrayViewMutD::from_shape(from.raw_dim(), slot) {
+                Ok(mut to) => to.assign(&from),
+                Err(_) => unreachable!("a join's parts are its slots' size"),
+            }
         }
         if self.has[i] {
             self.release(i);
@@ -197,5 +322,124 @@ impl<T: Float> Graph<T> {
         self.has[i] = true;
         self.shared.insert(i, Holder { bytes, view: false, buffer: id });
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::LeanPlan;
+    use crate::node::NodeId;
+    use ndarray::Dimension;
+
+    fn filled(shape: &[usize], seed: usize) -> ArrayD<f32> {
+        ArrayD::from_shape_fn(shape, |d| ((d.as_array_view().sum() * 7 + seed) % 13) as f32 * 0.1 - 0.6)
+    }
+
+    /// `t` steps of a fused LSTM or GRU (`[B, H]` = `[5, 6]`) from given states, the
+    /// steps' `h'` stacked for the loss; the steps, the stack, and what a training step
+    /// keeps (the input and hidden weights' gradients, then the loss).
+    fn steps(lstm: bool, t: usize) -> (Graph<f32>, Vec<NodeId>, NodeId, Vec<NodeId>) {
+        let (b, h, gates) = (5, 6, if lstm { 4 } else { 3 });
+        let mut g = Graph::<f32>::new();
+        g.set_deferred(true);
+        g.set_small_graph_limit(0);
+        let x = g.input(filled(&[t, b, 4], 1));
+        let w = g.input(filled(&[gates * h, 4], 2));
+        let u = g.input(filled(&[gates * h, h], 3));
+        let p = g.matmul_t(x, w, false, true).unwrap();
+        let (mut state, mut c) = (g.input(filled(&[b, h], 4)), g.input(filled(&[b, h], 5)));
+        let (mut cells, mut outs) = (Vec::new(), Vec::new());
+        for k in 0..t {
+            let xp = g.select(p, 0, k).unwrap();
+            let hp = g.matmul_t(state, u, false, true).unwrap();
+            let out = if lstm { g.lstm_cell(xp, hp, c).unwrap() } else { g.gru_cell(xp, hp, state).unwrap() };
+            state = g.narrow(out, 1, 0, h).unwrap();
+            if lstm {
+                c = g.narrow(out, 1, h, h).unwrap();
+            }
+            cells.push(out);
+            outs.push(state);
+        }
+        let all = g.stack(&outs, 0).unwrap();
+        let a = g.constant(filled(&[t, b, h], 6));
+        let weighted = g.mul(all, a).unwrap();
+        let loss = g.sum_all(weighted).unwrap();
+        let mut keep = g.grad(loss, &[w, u]).unwrap();
+        keep.push(loss);
+        (g, cells, all, keep)
+    }
+
+    /// The concat of the steps' `h'` (and of the first step's given state) that the
+    /// hidden weight's gradient reads.
+    fn states_concat(g: &Graph<f32>, cells: &[NodeId]) -> usize {
+        (0..g.nodes.len())
+            .find(|&i| {
+                matches!(g.nodes[i].op, Op::Concat(_))
+                    && g.nodes[i].inputs.iter().any(|j| {
+                        let part = &g.nodes[j.index()];
+                        matches!(part.op, Op::Narrow(_)) && part.inputs.first() == Some(&cells[0])
+                    })
+            })
+            .expect("the hidden weight's gradient joins the states")
+    }
+
+    #[test]
+    fn the_steps_write_their_states_into_the_joins_that_read_them() {
+        for lstm in [false, true] {
+            let (g, cells, all, grads) = steps(lstm, 8);
+            let plan = LeanPlan::new(&g.nodes, &grads, 4);
+            let concat = states_concat(&g, &cells);
+            assert_eq!(plan.places[all.index()], Place::Join);
+            assert_eq!(plan.places[concat], Place::Join);
+            for (k, c) in cells.iter().enumerate() {
+                let mut joins: Vec<(u32, u32)> = plan.tees_of(c.index()).iter().map(|t| (t.join, t.index)).collect();
+                joins.sort_unstable();
+                // The stack holds step k's state at k; the concat, the state each step
+                // read (in the reverse sweep's order for a GRU, the stack's for an LSTM),
+                // the last step's excepted.
+                let state = g.nodes[all.index()].inputs[k];
+                let mut want = vec![(all.index() as u32, k as u32)];
+                if let Some(at) = g.nodes[concat].inputs.iter().position(|&j| j == state) {
+                    want.push((concat as u32, at as u32));
+                }
+                assert_eq!(want.len(), if k + 1 < cells.len() { 2 } else { 1 });
+                want.sort_unstable();
+                assert_eq!(joins, want, "lstm {lstm}, step {k}");
+            }
+            // A node that is no fused step writes no state.
+            assert!(plan.tees_of(all.index()).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_join_of_parts_mostly_copied_is_not_laid_out() {
+        // With four steps, the given state is one part of four in the concat: more
+        // than one in eight would be copied, so the concat is made as usual.
+        let (g, cells, all, grads) = steps(false, 4);
+        let plan = LeanPlan::new(&g.nodes, &grads, 4);
+        assert_eq!(plan.places[all.index()], Place::Join);
+        assert_eq!(plan.places[states_concat(&g, &cells)], Place::Not);
+        assert!(plan.tees.iter().all(|t| t.join as usize == all.index()));
+    }
+
+    #[test]
+    fn joins_written_by_their_steps_give_the_eager_values() {
+        // Eight steps lay out both joins (the given state copied into the concat); four,
+        // the stack alone; three LSTM steps, of which the last's state is read only by
+        // the stack.
+        for (lstm, t) in [(false, 8), (true, 8), (false, 4), (true, 3)] {
+            let (mut g, _, _, grads) = steps(lstm, t);
+            g.replay().unwrap();
+            let eager: Vec<ArrayD<f32>> = grads.iter().map(|&k| g.value(k).unwrap().to_owned()).collect();
+            for run in 0..2 {
+                g.replay_keeping(&grads).unwrap();
+                for (&k, e) in grads.iter().zip(&eager) {
+                    assert_eq!(&g.value(k).unwrap().to_owned(), e, "lstm {lstm}, t {t}, run {run}");
+                }
+                // Every slot written was joined.
+                assert!(g.teed.is_empty() && g.placing.is_empty(), "lstm {lstm}, t {t}, run {run}");
+            }
+        }
     }
 }

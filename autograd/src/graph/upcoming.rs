@@ -9,7 +9,8 @@
 //! projected state, and the rows of the joins its gate gradients are written into. A
 //! lean replay's plan names, for each product, the first such kernel a few nodes after
 //! it ([`after_products`]); when the product runs, the values that kernel reads that
-//! are already made, and the rows it will write of a join laid out in place, are
+//! are already made, and the rows it will write of a join laid out in place (a
+//! gradient's rows, or a step's `h'` written into the joins of the states), are
 //! handed to the skinny kernel ([`crate::gemm::upcoming`]), whose tiles ask the L2
 //! cache for a share of their lines as they go. Values are unchanged: a prefetch is
 //! only a hint.
@@ -63,7 +64,8 @@ impl LeanPlan {
 impl<T: Float> Graph<T> {
     /// What node `k` (a kernel after product `i`) reads that is already made before `i`
     /// (row-major values: its inputs, and a folded sum's terms), then the rows it and
-    /// its sibling write of joins laid out in place whose buffers exist.
+    /// its sibling write of joins laid out in place whose buffers exist, its own and
+    /// its state's ([`LeanPlan::tees_of`]).
     pub(super) fn upcoming_of(&self, i: usize, k: usize, plan: &LeanPlan) -> Upcoming {
         let mut up = Upcoming::default();
         let sum = plan.through(k).map(|j| &self.nodes[j].inputs[..]).unwrap_or_default();
@@ -83,6 +85,11 @@ impl<T: Float> Graph<T> {
                 if let Some((at, bytes)) = self.placed_slot(join as usize, index as usize) {
                     up.push(at, bytes);
                 }
+            }
+        }
+        for t in plan.tees_of(k) {
+            if let Some((at, bytes)) = self.placed_slot(t.join as usize, t.index as usize) {
+                up.push(at, bytes);
             }
         }
         up

@@ -67,6 +67,40 @@ impl<'a, T: Float> Rows<'a, T> {
     }
 }
 
+/// A row-major `[B, H]` buffer a fused step also writes its `h'` block into: a lean
+/// replay's join of the steps' states (`graph/placed.rs`), written while the rows are
+/// in the cache instead of copied from every step's output at the join.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tee<T> {
+    rows: *mut T,
+    len: usize,
+}
+
+// SAFETY: a tee is written only by the step it is given to, each row by the one share
+// of the step's rows that computes it.
+unsafe impl<T: Send> Send for Tee<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Tee<T> {}
+
+impl<T: Float> Tee<T> {
+    /// A tee writing into `slot`, which must stay valid and be written by nothing
+    /// else until the step computed with it returns.
+    pub(crate) fn new(slot: *mut [T]) -> Self {
+        Tee { rows: slot.cast::<T>(), len: slot.len() }
+    }
+
+    /// Writes row `r` (`h` elements) of the state block.
+    #[inline(always)]
+    fn write(&self, r: usize, row: &[T]) {
+        let h = row.len();
+        assert!((r + 1) * h <= self.len, "a tee row within the tee");
+        let to = self.rows.wrapping_add(r * h);
+        // SAFETY: in bounds (checked), and row `r` of the tee is written by the one
+        // share of the step computing row `r`.
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), to, h) };
+    }
+}
+
 /// Checks that `s[k]` is `[B, width]` for the batch `B` of `s[0]`.
 fn check_2d(s: &[&[usize]], k: usize, batch: usize, width: usize) -> FResult<()> {
     if s[k].len() != 2 || s[k][0] != batch || s[k][1] != width {
@@ -126,7 +160,7 @@ impl<T: Float> Rule<T> for LstmCell {
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(lstm_forward(x, None, shape))
+        Ok(lstm_forward(x, None, shape, &[]))
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
@@ -145,7 +179,7 @@ impl<T: Float> Rule<T> for LstmCell {
 
 /// An [`LstmCell`] step's output; with `bias` (`[4H]`), of the projected input plus
 /// the bias (the sum rounded first, as a separate `add` would).
-fn lstm_forward<T: Float>(x: &[&Value<T>], bias: Option<&[T]>, shape: &[usize]) -> ArrayD<T> {
+fn lstm_forward<T: Float>(x: &[&Value<T>], bias: Option<&[T]>, shape: &[usize], tees: &[Tee<T>]) -> ArrayD<T> {
     let (rows, h) = (shape[0], shape[1] / 6);
     let (xp, hh, c) = (flat(fin(x, 0)), flat(fin(x, 1)), Rows::of(fin(x, 2)));
     // SAFETY: `lstm_forward_rows` writes all six blocks of every row (gates first,
@@ -155,16 +189,28 @@ fn lstm_forward<T: Float>(x: &[&Value<T>], bias: Option<&[T]>, shape: &[usize]) 
             let (xp, hh, cs) = (&xp[r0 * 4 * h..], &hh[r0 * 4 * h..], c.rows_from(r0));
             crate::simd::vectorized(
                 #[inline(always)]
-                || lstm_forward_rows(out, xp, bias, hh, cs, c.ld, h),
+                || lstm_forward_rows(out, (xp, bias, hh), (cs, c.ld), h, (r0, tees)),
             );
         })
     }
 }
 
+/// Rows of an LSTM step's output from the rows of its projected input (and bias), of
+/// its hidden product, and of its previous cell state (rows `ldc` apart); the rows are
+/// the step's from row `r0` on, and each row's `h'` is also written into the `tees`.
 #[inline(always)]
-fn lstm_forward_rows<T: Float>(out: &mut [T], xp: &[T], bias: Option<&[T]>, hh: &[T], c: &[T], ldc: usize, h: usize) {
-    for ((o, (z, zh)), cp) in
-        out.chunks_exact_mut(6 * h).zip(xp.chunks_exact(4 * h).zip(hh.chunks_exact(4 * h))).zip(c.chunks(ldc))
+fn lstm_forward_rows<T: Float>(
+    out: &mut [T],
+    (xp, bias, hh): (&[T], Option<&[T]>, &[T]),
+    (c, ldc): (&[T], usize),
+    h: usize,
+    (r0, tees): (usize, &[Tee<T>]),
+) {
+    for (q, ((o, (z, zh)), cp)) in out
+        .chunks_exact_mut(6 * h)
+        .zip(xp.chunks_exact(4 * h).zip(hh.chunks_exact(4 * h)))
+        .zip(c.chunks(ldc))
+        .enumerate()
     {
         let cp = &cp[..h];
         let (oh, rest) = o.split_at_mut(h);
@@ -182,6 +228,9 @@ fn lstm_forward_rows<T: Float>(out: &mut [T], xp: &[T], bias: Option<&[T]>, hh: 
         let (i, f, g, o_) = (&gates[..h], &gates[h..2 * h], &gates[2 * h..3 * h], &gates[3 * h..]);
         map4(oc, f, cp, i, g, |f, c, i, g| f * c + i * g);
         map2(oh, o_, oc, |o, c| o * c.tanh_fast());
+        for t in tees {
+            t.write(r0 + q, oh);
+        }
     }
 }
 
@@ -483,7 +532,7 @@ impl<T: Float> Rule<T> for GruCell {
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(gru_forward(x, None, shape))
+        Ok(gru_forward(x, None, shape, &[]))
     }
 
     fn backward(&self, g: &mut Graph<T>, b: &Back) -> Result<Grads> {
@@ -502,7 +551,7 @@ impl<T: Float> Rule<T> for GruCell {
 
 /// A [`GruCell`] step's output; with `bias` (`[3H]`), of the projected input plus the
 /// bias (the sum rounded first, as a separate `add` would).
-fn gru_forward<T: Float>(x: &[&Value<T>], bias: Option<&[T]>, shape: &[usize]) -> ArrayD<T> {
+fn gru_forward<T: Float>(x: &[&Value<T>], bias: Option<&[T]>, shape: &[usize], tees: &[Tee<T>]) -> ArrayD<T> {
     let (rows, h) = (shape[0], shape[1] / 4);
     let (xp, hp, hs) = (flat(fin(x, 0)), flat(fin(x, 1)), Rows::of(fin(x, 2)));
     // SAFETY: every row's four blocks are written (`r`, `z`, `n`, then `h'`), each read only
@@ -513,10 +562,11 @@ fn gru_forward<T: Float>(x: &[&Value<T>], bias: Option<&[T]>, shape: &[usize]) -
             crate::simd::vectorized(
                 #[inline(always)]
                 || {
-                    for ((o, (zx, zh)), hv) in out
+                    for (q, ((o, (zx, zh)), hv)) in out
                         .chunks_exact_mut(4 * h)
                         .zip(xp.chunks_exact(3 * h).zip(hp.chunks_exact(3 * h)))
                         .zip(hv.chunks(hs.ld))
+                        .enumerate()
                     {
                         let hv = &hv[..h];
                         // Each pass reads and writes few enough slices to vectorize.
@@ -534,6 +584,9 @@ fn gru_forward<T: Float>(x: &[&Value<T>], bias: Option<&[T]>, shape: &[usize]) -
                             map3(on, &zx[2 * h..], or, &zh[2 * h..], |x, r, hn| (x + r * hn).tanh_fast());
                         }
                         map3(oh, oz, on, hv, |z, n, hv| (T::one() - z) * n + z * hv);
+                        for t in tees {
+                            t.write(r0 + q, oh);
+                        }
                     }
                 },
             );
@@ -541,27 +594,32 @@ fn gru_forward<T: Float>(x: &[&Value<T>], bias: Option<&[T]>, shape: &[usize]) -
     }
 }
 
-/// A fused step's output with `bias` added to its projected input (the sum rounded
-/// first, as a separate `add` would): a lean replay's step reading the projection of
-/// every step without the bias added.
-pub(crate) fn step_with_bias<T: Float>(
+/// A fused step's output, with `bias` added to its projected input (the sum rounded
+/// first, as a separate `add` would: a lean replay's step reading the projection of
+/// every step without the bias added), and its `h'` block also written into the
+/// `tees` (each the step's `[B, H]` rows, row-major).
+pub(crate) fn step_teed<T: Float>(
     op: &Op,
     x: &[&Value<T>],
-    bias: &Value<T>,
+    bias: Option<&Value<T>>,
     shape: &[usize],
+    tees: &[Tee<T>],
 ) -> FResult<ArrayD<T>> {
-    let v = flat(fin(&[bias], 0));
+    let v = bias.map(|b| flat(fin(&[b], 0)));
     let (h, gates) = match op {
         Op::LstmCell(_) => (shape[1] / 6, 4),
         Op::GruCell(_) => (shape[1] / 4, 3),
-        _ => return Err(Fail::Invalid(format!("{} adds no bias to its input", op.name()))),
+        _ => return Err(Fail::Invalid(format!("{} is not a fused step", op.name()))),
     };
-    if v.len() != gates * h {
+    if let Some(v) = v.as_ref().filter(|v| v.len() != gates * h) {
         return Err(Fail::Mismatch(shape_of(&[v.len()]), shape_of(&[gates * h])));
     }
+    if let Some(t) = tees.iter().find(|t| t.len != shape[0] * h) {
+        return Err(Fail::Mismatch(shape_of(&[t.len]), shape_of(&[shape[0], h])));
+    }
     Ok(match op {
-        Op::LstmCell(_) => lstm_forward(x, Some(&v), shape),
-        _ => gru_forward(x, Some(&v), shape),
+        Op::LstmCell(_) => lstm_forward(x, v.as_deref(), shape, tees),
+        _ => gru_forward(x, v.as_deref(), shape, tees),
     })
 }
 
