@@ -420,6 +420,18 @@ macro_rules! unary_map {
         fn forward_in_place(&self, acc: &mut ArrayD<T>, _: usize, _: &[&Value<T>]) -> bool {
             $crate::ops::elementwise::apply_in_place(acc, $f)
         }
+        fn forward_into(&self, x: &[&Value<T>], _: &[usize], out: &mut [T]) -> bool {
+            let a = $crate::ops::fin(x, 0);
+            let Some(s) = a.as_slice().filter(|s| s.len() == out.len()) else { return false };
+            $crate::gemm::for_rows(out, 1, &|first, blk| {
+                let n = blk.len();
+                $crate::simd::vectorized(
+                    #[inline(always)]
+                    || $crate::simd::map1(blk, &s[first..first + n], $f),
+                )
+            });
+            true
+        }
     };
 }
 pub(crate) use unary_map;
