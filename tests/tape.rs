@@ -481,6 +481,34 @@ fn packed_weight_changes(limit: usize) -> Result<()> {
 }
 
 #[test]
+fn a_short_sequences_input_projection_reads_its_weight_packed() -> Result<()> {
+    // `[T, B, I]` = `[4, 3, 24]` projected by `W [40, 24]` (`x Wᵀ`): 12 rows, which
+    // f32 replays read as one `[12, 24]` matrix with the weight packed (on CPUs with
+    // AVX-512). The values agree with the f64 product to f32 rounding, and a weight set
+    // again reaches the next replay.
+    let (t, b, i, n) = (4, 3, 24, 40);
+    let x64 = common::uniform(&[t, b, i], 31, -1.0, 1.0);
+    let mut g = Graph::<f32>::new();
+    let x = g.input(x64.mapv(|v| v as f32));
+    let w = g.input(common::uniform(&[n, i], 32, -0.5, 0.5).mapv(|v| v as f32));
+    let y = g.matmul_t(x, w, false, true)?;
+    for seed in [32, 33] {
+        let w64 = common::uniform(&[n, i], seed, -0.5, 0.5);
+        g.set_value(w, w64.mapv(|v| v as f32))?;
+        g.replay()?;
+        let rows = x64.to_shape((t * b, i)).expect("row-major");
+        let w2 = w64.view().into_dimensionality::<ndarray::Ix2>().expect("a matrix");
+        let want = rows.dot(&w2.t()).into_shape_with_order((t, b, n)).expect("sized").into_dyn();
+        let got = g.value(y)?.to_owned();
+        assert_eq!(got.shape(), want.shape());
+        for (a, e) in got.iter().zip(&want) {
+            assert!((f64::from(*a) - e).abs() <= 1e-5 * (1.0 + e.abs()), "seed {seed}: {a} against {e}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn fused_cells_split_over_threads_match_row_by_row() -> Result<()> {
     // A batch large enough for the fused kernels to split its rows over the workers,
     // against the same cells run one row at a time (never split): bit for bit.

@@ -99,8 +99,9 @@ impl MatMul {
 
     /// The forward product of two matrices reading `b` through a packed copy that
     /// `packed` supplies (made once, kept while `b` does not change): the same
-    /// product as [`Rule::forward`], for an `f32` product with few rows and a
-    /// transposed `b`. `None` when that does not apply.
+    /// product as [`Rule::forward`], for an `f32` product with few rows (a step's, or
+    /// a short sequence's input projection, `[T, B, I]` row-major read as `T·B` rows)
+    /// and a transposed `b`. `None` when that does not apply.
     pub(crate) fn forward_packed<'p, T: Float, S: Data<Elem = T>, S2: Data<Elem = T>>(
         &self,
         a: &ArrayBase<S, IxDyn>,
@@ -108,10 +109,19 @@ impl MatMul {
         shape: &[usize],
         packed: impl FnOnce(&ArrayView2<'_, T>) -> Option<&'p Packed>,
     ) -> Option<ArrayD<T>> {
-        if a.ndim() != 2 || b.ndim() != 2 {
+        if b.ndim() != 2 {
             return None;
         }
-        let (av, bv) = (view2(a, self.trans_a), view2(b, self.trans_b));
+        let av = match a.ndim() {
+            2 => view2(a, self.trans_a),
+            // A sequence's input projection, `[T, B, I]` read as `[T·B, I]` rows.
+            3 if !self.trans_a => {
+                let rows = a.shape()[0] * a.shape()[1];
+                ArrayView2::from_shape((rows, a.shape()[2]), a.as_slice()?).ok()?
+            }
+            _ => return None,
+        };
+        let bv = view2(b, self.trans_b);
         if !wants_packed(av.nrows(), &bv) {
             return None;
         }
