@@ -26,13 +26,14 @@
 //!
 //! Only parts computed by a kernel that writes into a given slice
 //! ([`crate::ops::Rule::forward_into`]: the fused cells' gradients, the activation
-//! gradient and the activations), and states written by their step, are laid out so, and only joins of at
-//! least [`PLACED_BYTES`]. The buffer is not cleared first (each part writes its own
-//! rows), so a join as small as W4's (13 MB) gains too: it took W4's step from
-//! 38.3–39.3 to 36.3–37.1 ms in two alternations. A part neither computed nor written
-//! into the buffer (a part its op does not write in place, or the given state) is
-//! copied into its slot when the join is reached; a join with more than one such part
-//! in [`COPIED_ONE_IN`] is made as usual, by copying every part.
+//! gradient and the activations), and states written by their step, are laid out so,
+//! and only joins of at least [`PLACED_BYTES`]. The buffer is not cleared first (each
+//! part writes its own rows), so a join as small as W4's (13 MB) gains too: it took
+//! W4's step from 38.3–39.3 to 36.3–37.1 ms in two alternations. A part neither
+//! computed nor written into the buffer (a part its op does not write in place, or the
+//! given state) is copied into its slot when the join is reached; a join with more
+//! than one such part in [`COPIED_ONE_IN`] is made as usual, by copying every part,
+//! and so is a join none of whose parts was computed or written into its buffer.
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use smallvec::SmallVec;
@@ -276,7 +277,7 @@ impl<T: Float> Graph<T> {
     /// The join `i` as the buffer its parts were computed or written into, the other
     /// parts copied into it now; `live` gives back the bytes counted when the buffer
     /// was taken. Returns `false` (the join is then computed as usual, by copying) when
-    /// no part took the buffer, or a part has no value.
+    /// no part was computed or written into the buffer, or a part has no value.
     pub(super) fn take_join(&mut self, i: usize, live: &mut usize) -> bool {
         let Some(buf) = self.placing.remove(&i) else { return false };
         let id = buf.as_ptr() as usize;
@@ -297,7 +298,8 @@ impl<T: Float> Graph<T> {
                 copy.push(k);
             }
         }
-        if copy.iter().any(|&k| !self.computed(self.nodes[i].inputs[k].index())) {
+        let none_laid = copy.len() == parts; // copied by the threads as usual instead
+        if none_laid || copy.iter().any(|&k| !self.computed(self.nodes[i].inputs[k].index())) {
             // The parts that were placed keep the buffer until the last is released
             // (which gives its bytes back); if none was, it goes now.
             if buf.is_unique() {
