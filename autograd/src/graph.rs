@@ -979,7 +979,7 @@ impl<T: Float> Graph<T> {
                         self.compute_slice(i, j)?;
                     } else {
                         let tees = self.tee_slots(plan.tees_of(i), &mut live);
-                        self.compute_biased(i, j, &tees)?;
+                        self.compute_step(i, Some(j), &tees)?;
                     }
                     true
                 }
@@ -1026,7 +1026,7 @@ impl<T: Float> Graph<T> {
             let teed = plan.tees_of(i);
             if !done && !teed.is_empty() {
                 let tees = self.tee_slots(teed, &mut live);
-                self.compute_teed(i, &tees)?;
+                self.compute_step(i, None, &tees)?;
             } else if !done && !self.reshape_in_place(i, dying) && !self.compute_in_place(i, dying) {
                 self.compute(i)?;
             }

@@ -463,21 +463,26 @@ impl<T: Float> Graph<T> {
         Ok(())
     }
 
-    /// Computes the fused step `i` adding the bias of the sum `j` to its projected input
-    /// (a [`Fold::Slice`] of `j`; see [`slices`]), writing its `h'` block into the
-    /// `tees` too (see `placed`).
-    pub(super) fn compute_biased(&mut self, i: usize, j: usize, tees: &[crate::ops::fused::Tee<T>]) -> Result<()> {
+    /// Computes the fused step `i`, adding the bias of the sum `j` to its projected input
+    /// when given (a [`Fold::Slice`] of `j`; see [`slices`]), and writing its `h'` block
+    /// into the `tees` too (see `placed`).
+    pub(super) fn compute_step(
+        &mut self,
+        i: usize,
+        j: Option<usize>,
+        tees: &[crate::ops::fused::Tee<T>],
+    ) -> Result<()> {
         self.check_inputs(i)?;
-        let b = self.nodes[j].inputs[1];
-        if !self.computed(b.index()) {
-            return Err(self.not_computed(self.nodes[i].op.name(), b.index()));
+        let b = j.map(|j| self.nodes[j].inputs[1].index());
+        if let Some(b) = b.filter(|&b| !self.computed(b)) {
+            return Err(self.not_computed(self.nodes[i].op.name(), b));
         }
         if self.has[i] {
             self.release(i); // the value of an earlier run
         }
         let node = &self.nodes[i];
         let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|x| &self.values[x.index()]).collect();
-        let out = crate::ops::fused::step_teed(&node.op, &vals, Some(&self.values[b.index()]), &node.shape, tees);
+        let out = crate::ops::fused::step_teed(&node.op, &vals, b.map(|b| &self.values[b]), &node.shape, tees);
         drop(vals);
         let out = out.map_err(|f| self.fail(node.op.name(), f, &node.inputs.clone()))?;
         self.values.set(i, Value::Float(out));

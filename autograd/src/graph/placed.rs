@@ -168,6 +168,9 @@ pub(super) struct Tee {
 impl super::LeanPlan {
     /// The joins fused step `i` also writes its `h'` block into (none for another node).
     pub(super) fn tees_of(&self, i: usize) -> &[Tee] {
+        if self.tees.is_empty() {
+            return &[];
+        }
         let from = self.tees.partition_point(|t| (t.step as usize) < i);
         let to = from + self.tees[from..].partition_point(|t| t.step as usize == i);
         &self.tees[from..to]
@@ -175,22 +178,6 @@ impl super::LeanPlan {
 }
 
 impl<T: Float> Graph<T> {
-    /// Computes the fused step `i`, writing its `h'` block into the `tees` too.
-    pub(super) fn compute_teed(&mut self, i: usize, tees: &[crate::ops::fused::Tee<T>]) -> Result<()> {
-        self.check_inputs(i)?;
-        if self.has[i] {
-            self.release(i); // the value of an earlier run
-        }
-        let node = &self.nodes[i];
-        let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
-        let out = crate::ops::fused::step_teed(&node.op, &vals, None, &node.shape, tees);
-        drop(vals);
-        let out = out.map_err(|f| self.fail(node.op.name(), f, &node.inputs.clone()))?;
-        self.values.set(i, Value::Float(out));
-        self.has[i] = true;
-        Ok(())
-    }
-
     /// Computes node `i`, part `index` of the join `join`, into the join's buffer (taken
     /// for the first part computed: `live` gains its bytes then). Returns `false`,
     /// having computed nothing, when the op does not write in place (the buffer, if

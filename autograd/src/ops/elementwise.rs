@@ -402,18 +402,14 @@ macro_rules! unary_map {
         }
         fn forward(&self, x: &[&Value<T>], _: &[usize]) -> FResult<ArrayD<T>> {
             let a = $crate::ops::fin(x, 0);
-            let Some(s) = a.as_slice() else { return Ok(a.mapv($f)) };
-            // Row-major: one pass at the machine's vector width.
-            // SAFETY: `map1` writes every element of `v` and reads none of them.
+            if a.as_slice().is_none() {
+                return Ok(a.mapv($f));
+            }
+            // Row-major: one pass at the machine's vector width (`forward_into`).
+            // SAFETY: `forward_into` writes every element of `v` and reads none of them.
             Ok(unsafe {
                 $crate::ops::fresh::filled(a.shape(), |v| {
-                    $crate::gemm::for_rows(v, 1, &|first, blk| {
-                        let n = blk.len();
-                        $crate::simd::vectorized(
-                            #[inline(always)]
-                            || $crate::simd::map1(blk, &s[first..first + n], $f),
-                        )
-                    })
+                    let _written = <Self as Rule<T>>::forward_into(self, x, &[], v);
                 })
             })
         }
