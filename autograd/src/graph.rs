@@ -22,6 +22,7 @@ mod paired;
 mod placed;
 mod products;
 mod small;
+mod summed;
 mod upcoming;
 use folded::Fold;
 use placed::Place;
@@ -81,6 +82,9 @@ pub struct Graph<T: Float> {
     /// A node a lean replay has computed ahead with its sibling, not yet reached
     /// (see `paired`).
     premade: Option<usize>,
+    /// The block sums of the sums the fused gradient kernels add their rows into, by
+    /// sum (see `summed`).
+    summing: FxMap<usize, summed::Summing<T>>,
     /// The bytes of values up to which a graph is replayed lean as a small one (see
     /// `small`).
     small_limit: usize,
@@ -221,6 +225,9 @@ struct LeanPlan {
     /// Sums whose one reader computes through them, and those readers (empty when there
     /// are none; see `folded`).
     folds: Vec<Fold>,
+    /// Bias gradients summed by the kernels that write their rows, and those kernels'
+    /// nodes (empty when there are none; see `summed`).
+    sums: Vec<summed::Summed>,
     /// Products computed two at a time (empty when there are none; see `products`).
     joints: Vec<Joint>,
     /// The kernel after each product whose memory the product fetches ahead (empty
@@ -272,6 +279,7 @@ impl LeanPlan {
         let small_last = if folds.is_empty() { Vec::new() } else { plain_last };
         let (places, tees) = placed::places(nodes, &needed, &pinned, elem);
         let pairs = paired::pairs(nodes, &needed, &pinned);
+        let sums = summed::sums(nodes, &needed, &pairs, &places);
         let joints = products::joints(nodes, &needed, &last, &copies, &pinned);
         let after = upcoming::after_products(nodes, &needed, |k| matches!(folds.get(k), Some(Fold::Through(_))));
         let computed = nodes.iter().filter(|n| !n.op.is_leaf());
@@ -287,6 +295,7 @@ impl LeanPlan {
             places,
             tees,
             pairs,
+            sums,
             folds,
             joints,
             after,
@@ -322,6 +331,7 @@ impl<T: Float> Graph<T> {
             placing: FxMap::default(),
             teed: Default::default(),
             premade: None,
+            summing: FxMap::default(),
             small_limit: small::SMALL_GRAPH_BYTES,
         }
     }
@@ -878,6 +888,7 @@ impl<T: Float> Graph<T> {
         self.placing.clear(); // a failed run's
         self.teed.clear();
         self.premade = None;
+        self.clear_summing();
         let small = self.small_limit > 0 && plan.bytes <= self.small_limit;
         self.with_spares(|g| if small { g.run_plan_small(plan, timer) } else { g.run_plan_lent(plan, timer) })
     }
@@ -1013,13 +1024,17 @@ impl<T: Float> Graph<T> {
                 }
                 true
             } else if let Some(k) = pair {
-                self.compute_pair((i, place), (k, place_of(k)), &mut live)?;
+                let feeds = if self.sums_in_blocks(i) { [plan.feeds(i), plan.feeds(k)] } else { [None; 2] };
+                self.compute_pair((i, place), (k, place_of(k)), feeds, &mut live)?;
                 true
             } else if self.premade == Some(i) {
                 self.premade = None; // made with its sibling
                 true
             } else if let Some((join, index)) = place {
-                self.compute_part(i, join, index, &mut live)?
+                let feeds = plan.feeds(i).filter(|_| self.sums_in_blocks(i));
+                self.compute_part(i, (join, index), feeds, &mut live)?
+            } else if plan.is_summed(i) && self.sum_added(i) {
+                true
             } else {
                 matches!(plan.places.get(i), Some(Place::Join)) && self.take_join(i, &mut live)
             };

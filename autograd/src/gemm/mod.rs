@@ -46,7 +46,7 @@ use crate::float::Float;
 use blas::{blas, blas_call, passed_over};
 pub(crate) use packed::{PackCache, Packed};
 pub use pool::threads;
-pub(crate) use pool::{for_rows, for_rows_of};
+pub(crate) use pool::{for_row_blocks, for_rows, for_rows_of, rows_per_share};
 pub(crate) use skinny::Upcoming;
 use skinny::{Job, Src};
 

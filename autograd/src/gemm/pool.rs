@@ -175,13 +175,35 @@ pub(crate) fn for_rows<T: Send>(out: &mut [T], row_len: usize, f: &(dyn Fn(usize
 /// [`for_rows`] for a pass whose cost is `work` elements rather than `out.len()`: a
 /// reduction writes few elements but reads many (a bias gradient's column sums).
 pub(crate) fn for_rows_of<T: Send>(out: &mut [T], row_len: usize, work: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
-    let rows = out.len() / row_len.max(1);
-    let shares = if work >= PARALLEL_ELEMS { threads().min(rows) } else { 1 };
+    for_row_blocks(out, row_len, work, 1, f);
+}
+
+/// The rows in each block [`for_rows_of`] hands out over `rows` rows for `work`
+/// elements, every block but the last a whole number of `align` rows (`rows` when
+/// the calling thread takes them all).
+pub(crate) fn rows_per_share(rows: usize, work: usize, align: usize) -> usize {
+    let shares = if work >= PARALLEL_ELEMS { threads().min(rows.div_ceil(align.max(1))) } else { 1 };
     if shares <= 1 {
+        return rows;
+    }
+    rows.div_ceil(shares).next_multiple_of(align.max(1))
+}
+
+/// [`for_rows_of`] with every block but the last a whole number of `align` rows (a
+/// kernel that sums its rows in blocks of `align` rows, each block within one share).
+pub(crate) fn for_row_blocks<T: Send>(
+    out: &mut [T],
+    row_len: usize,
+    work: usize,
+    align: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    let rows = out.len() / row_len.max(1);
+    let per = rows_per_share(rows, work, align);
+    if per >= rows {
         f(0, out);
         return;
     }
-    let per = rows.div_ceil(shares);
     let parts: Vec<Mutex<(usize, &mut [T])>> =
         out.chunks_mut(per * row_len).enumerate().map(|(i, c)| Mutex::new((i * per, c))).collect();
     run(parts.len(), &|share, of| {

@@ -18,6 +18,7 @@ use super::{Graph, LeanPlan};
 use crate::error::Result;
 use crate::float::Float;
 use crate::node::{Node, Value};
+use crate::ops::reduce::RowSums;
 use crate::ops::{GruCellGrad, GruGradOf, LstmCellGrad, LstmGradOf, Op};
 
 /// How far after a lead node its sibling is looked for (the reverse sweep records a
@@ -58,12 +59,15 @@ pub(super) fn pairs(nodes: &[Node], needed: &[bool], pinned: &[bool]) -> Vec<u32
 
 impl<T: Float> Graph<T> {
     /// Computes node `i` and its sibling `k` together, each into its rows of a join
-    /// when it is a placed part there (`place_i`, `place_k`: the join and the index);
-    /// `live` gains `k`'s bytes, and the replay takes `k`'s value when it reaches it.
+    /// when it is a placed part there (`place_i`, `place_k`: the join and the index),
+    /// and adding its rows into the sum it feeds, if any (`feeds`, as
+    /// [`LeanPlan::feeds`]'s, see `summed`); `live` gains `k`'s bytes, and the replay
+    /// takes `k`'s value when it reaches it.
     pub(super) fn compute_pair(
         &mut self,
         (i, place_i): (usize, Option<(usize, usize)>),
         (k, place_k): (usize, Option<(usize, usize)>),
+        feeds: [Option<(usize, usize)>; 2],
         live: &mut usize,
     ) -> Result<()> {
         self.check_inputs(i)?;
@@ -78,13 +82,14 @@ impl<T: Float> Graph<T> {
         }
         let slot_i = place_i.map(|(join, index)| self.part_slot(join, index, live));
         let slot_k = place_k.map(|(join, index)| self.part_slot(join, index, live));
+        let sums = RowSums { lead: self.block_sums(i, feeds[0]), sibling: self.block_sums(k, feeds[1]) };
         let node = &self.nodes[i];
         let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
         // SAFETY: as `part_slot`'s: the kernels write each slot whole.
         let (into_i, into_k) = unsafe { (slot_i.map(|s| &mut *s), slot_k.map(|s| &mut *s)) };
         let (made_i, made_k) = match &node.op {
-            Op::LstmCellGrad(rule) => rule.with_cell(&vals, &node.shape, into_i, into_k),
-            Op::GruCellGrad(rule) => rule.with_hidden(&vals, &node.shape, into_i, into_k),
+            Op::LstmCellGrad(rule) => rule.with_cell(&vals, &node.shape, (into_i, into_k), &sums),
+            Op::GruCellGrad(rule) => rule.with_hidden(&vals, &node.shape, (into_i, into_k), &sums),
             _ => unreachable!("pairs lead with an LSTM's or a GRU's gradient node"),
         };
         drop(vals);

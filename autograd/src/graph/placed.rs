@@ -41,6 +41,7 @@ use smallvec::SmallVec;
 use super::{Graph, Holder};
 use crate::error::Result;
 use crate::float::Float;
+use crate::fxhash::FxMap;
 use crate::node::{Node, Value};
 use crate::ops::{fresh, Op};
 
@@ -106,6 +107,17 @@ fn teed_step(nodes: &[Node], j: usize) -> Option<usize> {
 /// (a GRU's first step's given state, joined with the steps' states).
 const COPIED_ONE_IN: usize = 8;
 
+/// A join of steps' states is written by its steps only when it takes at least one
+/// in this many of the states of the widest such join of any of its steps. A join's
+/// buffer is taken at its first step's write and held until the join is read: for the
+/// layer's output and a short sequence's hidden-weight gradient, which read every
+/// step, that is a copy of the states made while they are in the cache instead of at
+/// the join. A long sequence's reverse sweep joins the states segment by segment
+/// (W5's ten `concat`s at T = 10000, each a tenth of the steps); written by the steps,
+/// every segment's buffer was held from the forward pass on: W5's full BPTT held 38 MB
+/// more at its peak (423 against 385 MB of values), 4.2 KB more per step.
+const TEED_SHARE: usize = 2;
+
 /// Each node's [`Place`] for a lean replay that computes the `needed` nodes and keeps
 /// the `pinned` ones, of element size `elem` bytes (empty when no join qualifies), and
 /// the fused steps that also write their `h'` block into joins: `(step, join, index)`,
@@ -113,25 +125,42 @@ const COPIED_ONE_IN: usize = 8;
 pub(super) fn places(nodes: &[Node], needed: &[bool], pinned: &[bool], elem: usize) -> (Vec<Place>, Vec<Tee>) {
     let mut places: Vec<Place> = Vec::new();
     let mut tees: Vec<Tee> = Vec::new();
-    for (s, node) in nodes.iter().enumerate() {
+    let candidate = |s: usize, node: &Node| {
         if !matches!(node.op, Op::Stack(_) | Op::Concat(_)) || node.inputs.len() < 2 {
-            continue;
+            return false;
         }
         let bytes = node.shape.iter().product::<usize>() * elem;
         if !needed[s] || pinned[s] || bytes < PLACED_BYTES || !joins_on_rows(node, nodes) {
-            continue;
+            return false;
         }
         let mut parts: SmallVec<[usize; 128]> = node.inputs.iter().map(|j| j.index()).collect();
         parts.sort_unstable();
-        if parts.windows(2).any(|w| w[0] == w[1]) {
+        !parts.windows(2).any(|w| w[0] == w[1])
+    };
+    // The most states any join of a step's state takes from steps: a join taking fewer
+    // than half as many gets none written by its steps (see `TEED_SHARE`).
+    let states = |node: &Node| node.inputs.iter().filter(|j| teed_step(nodes, j.index()).is_some()).count();
+    let mut widest: FxMap<usize, usize> = FxMap::default();
+    for (_, node) in nodes.iter().enumerate().filter(|&(s, n)| candidate(s, n)) {
+        let n = states(node);
+        for step in node.inputs.iter().filter_map(|j| teed_step(nodes, j.index())) {
+            let w = widest.entry(step).or_default();
+            *w = (*w).max(n);
+        }
+    }
+    for (s, node) in nodes.iter().enumerate() {
+        if !candidate(s, node) {
             continue;
         }
+        let n = states(node);
+        let tee_of =
+            |j: usize| teed_step(nodes, j).filter(|step| n * TEED_SHARE >= widest.get(step).copied().unwrap_or(0));
         let free = |j: usize, places: &[Place]| places.get(j).is_none_or(|p| *p == Place::Not);
         let written =
             |j: usize, places: &[Place]| needed[j] && !pinned[j] && writes_into(&nodes[j].op) && free(j, places);
         let (mut laid, mut copied) = (0, 0);
         for j in node.inputs.iter().map(|j| j.index()) {
-            if written(j, &places) || teed_step(nodes, j).is_some() {
+            if written(j, &places) || tee_of(j).is_some() {
                 laid += 1;
             } else {
                 copied += 1;
@@ -147,7 +176,7 @@ pub(super) fn places(nodes: &[Node], needed: &[bool], pinned: &[bool], elem: usi
             let j = j.index();
             if written(j, &places) {
                 places[j] = Place::Part { join: s as u32, index: k as u32 };
-            } else if let Some(step) = teed_step(nodes, j) {
+            } else if let Some(step) = tee_of(j) {
                 tees.push(Tee { step: step as u32, join: s as u32, index: k as u32 });
             }
         }
@@ -179,20 +208,34 @@ impl super::LeanPlan {
 
 impl<T: Float> Graph<T> {
     /// Computes node `i`, part `index` of the join `join`, into the join's buffer (taken
-    /// for the first part computed: `live` gains its bytes then). Returns `false`,
-    /// having computed nothing, when the op does not write in place (the buffer, if
-    /// this took it, goes back when the join is reached: [`Graph::take_join`]).
-    pub(super) fn compute_part(&mut self, i: usize, join: usize, index: usize, live: &mut usize) -> Result<bool> {
+    /// for the first part computed: `live` gains its bytes then), adding its rows into
+    /// the sum it feeds, if any (`feeds`, as [`super::LeanPlan::feeds`]'s, see
+    /// `summed`). Returns `false`, having computed nothing, when the op does not write
+    /// in place (the buffer, if this took it, goes back when the join is reached:
+    /// [`Graph::take_join`]).
+    pub(super) fn compute_part(
+        &mut self,
+        i: usize,
+        (join, index): (usize, usize),
+        feeds: Option<(usize, usize)>,
+        live: &mut usize,
+    ) -> Result<bool> {
         self.check_inputs(i)?;
         if self.has[i] {
             self.release(i); // the value of an earlier run
         }
         let out = self.part_slot(join, index, live);
+        let sums = self.block_sums(i, feeds);
         let node = &self.nodes[i];
         let rule = node.op.rule::<T>();
         let vals: SmallVec<[&Value<T>; 4]> = node.inputs.iter().map(|j| &self.values[j.index()]).collect();
         // SAFETY: as `part_slot`'s.
-        if !rule.forward_into(&vals, &node.shape, unsafe { &mut *out }) {
+        let out = unsafe { &mut *out };
+        let written = match sums {
+            Some(sums) => crate::ops::fused::write_summed(&node.op, &vals, &node.shape, out, sums),
+            None => rule.forward_into(&vals, &node.shape, out),
+        };
+        if !written {
             return Ok(false);
         }
         drop(vals);
@@ -312,8 +355,16 @@ impl<T: Float> Graph<T> {
         }
         let bytes = buf.len() * std::mem::size_of::<T>();
         *live -= bytes;
-        self.values.set(i, Value::Shared(buf));
         self.has[i] = true;
+        if buf.is_unique() {
+            // No part is a view of it (every part was written into it by its step, or
+            // copied): the join owns its buffer, as a join made by copying would, and a
+            // reader may compute in its place (the loss gradient's difference, in the
+            // stack of a layer's outputs). Taking a unique buffer copies nothing.
+            self.values.set(i, Value::Float(buf.into_owned()));
+            return true;
+        }
+        self.values.set(i, Value::Shared(buf));
         self.shared.insert(i, Holder { bytes, view: false, buffer: id });
         true
     }
@@ -376,6 +427,51 @@ mod tests {
                     })
             })
             .expect("the hidden weight's gradient joins the states")
+    }
+
+    /// A join of a few of the steps' states (a long sequence's reverse sweep joins them
+    /// segment by segment) is not written by the steps, whose states the layer's output
+    /// joins all: its buffer would be held from the forward pass on. A join of half of
+    /// them is.
+    #[test]
+    fn joins_of_a_few_of_the_steps_states_are_not_written_by_the_steps() {
+        for (t, per, teed) in [(9, 3, false), (8, 4, true)] {
+            let (b, h) = (5, 6);
+            let mut g = Graph::<f32>::new();
+            g.set_deferred(true);
+            let x = g.input(filled(&[t, b, 3 * h], 1));
+            let u = g.input(filled(&[3 * h, h], 3));
+            let mut state = g.input(filled(&[b, h], 4));
+            let (mut cells, mut outs) = (Vec::new(), Vec::new());
+            for k in 0..t {
+                let xp = g.select(x, 0, k).unwrap();
+                let hp = g.matmul_t(state, u, false, true).unwrap();
+                let out = g.gru_cell(xp, hp, state).unwrap();
+                state = g.narrow(out, 1, 0, h).unwrap();
+                cells.push(out);
+                outs.push(state);
+            }
+            let all = g.stack(&outs, 0).unwrap();
+            let segments: Vec<NodeId> = outs.chunks(per).map(|c| g.concat(c, 0).unwrap()).collect();
+            let mut loss = g.sum_all(all).unwrap();
+            for &c in &segments {
+                let s = g.sum_all(c).unwrap();
+                loss = g.add(loss, s).unwrap();
+            }
+            let plan = LeanPlan::new(&g.nodes, &[loss], 4);
+            for (k, c) in cells.iter().enumerate() {
+                let mut joins: Vec<u32> = plan.tees_of(c.index()).iter().map(|t| t.join).collect();
+                joins.sort_unstable();
+                let mut want = vec![all.index() as u32];
+                if teed {
+                    want.push(segments[k / per].index() as u32);
+                }
+                assert_eq!(joins, want, "{t} steps in segments of {per}, step {k}");
+            }
+            for c in &segments {
+                assert_eq!(plan.places[c.index()] == Place::Join, teed, "{t} steps in segments of {per}");
+            }
+        }
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl<T: Float> Graph<T> {
                 let dying = |j: usize| last[j] == i as u32 && !pinned[j];
                 match plan.pairs.get(i).copied().filter(|&k| k != LeanPlan::NONE && self.premade.is_none()) {
                     Some(k) => {
-                        self.compute_pair((i, None), (k as usize, None), &mut live)?;
+                        self.compute_pair((i, None), (k as usize, None), [None; 2], &mut live)?;
                         live += self.bytes(i);
                     }
                     // Into the buffer of an input that dies here: the bytes move to `i`.

@@ -5,7 +5,7 @@ use std::any::TypeId;
 use ndarray::{ArrayD, IxDyn};
 
 use crate::float::Float;
-use crate::gemm::for_rows;
+use crate::gemm::for_row_blocks;
 
 /// An array of `shape` whose elements `fill` writes, in row-major order.
 ///
@@ -63,7 +63,7 @@ pub(crate) fn row_major<T>(shape: &[usize], v: Vec<T>) -> ArrayD<T> {
 }
 
 /// A `[rows, width]` array whose rows `f(first_row, block)` writes, the blocks of
-/// whole rows split over the engine's threads as by [`for_rows`]: the fused cells'
+/// whole rows split over the engine's threads as by [`crate::gemm::for_rows`]: the fused cells'
 /// kernels and their gradients.
 ///
 /// # Safety
@@ -74,8 +74,24 @@ pub(crate) unsafe fn filled_rows<T: Float>(
     width: usize,
     f: &(dyn Fn(usize, &mut [T]) + Sync),
 ) -> ArrayD<T> {
-    // SAFETY: `for_rows` hands each row to `f` once, and `f` writes it whole.
-    unsafe { filled(&[rows, width], |out| for_rows(out, width, f)) }
+    // SAFETY: as `filled_row_blocks`'s.
+    unsafe { filled_row_blocks(rows, width, 1, f) }
+}
+
+/// [`filled_rows`] with every block of rows but the last a whole number of `align`
+/// rows (see [`crate::gemm::for_row_blocks`]).
+///
+/// # Safety
+/// As [`filled`]: `f` must write every element of its block before it reads that
+/// element.
+pub(crate) unsafe fn filled_row_blocks<T: Float>(
+    rows: usize,
+    width: usize,
+    align: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) -> ArrayD<T> {
+    // SAFETY: `for_row_blocks` hands each row to `f` once, and `f` writes it whole.
+    unsafe { filled(&[rows, width], |out| for_row_blocks(out, width, out.len(), align, f)) }
 }
 
 /// [`filled`]'s release path: `n` elements of `f32` or `f64`, never cleared.

@@ -17,15 +17,16 @@ use ndarray::{ArrayD, ArrayViewD, Ix2};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::fresh::filled_rows;
+use super::fresh::{filled_row_blocks, filled_rows};
 use super::{arity, fin, grads, shape_of, Back, FResult, Fail, Grads, Op, Rule};
 use crate::error::Result;
 use crate::float::Float;
-use crate::gemm::for_rows;
+use crate::gemm::{for_row_blocks, for_rows};
 use crate::graph::Graph;
 use crate::node::{NodeId, Shape, Value};
 use crate::ops::activation::sigmoid;
 use crate::ops::elementwise::combine_in_place;
+use crate::ops::reduce::{BlockSums, RowSums};
 use crate::simd::{map1, map2, map3, map4, map5};
 
 /// The elements of `a` in row-major order, borrowed when `a` is contiguous.
@@ -272,11 +273,11 @@ impl<T: Float> Rule<T> for LstmCellGrad {
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(self.write_rows(x, shape, None, None).expect("a new array when given no slice"))
+        Ok(self.write_rows(x, shape, None, &RowSums::NONE, None).expect("a new array when given no slice"))
     }
 
     fn forward_into(&self, x: &[&Value<T>], shape: &[usize], out: &mut [T]) -> bool {
-        self.write_rows(x, shape, None, Some(out));
+        self.write_rows(x, shape, None, &RowSums::NONE, Some(out));
         true
     }
 
@@ -304,10 +305,21 @@ impl<T> SiblingRows<T> {
         // SAFETY: as the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(r * width), width) }
     }
+
+    /// Rows `r..r + count` of `width` elements, once written.
+    ///
+    /// # Safety
+    /// The rows lie in the buffer, the caller's share wrote them all, and no one
+    /// writes them while the slice lives.
+    unsafe fn rows(&self, r: usize, count: usize, width: usize) -> &[T] {
+        // SAFETY: as the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.0.add(r * width), count * width) }
+    }
 }
 
-/// A fused gradient kernel that writes its output in blocks of whole rows, and with
-/// `sibling` the same rows of a sibling node's output.
+/// A fused gradient kernel that writes its output in blocks of whole rows, with
+/// `sibling` the same rows of a sibling node's output, and adding the rows it writes
+/// into `sums` (the output's, the sibling's).
 trait RowKernel<T: Float> {
     /// Hands `run` the output's rows, width and the kernel that writes a block of
     /// whole rows (first row, the block).
@@ -316,27 +328,52 @@ trait RowKernel<T: Float> {
         x: &[&Value<T>],
         shape: &[usize],
         sibling: Option<&SiblingRows<T>>,
+        sums: &RowSums<T>,
         run: impl FnOnce(usize, usize, &(dyn Fn(usize, &mut [T]) + Sync)) -> R,
     ) -> R;
 
     /// The output written into `out`, split over the engine's threads (`None`: into a
-    /// new array, returned), and with `sibling` the same rows of the sibling's output.
+    /// new array, returned), with `sibling` the same rows of the sibling's output,
+    /// and adding the rows into `sums` (each share then whole blocks of rows).
     fn write_rows(
         &self,
         x: &[&Value<T>],
         shape: &[usize],
         sibling: Option<&SiblingRows<T>>,
+        sums: &RowSums<T>,
         out: Option<&mut [T]>,
     ) -> Option<ArrayD<T>> {
+        let align = sums.align();
         match out {
             Some(out) => {
-                self.rows_with(x, shape, sibling, |_, w, f| for_rows(out, w, f));
+                self.rows_with(x, shape, sibling, sums, |_, w, f| for_row_blocks(out, w, out.len(), align, f));
                 None
             }
             // SAFETY: the kernel writes every element of each row it is handed.
-            None => Some(self.rows_with(x, shape, sibling, |rows, w, f| unsafe { filled_rows(rows, w, f) })),
+            None => Some(
+                self.rows_with(x, shape, sibling, sums, |rows, w, f| unsafe { filled_row_blocks(rows, w, align, f) }),
+            ),
         }
     }
+}
+
+/// A fused gradient node's output (an LSTM's gate gradients, a GRU's gradient of
+/// either projection) written into `out` with its rows added into `sums`, block by
+/// block (see `graph/summed.rs`); `false`, having written nothing, for other ops.
+pub(crate) fn write_summed<T: Float>(
+    op: &Op,
+    x: &[&Value<T>],
+    shape: &[usize],
+    out: &mut [T],
+    sums: BlockSums<T>,
+) -> bool {
+    let sums = RowSums { lead: Some(sums), sibling: None };
+    match op {
+        Op::LstmCellGrad(rule) if rule.of == LstmGradOf::Gates => rule.write_rows(x, shape, None, &sums, Some(out)),
+        Op::GruCellGrad(rule) if rule.of != GruGradOf::State => rule.write_rows(x, shape, None, &sums, Some(out)),
+        _ => return false,
+    };
+    true
 }
 
 /// Runs `kernel` (the lead node, output `shape`) writing `lead` (`None`: a new array,
@@ -346,10 +383,10 @@ fn with_sibling<T: Float>(
     kernel: &impl RowKernel<T>,
     (x, shape): (&[&Value<T>], &[usize]),
     width: usize,
-    lead: Option<&mut [T]>,
-    sib: Option<&mut [T]>,
+    (lead, sib): (Option<&mut [T]>, Option<&mut [T]>),
+    sums: &RowSums<T>,
 ) -> (Option<ArrayD<T>>, Option<ArrayD<T>>) {
-    let run = |lead: Option<&mut [T]>, to: &SiblingRows<T>| kernel.write_rows(x, shape, Some(to), lead);
+    let run = |lead: Option<&mut [T]>, to: &SiblingRows<T>| kernel.write_rows(x, shape, Some(to), sums, lead);
     if let Some(s) = sib {
         return (run(lead, &SiblingRows(s.as_mut_ptr())), None);
     }
@@ -364,16 +401,16 @@ impl LstmCellGrad {
     /// new array) and the sibling node's cell-state gradient (`dc·f`, the same inputs
     /// and `state_only`) into `cell` (`None`: a new `[B, H]` array), in one pass over
     /// the rows: the gradient reaching `c'` is computed once for both. The values are
-    /// the two nodes' own.
+    /// the two nodes' own. Each node's rows are also added into its `sums`, if any.
     pub(crate) fn with_cell<T: Float>(
         &self,
         x: &[&Value<T>],
         shape: &[usize],
-        gates: Option<&mut [T]>,
-        cell: Option<&mut [T]>,
+        (gates, cell): (Option<&mut [T]>, Option<&mut [T]>),
+        sums: &RowSums<T>,
     ) -> (Option<ArrayD<T>>, Option<ArrayD<T>>) {
         debug_assert_eq!(self.of, LstmGradOf::Gates);
-        with_sibling(self, (x, shape), fin(x, 1).shape()[1], gates, cell)
+        with_sibling(self, (x, shape), fin(x, 1).shape()[1], (gates, cell), sums)
     }
 }
 
@@ -386,6 +423,7 @@ impl<T: Float> RowKernel<T> for LstmCellGrad {
         x: &[&Value<T>],
         shape: &[usize],
         cell: Option<&SiblingRows<T>>,
+        sums: &RowSums<T>,
         run: impl FnOnce(usize, usize, &(dyn Fn(usize, &mut [T]) + Sync)) -> R,
     ) -> R {
         let rows = shape[0];
@@ -438,6 +476,17 @@ impl<T: Float> RowKernel<T> for LstmCellGrad {
                         map4(rf, &dc, cp, g_f, fg, |d, c, t, f| (d * c + t) * f * (one - f));
                         map4(rg, &dc, ig, g_g, gg, |d, i, t, g| (d * i + t) * (one - g * g));
                         map4(ro, g_h, &tc, g_o, og, |gh, t, go, o| (gh * t + go) * o * (one - o));
+                    }
+                    let count = res.len() / w.max(1);
+                    // SAFETY: the share's rows are whole blocks from `r0` (`sums.align()`),
+                    // and it wrote them all (the cell's through its sibling rows).
+                    unsafe {
+                        if let Some(s) = &sums.lead {
+                            s.add_rows((r0, count), res, w, (0, w), w);
+                        }
+                        if let (Some(s), Some(cell)) = (&sums.sibling, cell) {
+                            s.add_rows((r0, count), cell.rows(r0, count, h), h, (0, h), h);
+                        }
                     }
                 },
             );
@@ -657,11 +706,11 @@ impl<T: Float> Rule<T> for GruCellGrad {
     }
 
     fn forward(&self, x: &[&Value<T>], shape: &[usize]) -> FResult<ArrayD<T>> {
-        Ok(self.write_rows(x, shape, None, None).expect("a new array when given no slice"))
+        Ok(self.write_rows(x, shape, None, &RowSums::NONE, None).expect("a new array when given no slice"))
     }
 
     fn forward_into(&self, x: &[&Value<T>], shape: &[usize], out: &mut [T]) -> bool {
-        self.write_rows(x, shape, None, Some(out));
+        self.write_rows(x, shape, None, &RowSums::NONE, Some(out));
         true
     }
 
@@ -676,16 +725,17 @@ impl GruCellGrad {
     /// `input` (`None`: a new array) and the sibling node's gradient of the projected
     /// state (of [`GruGradOf::Hidden`], the same inputs and `state_only`) into `hidden`
     /// (`None`: a new array), in one pass over the rows: the two differ only in the
-    /// last block, scaled by the reset gate. The values are the two nodes' own.
+    /// last block, scaled by the reset gate. The values are the two nodes' own. Each
+    /// node's rows are also added into its `sums`, if any.
     pub(crate) fn with_hidden<T: Float>(
         &self,
         x: &[&Value<T>],
         shape: &[usize],
-        input: Option<&mut [T]>,
-        hidden: Option<&mut [T]>,
+        (input, hidden): (Option<&mut [T]>, Option<&mut [T]>),
+        sums: &RowSums<T>,
     ) -> (Option<ArrayD<T>>, Option<ArrayD<T>>) {
         debug_assert_eq!(self.of, GruGradOf::Input);
-        with_sibling(self, (x, shape), shape[1], input, hidden)
+        with_sibling(self, (x, shape), shape[1], (input, hidden), sums)
     }
 }
 
@@ -699,6 +749,7 @@ impl<T: Float> RowKernel<T> for GruCellGrad {
         x: &[&Value<T>],
         shape: &[usize],
         hidden: Option<&SiblingRows<T>>,
+        sums: &RowSums<T>,
         run: impl FnOnce(usize, usize, &(dyn Fn(usize, &mut [T]) + Sync)) -> R,
     ) -> R {
         let rows = shape[0];
@@ -752,6 +803,24 @@ impl<T: Float> RowKernel<T> for GruCellGrad {
                             let (to_rz, to_n) = to.split_at_mut(2 * h);
                             to_rz.copy_from_slice(&r[..2 * h]);
                             map2(to_n, &r[2 * h..], rg, |d, r| d * r);
+                        }
+                    }
+                    let count = res.len() / w.max(1);
+                    // SAFETY: the share's rows are whole blocks from `r0` (`sums.align()`),
+                    // and it wrote them all (the hidden product's through its sibling rows).
+                    unsafe {
+                        if let Some(s) = &sums.lead {
+                            s.add_rows((r0, count), res, w, (0, w), w);
+                        }
+                        match (&sums.sibling, hidden) {
+                            // The reset and update blocks are the input's: so are their sums.
+                            (Some(s), Some(hidden)) if sums.lead.is_some() && self.of == GruGradOf::Input => {
+                                let lead = sums.lead.as_ref().expect("checked");
+                                s.add_rows((r0, count), hidden.rows(r0, count, w), w, (2 * h, h), w);
+                                s.copy_from(lead, (r0, count), w, 2 * h);
+                            }
+                            (Some(s), Some(hidden)) => s.add_rows((r0, count), hidden.rows(r0, count, w), w, (0, w), w),
+                            _ => {}
                         }
                     }
                 },

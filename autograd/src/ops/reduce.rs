@@ -164,8 +164,9 @@ impl<T: Float> Rule<T> for SumTo {
 
 /// Rows of a bias gradient summed as one block: a sum over more rows adds the block
 /// sums in block order. The blocks do not depend on the number of threads, so
-/// neither do the values.
-pub(crate) const SUM_BLOCK_ROWS: usize = 256;
+/// neither do the values; and a fused gradient kernel whose threads each write whole
+/// blocks of rows can sum its blocks as it writes them (see `graph/summed.rs`).
+pub(crate) const SUM_BLOCK_ROWS: usize = 32;
 
 pub(crate) fn sum_to<T: Float>(x: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD<T> {
     let lead = x.ndim() - shape.len();
@@ -186,8 +187,134 @@ pub(crate) fn sum_to<T: Float>(x: &ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD
     v
 }
 
+/// Adds `row` into `sums`, the sums of its block of [`SUM_BLOCK_ROWS`] rows, as
+/// [`column_sums`] does: `first` (the block's first row) adds it to zeros.
+#[inline(always)]
+pub(crate) fn add_to_block<T: Float>(sums: &mut [T], row: &[T], first: bool) {
+    if first {
+        crate::simd::map1(sums, row, |v| T::zero() + v);
+    } else {
+        crate::simd::update1(sums, row, |a, v| a + v);
+    }
+}
+
+/// Where a fused gradient kernel adds the rows it writes, block by block of
+/// [`SUM_BLOCK_ROWS`] rows, as [`column_sums`] would add them: block `b`'s sums at
+/// `b · width` from the pointer (see `graph/summed.rs`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlockSums<T>(pub(crate) *mut T);
+
+// SAFETY: the kernel's threads write disjoint blocks' sums through the pointer (each
+// share of rows a whole number of blocks, see `BlockSums::add`).
+unsafe impl<T: Send> Sync for BlockSums<T> {}
+
+impl<T: Float> BlockSums<T> {
+    /// Adds `count` rows from row `first` (`rows`, each `stride` apart; the columns
+    /// `at..at + n` of each) into their blocks' sums (rows of `width`, the same
+    /// columns), each column in row order from zero within a block, as
+    /// [`column_sums`] adds them: a few columns at a time over a block's rows, the
+    /// sums in registers, once the rows are written (and in the cache).
+    ///
+    /// # Safety
+    /// `first` is a block's first row; the sums of the blocks of rows
+    /// `first..first + count` lie in the buffer, and only the caller writes them.
+    #[inline(always)]
+    pub(crate) unsafe fn add_rows(
+        &self,
+        (first, count): (usize, usize),
+        rows: &[T],
+        stride: usize,
+        (at, n): (usize, usize),
+        width: usize,
+    ) {
+        const CHUNK: usize = 128;
+        for b in (0..count).step_by(SUM_BLOCK_ROWS) {
+            let end = (b + SUM_BLOCK_ROWS).min(count);
+            // SAFETY: as the caller's contract.
+            let sums =
+                unsafe { std::slice::from_raw_parts_mut(self.0.add((first + b) / SUM_BLOCK_ROWS * width + at), n) };
+            let mut c = 0;
+            while c + CHUNK <= n {
+                let mut acc = [T::zero(); CHUNK];
+                for r in b..end {
+                    let row: &[T; CHUNK] = rows[r * stride + at + c..][..CHUNK].try_into().expect("a chunk");
+                    for j in 0..CHUNK {
+                        acc[j] += row[j];
+                    }
+                }
+                sums[c..c + CHUNK].copy_from_slice(&acc);
+                c += CHUNK;
+            }
+            let rest = &mut sums[c..];
+            rest.fill(T::zero());
+            for r in b..end {
+                let row = &rows[r * stride + at + c..][..rest.len()];
+                for (s, &v) in rest.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+        }
+    }
+
+    /// Copies the first `n` sums of the blocks of rows `first..first + count` in
+    /// `from` into the same blocks' here (rows of `width` in both): columns whose
+    /// rows are equal in both.
+    ///
+    /// # Safety
+    /// As [`BlockSums::add_rows`]'s, for both; the two do not overlap.
+    #[inline(always)]
+    pub(crate) unsafe fn copy_from(&self, from: &BlockSums<T>, (first, count): (usize, usize), width: usize, n: usize) {
+        for b in (0..count).step_by(SUM_BLOCK_ROWS) {
+            let at = (first + b) / SUM_BLOCK_ROWS * width;
+            // SAFETY: as the caller's contract.
+            unsafe { std::ptr::copy_nonoverlapping(from.0.add(at), self.0.add(at), n) };
+        }
+    }
+}
+
+/// The block sums a fused gradient kernel adds its rows into: its own output's
+/// (`lead`) and its sibling's (see `graph/paired.rs`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowSums<T> {
+    pub(crate) lead: Option<BlockSums<T>>,
+    pub(crate) sibling: Option<BlockSums<T>>,
+}
+
+impl<T> RowSums<T> {
+    /// No sums.
+    pub(crate) const NONE: Self = RowSums { lead: None, sibling: None };
+
+    /// The alignment of the kernel's shares of rows: whole blocks when it sums.
+    pub(crate) fn align(&self) -> usize {
+        if self.lead.is_some() || self.sibling.is_some() {
+            SUM_BLOCK_ROWS
+        } else {
+            1
+        }
+    }
+}
+
+/// The column sums of rows of `len` from the sums of their blocks of
+/// [`SUM_BLOCK_ROWS`] rows (`blocks` rows of sums, each `stride` apart): the one
+/// block's own, else every block's added to zeros in block order.
+pub(crate) fn sum_blocks<T: Float>(blocks: &[T], len: usize, stride: usize) -> Vec<T> {
+    if blocks.len() <= stride {
+        return blocks[..len].to_vec();
+    }
+    let mut acc = vec![T::zero(); len];
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for b in blocks.chunks(stride) {
+                crate::simd::update1(&mut acc, &b[..len], |a, v| a + v);
+            }
+        },
+    );
+    acc
+}
+
 /// The column sums of `s`'s rows of `len`: each block of [`SUM_BLOCK_ROWS`] rows in
-/// row order, then the blocks' sums in block order.
+/// row order, then the blocks' sums in block order ([`sum_blocks`]).
 ///
 /// Many blocks are split over the engine's threads by blocks, so that each thread reads
 /// whole rows in a row, each block's sums whole cache lines apart from the next's; a
@@ -201,16 +328,16 @@ fn column_sums<T: Float>(s: &[T], len: usize) -> Vec<T> {
         crate::simd::vectorized(
             #[inline(always)]
             || {
-                for row in rows.chunks(stride) {
-                    crate::simd::update1(sums, &row[first..first + n], |a, v| a + v);
+                for (r, row) in rows.chunks(stride).enumerate() {
+                    add_to_block(sums, &row[first..first + n], r == 0);
                 }
             },
         );
     };
     let pad = 64 / std::mem::size_of::<T>();
     let block = SUM_BLOCK_ROWS * len;
-    let mut acc = vec![T::zero(); len];
     if s.len() <= block {
+        let mut acc = vec![T::zero(); len];
         crate::gemm::for_rows_of(&mut acc, 1, s.len(), &|first, cols| {
             if cols.len() == len {
                 add_rows(cols, s, len, 0); // one share: no other thread writes near
@@ -232,8 +359,7 @@ fn column_sums<T: Float>(s: &[T], len: usize) -> Vec<T> {
             add_rows(&mut out[..len], &s[at..(at + block).min(s.len())], len, 0);
         }
     });
-    add_rows(&mut acc, &partial, stride, 0);
-    acc
+    sum_blocks(&partial, len, stride)
 }
 
 /// Builders: the reduction family.
@@ -320,14 +446,16 @@ impl<T: Float> Graph<T> {
 mod tests {
     use ndarray::{ArrayD, Axis, IxDyn};
 
-    use super::{sum_to, SUM_BLOCK_ROWS};
+    use super::{sum_blocks, sum_to, BlockSums, SUM_BLOCK_ROWS};
 
     /// A bias gradient's column sums add the rows of each block of `SUM_BLOCK_ROWS` in
     /// row order and then the blocks in order, whatever the size (a single block split
     /// over the engine's threads by columns, more by blocks).
     #[test]
     fn column_sums_add_rows_in_order() {
-        for (rows, cols) in [(0, 3), (3, 5), (256, 77), (257, 1), (512, 77), (517, 77), (40, 2049), (700, 600)] {
+        for (rows, cols) in
+            [(0, 3), (3, 5), (32, 77), (33, 1), (64, 1536), (256, 77), (257, 1), (517, 77), (40, 2049), (700, 600)]
+        {
             let x =
                 ArrayD::from_shape_fn(IxDyn(&[rows, cols]), |i| ((i[0] * 31 + i[1] * 17) % 101) as f32 * 0.013 - 0.6);
             let got = sum_to(&x.view(), &[cols]);
@@ -342,5 +470,43 @@ mod tests {
                 assert_eq!(g.to_bits(), want.to_bits(), "{rows}x{cols}, column {j}");
             }
         }
+    }
+
+    /// A kernel's rows added block by block ([`BlockSums::add_rows`], shares of whole
+    /// blocks, some columns of each row) and the blocks then summed give the column
+    /// sums of those columns, bit for bit.
+    #[test]
+    fn rows_added_by_blocks_give_the_column_sums() {
+        fn check<T: crate::float::Float + std::fmt::Debug>() {
+            // Rows, width, the columns summed, the rows of each share.
+            for (rows, width, (at, n), share) in [
+                (64, 300, (0, 300), 32),
+                (64, 300, (200, 100), 64),
+                (70, 257, (1, 256), 64),
+                (5, 9, (0, 9), 5),
+                (96, 40, (8, 32), 32),
+            ] {
+                let x = ArrayD::from_shape_fn(IxDyn(&[rows, width]), |i| {
+                    T::of(((i[0] * 31 + i[1] * 17) % 101) as f64 * 0.013 - 0.6)
+                });
+                let cols = x.slice_axis(Axis(1), (at..at + n).into()).to_owned();
+                let want = sum_to(&cols.view(), &[n]);
+                let mut sums = vec![T::zero(); rows.div_ceil(SUM_BLOCK_ROWS) * width];
+                let to = BlockSums(sums.as_mut_ptr());
+                let flat = x.as_slice().expect("row-major");
+                for first in (0..rows).step_by(share) {
+                    let count = share.min(rows - first);
+                    // SAFETY: `first` is a block's first row, the sums cover every block.
+                    unsafe { to.add_rows((first, count), &flat[first * width..], width, (at, n), width) };
+                }
+                let blocks: Vec<T> = sums.chunks(width).flat_map(|b| b[at..at + n].to_vec()).collect();
+                let got = sum_blocks(&blocks, n, n);
+                for (j, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+                    assert_eq!(g.f64().to_bits(), w.f64().to_bits(), "{rows}x{width}, columns {at}+{n}, column {j}");
+                }
+            }
+        }
+        check::<f32>();
+        check::<f64>();
     }
 }
