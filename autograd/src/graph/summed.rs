@@ -6,9 +6,12 @@
 //! bias over each step's own (`[B, 3H]`, half of it in the other core's cache). A
 //! sum over rows adds blocks of [`SUM_BLOCK_ROWS`] rows, each in row order, and then
 //! the blocks' sums in block order (`ops::reduce`); a fused gradient kernel whose
-//! threads each write whole blocks of rows adds every row into its block's sums
-//! while the row is in the cache, and the sum only adds the blocks' sums. The values
-//! are the sum's own, bit for bit.
+//! threads each write whole blocks of rows sums its blocks once its share's rows are
+//! written, while they are in the cache (a few columns at a time over a block's rows,
+//! the sums in registers: adding each row as it was written kept the sums out of the
+//! L1 cache and cost twice as much), and the sum only adds the blocks' sums. The
+//! values are the sum's own, bit for bit. Alternating per replay on an Emerald Rapids
+//! Xeon, W3-L's step took 0.9 ms less on average and W1-L's 2.2 ms less.
 //!
 //! A sum is computed so when it sums over the leading axes (a bias gradient) and its
 //! input is a fused gradient node's output ([`crate::ops::GruCellGrad`] of either
