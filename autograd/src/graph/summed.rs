@@ -26,8 +26,9 @@ use super::placed::Place;
 use super::{Graph, LeanPlan};
 use crate::float::Float;
 use crate::node::Node;
+use crate::ops::fused::sums_its_rows;
 use crate::ops::reduce::{sum_blocks, BlockSums, SUM_BLOCK_ROWS};
-use crate::ops::{GruCellGrad, GruGradOf, LstmCellGrad, LstmGradOf, Op, SumTo};
+use crate::ops::{Op, SumTo};
 
 /// A node's part in a sum of rows added by the kernels that write them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,15 +52,6 @@ pub(super) struct Summing<T> {
     rows: usize,
 }
 
-/// Whether `op` is a fused gradient whose kernel can add its rows into block sums.
-fn adds_rows(op: &Op) -> bool {
-    match op {
-        Op::GruCellGrad(GruCellGrad { of, .. }) => *of != GruGradOf::State,
-        Op::LstmCellGrad(LstmCellGrad { of, .. }) => *of == LstmGradOf::Gates,
-        _ => false,
-    }
-}
-
 /// Each node's [`Summed`] in a lean replay (empty when no sum is computed so). `pairs`
 /// and `places` are the plan's: a node feeds a sum only when it is computed by a kernel
 /// that adds its rows, with its sibling or into its join's rows.
@@ -79,7 +71,7 @@ pub(super) fn sums(nodes: &[Node], needed: &[bool], pairs: &[u32], places: &[Pla
             continue;
         }
         // The nodes writing the input's rows, each with its first row.
-        let parts: Vec<(usize, usize)> = if adds_rows(&nodes[x].op) {
+        let parts: Vec<(usize, usize)> = if sums_its_rows(&nodes[x].op) {
             vec![(x, 0)]
         } else if matches!(places.get(x), Some(Place::Join)) {
             let of = nodes[x].inputs.len();
@@ -87,7 +79,7 @@ pub(super) fn sums(nodes: &[Node], needed: &[bool], pairs: &[u32], places: &[Pla
             let whole = of == 1 || rows.is_multiple_of(SUM_BLOCK_ROWS);
             let part = |(q, p): (usize, &crate::node::NodeId)| {
                 let at = matches!(places[p.index()], Place::Part { join, index } if join as usize == x && index as usize == q);
-                (at && adds_rows(&nodes[p.index()].op)).then_some((p.index(), q * rows))
+                (at && sums_its_rows(&nodes[p.index()].op)).then_some((p.index(), q * rows))
             };
             match nodes[x].inputs.iter().enumerate().map(part).collect::<Option<Vec<_>>>() {
                 Some(parts) if whole => parts,

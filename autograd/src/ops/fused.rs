@@ -369,11 +369,21 @@ pub(crate) fn write_summed<T: Float>(
 ) -> bool {
     let sums = RowSums { lead: Some(sums), sibling: None };
     match op {
-        Op::LstmCellGrad(rule) if rule.of == LstmGradOf::Gates => rule.write_rows(x, shape, None, &sums, Some(out)),
-        Op::GruCellGrad(rule) if rule.of != GruGradOf::State => rule.write_rows(x, shape, None, &sums, Some(out)),
+        Op::LstmCellGrad(rule) if sums_its_rows(op) => rule.write_rows(x, shape, None, &sums, Some(out)),
+        Op::GruCellGrad(rule) if sums_its_rows(op) => rule.write_rows(x, shape, None, &sums, Some(out)),
         _ => return false,
     };
     true
+}
+
+/// Whether `op` is a fused gradient whose output [`write_summed`] writes with its
+/// rows' sums (an LSTM's gate gradients, a GRU's gradient of either projection).
+pub(crate) fn sums_its_rows(op: &Op) -> bool {
+    match op {
+        Op::LstmCellGrad(rule) => rule.of == LstmGradOf::Gates,
+        Op::GruCellGrad(rule) => rule.of != GruGradOf::State,
+        _ => false,
+    }
 }
 
 /// Runs `kernel` (the lead node, output `shape`) writing `lead` (`None`: a new array,
