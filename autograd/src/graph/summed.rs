@@ -190,9 +190,9 @@ mod tests {
     }
 
     /// `t` steps of a fused LSTM or GRU (`[B, H]`) with biases on both projections, the
-    /// steps' `h'` stacked for the loss; the graph, what a training step keeps (every
-    /// weight's and bias's gradient, then the loss), and the biases.
-    fn steps<T: Float>(lstm: bool, t: usize, b: usize, h: usize) -> (Graph<T>, Vec<NodeId>, [NodeId; 2]) {
+    /// steps' `h'` stacked for the loss; the graph, and what a training step keeps
+    /// (every weight's and bias's gradient, then the loss).
+    fn steps<T: Float>(lstm: bool, t: usize, b: usize, h: usize) -> (Graph<T>, Vec<NodeId>) {
         let (i, gates) = (4, if lstm { 4 } else { 3 });
         let mut g = Graph::<T>::new();
         g.set_deferred(true);
@@ -223,7 +223,7 @@ mod tests {
         let wrt: &[NodeId] = if lstm { &[w, u, bi] } else { &[w, u, bi, bh] };
         let mut keep = g.grad(loss, wrt).unwrap();
         keep.push(loss);
-        (g, keep, [bi, bh])
+        (g, keep)
     }
 
     fn sums_of<T: Float>(g: &Graph<T>) -> Vec<usize> {
@@ -235,7 +235,7 @@ mod tests {
         // B = 64: whole blocks of rows, the stack's sum fed; B = 5: each step's own sum
         // only (a block would span two steps of the stack).
         for (lstm, b, stacked) in [(false, 64, true), (true, 64, true), (false, 5, false), (true, 5, false)] {
-            let (g, keep, _) = steps::<f32>(lstm, 3, b, 8);
+            let (g, keep) = steps::<f32>(lstm, 3, b, 8);
             let plan = LeanPlan::new(&g.nodes, &keep, 4);
             let sums = sums_of(&g);
             let summed: Vec<usize> = sums.iter().copied().filter(|&s| plan.is_summed(s)).collect();
@@ -261,7 +261,7 @@ mod tests {
             // Two blocks a step (and a share of rows each on two threads), one, and a
             // part of one; rows of 3H and 4H columns: two chunks of the sums and a rest.
             for (lstm, b, h) in [(false, 64, 96), (true, 64, 80), (false, 32, 8), (true, 5, 8), (false, 1, 8)] {
-                let (mut g, keep, _) = steps::<T>(lstm, 3, b, h);
+                let (mut g, keep) = steps::<T>(lstm, 3, b, h);
                 g.replay().unwrap();
                 let eager: Vec<ArrayD<T>> = keep.iter().map(|&k| g.value(k).unwrap().to_owned()).collect();
                 for run in 0..2 {

@@ -822,15 +822,16 @@ impl<T: Float> RowKernel<T> for GruCellGrad {
                         if let Some(s) = &sums.lead {
                             s.add_rows((r0, count), res, w, (0, w), w);
                         }
-                        match (&sums.sibling, hidden) {
-                            // The reset and update blocks are the input's: so are their sums.
-                            (Some(s), Some(hidden)) if sums.lead.is_some() && self.of == GruGradOf::Input => {
-                                let lead = sums.lead.as_ref().expect("checked");
-                                s.add_rows((r0, count), hidden.rows(r0, count, w), w, (2 * h, h), w);
-                                s.copy_from(lead, (r0, count), w, 2 * h);
+                        if let (Some(s), Some(hidden)) = (&sums.sibling, hidden) {
+                            let rows = hidden.rows(r0, count, w);
+                            match &sums.lead {
+                                // The reset and update blocks are the input's: so are their sums.
+                                Some(lead) => {
+                                    s.add_rows((r0, count), rows, w, (2 * h, h), w);
+                                    s.copy_from(lead, (r0, count), w, 2 * h);
+                                }
+                                None => s.add_rows((r0, count), rows, w, (0, w), w),
                             }
-                            (Some(s), Some(hidden)) => s.add_rows((r0, count), hidden.rows(r0, count, w), w, (0, w), w),
-                            _ => {}
                         }
                     }
                 },
